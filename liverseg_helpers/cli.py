@@ -1,0 +1,103 @@
+"""The ``liverseg`` command. Each subcommand's work lives in the module of its chapter.
+
+Argument parsing is here; handlers are imported only when their subcommand runs, so
+``liverseg info`` starts without importing TensorFlow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from liverseg_helpers.errors import LiverSegError
+
+# subcommand -> "module:function"; the function takes the parsed arguments, returns an exit code.
+HANDLERS = {
+    "info": "liverseg_helpers.io.info:run_info_cli",
+    "phantom": "liverseg_helpers.phantom:run_phantom_cli",
+    "data-verify": "liverseg_helpers.manifest:run_verify_cli",
+    "data-fetch": "liverseg_helpers.manifest:run_fetch_cli",
+    "train": "liverseg_helpers.train:run_train_cli",
+    "predict": "liverseg_helpers.predict:run_predict_cli",
+    "evaluate": "liverseg_helpers.evaluate:run_evaluate_cli",
+    "course": "liverseg_helpers.course:run_course_cli",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """All subcommands and their options."""
+    parser = argparse.ArgumentParser(prog="liverseg", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("info", help="describe a CT case: format, shape, spacing, HU, masks")
+    p.add_argument("path", help="3D-IRCADb patient folder, DICOM folder/zip, NIfTI, PNG folder")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+    p = sub.add_parser("phantom", help="write a synthetic CT cohort in the 3D-IRCADb layout")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--patients", type=int, default=3, help="number of patients")
+    p.add_argument("--seed", type=int, default=42, help="seed of the first patient")
+    p.add_argument("--slices", type=int, default=None, help="slices per patient")
+    p.add_argument("--size", type=int, default=None, help="in-plane pixels (real CT: 512)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing patients")
+
+    data = sub.add_parser("data", help="dataset cards: verify or fetch a dataset")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    p = data_sub.add_parser("verify", help="check a local copy against its dataset card")
+    p.add_argument("dir", help="dataset folder")
+    p.add_argument("--dataset", default=None, help="card name (guessed from the layout if absent)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p = data_sub.add_parser("fetch", help="download and verify a dataset (needs internet)")
+    p.add_argument("dataset", help="card name, e.g. ircadb, lits, msd_task03_liver")
+    p.add_argument("--out", required=True, help="download folder")
+    p.add_argument("--url", default=None, help="override the card's URL (a mirror or a file://)")
+
+    p = sub.add_parser("train", help="train a UNet on a cohort")
+    p.add_argument("--data", default=None, help="cohort folder (default: generated phantom)")
+    p.add_argument("--run-dir", default=None, help="run folder (default: runs/<profile>)")
+    p.add_argument("--profile", default=None, help="smoke, course or full")
+    p.add_argument("--task", default="liver", choices=["liver", "tumour"], help="what to segment")
+    p.add_argument("--loss", default=None, help="dice, bce, dice_bce, focal, tversky")
+    p.add_argument("--seed", type=int, default=42, help="random seed")
+    p.add_argument("--epochs", type=int, default=None, help="override the profile's epochs")
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+
+    p = sub.add_parser("predict", help="segment a whole CT and write the mask")
+    p.add_argument("input", help="DICOM series (folder/zip), 3D-IRCADb patient, or NIfTI file")
+    p.add_argument("--model", default=None, help=".keras model (default: shipped reference)")
+    p.add_argument("-o", "--out", required=True, help="output .nii.gz, PNG folder, or .dcm (SEG)")
+    p.add_argument("--threshold", type=float, default=0.5, help="probability threshold")
+    p.add_argument("--no-postprocess", action="store_true", help="skip 3D post-processing")
+    p.add_argument("--tumours", action="store_true", help="also segment liver tumours (0/1/2)")
+    p.add_argument("--tumour-model", default=None, help="tumour .keras model")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+
+    p = sub.add_parser("evaluate", help="3D metrics of a predicted mask against the truth")
+    p.add_argument("pred", help="predicted mask (NIfTI/NRRD, or a case folder)")
+    p.add_argument("gt", help="true mask (NIfTI/NRRD, or a case folder)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+    p = sub.add_parser("course", help="run the five notebooks with papermill")
+    p.add_argument("--profile", default="course", help="smoke, course or full")
+    p.add_argument("--data", default=None, help="cohort folder (default: generated phantom)")
+    p.add_argument("--out", default=None, help="run folder (default: runs/course-<profile>)")
+    p.add_argument("--seed", type=int, default=42, help="random seed")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``liverseg`` console script."""
+    args = build_parser().parse_args(argv)
+    key = args.command if args.command != "data" else f"data-{args.data_command}"
+    module_name, func_name = HANDLERS[key].split(":")
+    handler = getattr(importlib.import_module(module_name), func_name)
+    try:
+        return int(handler(args) or 0)
+    except LiverSegError as err:
+        print(f"liverseg {key}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
