@@ -1,0 +1,197 @@
+"""Running the course: the notebooks' shared start-up and the papermill runner.
+
+Every notebook's first code cell holds the same parameters (``PROFILE``, ``DATA_DIR``,
+``RUN_DIR``, ``SEED``); :func:`start_notebook` turns them into folders, a profile and seeds.
+Notebooks hand artefacts to each other only through the run folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from liverseg_helpers import config
+from liverseg_helpers.errors import LiverSegError
+
+NOTEBOOKS = (
+    "01_data_exploration.ipynb",
+    "02_preprocessing.ipynb",
+    "03_unet_build.ipynb",
+    "04_training.ipynb",
+    "05_prediction_and_results.ipynb",
+)
+# Set by the runner so the viewer draws a static figure where no widget front end exists.
+ENV_STATIC_VIEWER = "LIVERSEG_STATIC_VIEWER"
+
+
+class CourseError(LiverSegError):
+    """A notebook of the course failed; the message names the notebook and the cell."""
+
+
+class MissingArtefactError(LiverSegError, FileNotFoundError):
+    """A file an earlier notebook should have written is not in the run folder."""
+
+
+@dataclass(frozen=True)
+class CourseContext:
+    """What a notebook needs to know about its run.
+
+    Attributes:
+        profile: The size profile (see :mod:`liverseg_helpers.config`).
+        data_dir: Folder of patient cases (a generated phantom cohort by default).
+        run_dir: Folder where notebooks write and read artefacts.
+        seed: The seed given to :func:`config.set_seeds`.
+    """
+
+    profile: config.Profile
+    data_dir: Path
+    run_dir: Path
+    seed: int
+
+
+def find_repo_root(start: Path | None = None) -> Path:
+    """The nearest folder at or above ``start`` (default: cwd) holding ``pyproject.toml``."""
+    start = (start or Path.cwd()).resolve()
+    for folder in (start, *start.parents):
+        if (folder / "pyproject.toml").is_file() and (folder / "liverseg_helpers").is_dir():
+            return folder
+    return start
+
+
+def default_run_dir(profile_name: str) -> Path:
+    """``runs/<profile>`` in the repository (or the current folder outside one)."""
+    return find_repo_root() / "runs" / profile_name
+
+
+def start_notebook(
+    profile: str = "",
+    data_dir: str = "",
+    run_dir: str = "",
+    seed: int = config.DEFAULT_SEED,
+    need_data: bool = True,
+) -> CourseContext:
+    """Resolve a notebook's parameters, quiet TensorFlow's logging, seed, and make the data.
+
+    Args:
+        profile: ``smoke``, ``course`` or ``full``; "" reads ``$LIVERSEG_PROFILE``.
+        data_dir: Cohort folder; "" reads ``$LIVERSEG_DATA_DIR``, else a phantom cohort is
+            generated (once) in ``RUN_DIR/data``.
+        run_dir: Run folder; "" reads ``$LIVERSEG_RUN_DIR``, else ``runs/<profile>``.
+        seed: Seed for every random generator.
+        need_data: Generate the phantom cohort if no data folder is given.
+
+    Returns:
+        The resolved :class:`CourseContext`.
+    """
+    # TensorFlow writes C++ log lines to stderr at import; they would fail nbval-checked cells.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    chosen = config.get_profile(profile or None)
+    run_path = config.resolve_dir(run_dir, config.ENV_RUN_DIR, str(default_run_dir(chosen.name)))
+    run_path.mkdir(parents=True, exist_ok=True)
+    data_value = data_dir or os.environ.get(config.ENV_DATA_DIR, "")
+    if data_value:
+        data_path = Path(data_value).expanduser()
+        if not data_path.exists():
+            raise MissingArtefactError(f"{data_path}: data folder does not exist")
+    else:
+        data_path = run_path / "data"
+        if need_data:
+            from liverseg_helpers import phantom
+
+            data_path = phantom.ensure_phantom_cohort(data_path, chosen)
+    config.set_seeds(seed)
+    return CourseContext(profile=chosen, data_dir=data_path, run_dir=run_path, seed=seed)
+
+
+def require_artefact(path: str | os.PathLike, notebook: str) -> Path:
+    """Return ``path`` if it exists, else raise an error naming the notebook that makes it."""
+    found = Path(path)
+    if not found.exists():
+        raise MissingArtefactError(
+            f"{found} is missing: run notebook {notebook} first (with the same RUN_DIR)"
+        )
+    return found
+
+
+def run_course(
+    profile: str = "course",
+    data_dir: str | os.PathLike | None = None,
+    out_dir: str | os.PathLike | None = None,
+    seed: int = config.DEFAULT_SEED,
+    notebooks: tuple[str, ...] = NOTEBOOKS,
+) -> Path:
+    """Execute the notebooks in order with papermill into a run folder.
+
+    Executed notebooks land in ``OUT/notebooks``; models, metrics and figures in ``OUT``.
+    Execution stops at the first failing cell.
+
+    Args:
+        profile: ``smoke``, ``course`` or ``full``.
+        data_dir: Cohort folder, or None for the generated phantom cohort.
+        out_dir: Run folder, or None for ``runs/course-<profile>``.
+        seed: Seed passed to every notebook.
+        notebooks: Notebook file names to run, in order.
+
+    Returns:
+        The run folder.
+
+    Raises:
+        CourseError: A cell failed; the message names the notebook, the cell and the error.
+    """
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    config.get_profile(profile)  # fail early on a typo
+    source_dir = find_repo_root(Path(__file__).parent) / "notebooks"
+    run_path = Path(out_dir) if out_dir else find_repo_root() / "runs" / f"course-{profile}"
+    executed_dir = run_path / "notebooks"
+    executed_dir.mkdir(parents=True, exist_ok=True)
+    parameters = {
+        "PROFILE": profile,
+        "DATA_DIR": str(Path(data_dir).resolve()) if data_dir else "",
+        "RUN_DIR": str(run_path.resolve()),
+        "SEED": seed,
+    }
+    os.environ[ENV_STATIC_VIEWER] = "1"
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    timings: dict[str, float] = {}
+    for index, name in enumerate(notebooks, start=1):
+        source = source_dir / name
+        if not source.is_file():
+            raise CourseError(f"{source}: notebook not found")
+        print(f"[{index}/{len(notebooks)}] {name} ...", flush=True)
+        started = time.perf_counter()
+        try:
+            papermill.execute_notebook(
+                str(source),
+                str(executed_dir / name),
+                parameters=parameters,
+                kernel_name="python3",
+                cwd=str(source_dir),
+                progress_bar=False,
+            )
+        except PapermillExecutionError as err:
+            raise CourseError(
+                f"{name}: cell {err.cell_index} (execution count {err.exec_count}) failed with "
+                f"{err.ename}: {err.evalue}\nexecuted notebook: {executed_dir / name}"
+            ) from None
+        timings[name] = round(time.perf_counter() - started, 1)
+        print(f"      done in {timings[name]:.0f} s", flush=True)
+    summary = {"profile": profile, "seed": seed, "seconds": timings, **parameters}
+    (run_path / "course_summary.json").write_text(json.dumps(summary, indent=2))
+    print(f"course finished in {sum(timings.values()):.0f} s; run folder: {run_path}")
+    return run_path
+
+
+def run_course_cli(args) -> int:
+    """Handler of ``liverseg course``."""
+    try:
+        run_course(profile=args.profile, data_dir=args.data, out_dir=args.out, seed=args.seed)
+    except CourseError as err:
+        print(f"liverseg course: {err}", file=sys.stderr)
+        return 1
+    return 0
