@@ -107,6 +107,18 @@ def start_notebook(
     return CourseContext(profile=chosen, data_dir=data_path, run_dir=run_path, seed=seed)
 
 
+def find_real_data(real_data_dir: str = "") -> Path | None:
+    """Folder of real 3D-IRCADb patients: the given one, else ``../shared/data/3Dircadb1``
+    beside the repository (where the developers keep real cases), else None."""
+    if real_data_dir:
+        found = Path(real_data_dir).expanduser()
+        if not found.is_dir():
+            raise MissingArtefactError(f"{found}: real data folder does not exist")
+        return found
+    beside_repo = find_repo_root().parent / "shared" / "data" / "3Dircadb1"
+    return beside_repo if beside_repo.is_dir() else None
+
+
 def require_artefact(path: str | os.PathLike, notebook: str) -> Path:
     """Return ``path`` if it exists, else raise an error naming the notebook that makes it."""
     found = Path(path)
