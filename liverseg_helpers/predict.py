@@ -1,0 +1,346 @@
+"""Segment a whole CT with a trained 2D UNet, slice by slice, then clean the mask in 3D.
+
+The steps of :func:`predict_case`, each its own function so notebook 05 can show what it does:
+
+1. :func:`load_settings_for` – the preprocessing the model was trained with (its sidecar).
+2. :func:`predict_volume` – ``preprocess.preprocess_volume`` (the same function training
+   used), the model on batches of slices, and ``preprocess.restore_slices`` to bring the
+   probabilities back to the CT's own grid (linear interpolation of probabilities, which is
+   smoother than resizing a thresholded mask).
+3. threshold: ``probs > threshold``.
+4. :func:`postprocess_mask` – keep the largest 3D connected component (the liver is one
+   organ; false positives in the spleen or heart are separate blobs) and fill holes slice by
+   slice (vessels and tumours inside the liver belong to it).
+
+Writing the result (NIfTI, PNG folder, DICOM-SEG) and the ``liverseg predict`` command live in
+:mod:`liverseg_helpers.predict_output`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cc3d
+import numpy as np
+from scipy import ndimage
+
+from liverseg_helpers import preprocess
+from liverseg_helpers.errors import DataError, ModelFileError
+from liverseg_helpers.io.case import Case
+from liverseg_helpers.preprocess import PreprocessSettings
+
+
+@dataclass
+class PredictionResult:
+    """The prediction of one CT.
+
+    Attributes:
+        probs: Liver probabilities, float32 ``[z, y, x]`` on the CT's own grid.
+        pred: Final mask, bool ``[z, y, x]`` (thresholded, post-processed when asked).
+        seconds: Wall time of the prediction (preprocess, model, resize, post-process).
+        liver_volume_ml: Volume of ``pred`` in millilitres.
+        stage_seconds: Wall time per stage: preprocess, model, resize, postprocess.
+    """
+
+    probs: np.ndarray
+    pred: np.ndarray
+    seconds: float
+    liver_volume_ml: float
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+
+
+def get_model_input_shape(model: Any) -> tuple:
+    """``(height, width, channels)`` the model expects (entries may be None)."""
+    shape = model.inputs[0].shape if getattr(model, "inputs", None) else model.input_shape
+    return tuple(None if d is None else int(d) for d in shape[1:])
+
+
+def check_model_fits(model: Any, settings: PreprocessSettings, source: str = "model") -> None:
+    """Refuse a model whose input does not match the preprocessing.
+
+    Args:
+        model: A Keras model taking ``(batch, S, S, C)`` slices.
+        settings: The preprocessing that will make its input.
+        source: Model file name for the message.
+
+    Raises:
+        ModelFileError: Not a 2D image model, or another size or channel count.
+    """
+    shape = get_model_input_shape(model)
+    if len(shape) != 3:
+        raise ModelFileError(f"{source}: expected a 2D slice model (H, W, C), input is {shape}")
+    height, width, channels = shape
+    expected = (settings.image_size, settings.image_size, settings.n_channels)
+    if channels is not None and channels != settings.n_channels:
+        raise ModelFileError(
+            f"{source}: model takes {channels} input channels but the preprocessing gives "
+            f"{settings.n_channels} (context_slices={settings.context_slices}); "
+            "use the model's sidecar settings or a model trained with these settings"
+        )
+    for got, want in ((height, expected[0]), (width, expected[1])):
+        if got is not None and got != want:
+            raise ModelFileError(
+                f"{source}: model input is {height}x{width} pixels but the preprocessing "
+                f"makes {want}x{want} (image_size={settings.image_size})"
+            )
+
+
+def load_settings_for(
+    model_path: str | os.PathLike | None, model: Any = None
+) -> PreprocessSettings:
+    """The preprocessing settings a model was trained with.
+
+    Read from the model's JSON sidecar (``best.keras.json``, written by
+    ``model.save_model``); a model without a sidecar (plain ``model.save``) gets the default
+    settings with ``image_size`` taken from its input shape.
+
+    Args:
+        model_path: The ``.keras`` file, or None for an in-memory model.
+        model: The loaded model (needed when there is no sidecar).
+
+    Returns:
+        The settings, checked against the model's input shape when ``model`` is given.
+
+    Raises:
+        ModelFileError: Unreadable sidecar, or settings that do not fit the model.
+    """
+    from liverseg_helpers import model as model_lib  # lazy: imports Keras
+
+    source = str(model_path) if model_path is not None else "model"
+    sidecar = model_lib.read_sidecar(model_path) if model_path is not None else None
+    if sidecar is not None:
+        try:
+            settings = PreprocessSettings.from_dict(sidecar["preprocess"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise ModelFileError(
+                f"{source}: sidecar has no valid 'preprocess' block: {err}"
+            ) from err
+    elif model is not None:
+        height = get_model_input_shape(model)[0]
+        settings = PreprocessSettings() if height is None else PreprocessSettings(image_size=height)
+    else:
+        raise ModelFileError(f"{source}: no sidecar settings and no model to read the size from")
+    if model is not None:
+        check_model_fits(model, settings, source)
+    return settings
+
+
+def run_model_on_slices(
+    model: Any, images: np.ndarray, batch_size: int = 8, progress: bool = False
+) -> np.ndarray:
+    """Probabilities of the model for preprocessed slices, batch by batch.
+
+    ``predict_on_batch`` reuses one compiled graph, with none of ``model.predict``'s
+    per-call set-up; the last, smaller batch is padded so no second graph is traced.
+
+    Args:
+        images: float32 ``(n, S, S, C)`` from ``preprocess.preprocess_volume``.
+        batch_size: Slices per model call.
+        progress: Show a tqdm bar over batches.
+
+    Returns:
+        float32 ``(n, S, S)``.
+    """
+    from tqdm.auto import tqdm
+
+    n = len(images)
+    out = np.empty(images.shape[:3], dtype=np.float32)
+    starts = range(0, n, batch_size)
+    for start in tqdm(starts, desc="predict", unit="batch", disable=not progress):
+        batch = images[start : start + batch_size]
+        size = len(batch)
+        if size < batch_size and n > batch_size:
+            pad = np.zeros((batch_size - size, *batch.shape[1:]), dtype=batch.dtype)
+            batch = np.concatenate([batch, pad])
+        probs = np.asarray(model.predict_on_batch(batch), dtype=np.float32)
+        out[start : start + size] = probs[:size, ..., 0]
+    return out
+
+
+def predict_volume(
+    model: Any,
+    volume_hu: np.ndarray,
+    settings: PreprocessSettings,
+    batch_size: int = 8,
+    spacing_mm: tuple[float, float, float] | None = None,
+    progress: bool = False,
+    stage_seconds: dict[str, float] | None = None,
+) -> np.ndarray:
+    """Liver probabilities of a whole CT on its own grid.
+
+    Args:
+        model: Keras model, input ``(batch, S, S, C)`` as ``settings`` makes it.
+        volume_hu: CT ``[z, y, x]`` in HU.
+        settings: The model's preprocessing (:func:`load_settings_for`).
+        batch_size: Slices per model call.
+        spacing_mm: Voxel size ``(z, y, x)``; needed when ``settings.target_spacing_mm``.
+        progress: Show a tqdm bar over batches.
+        stage_seconds: If given, filled with the seconds of ``preprocess``, ``model`` and
+            ``resize``.
+
+    Returns:
+        float32 ``[z, y, x]`` in [0, 1], the shape of ``volume_hu``.
+
+    Raises:
+        DataError: A volume that is not 3D or holds NaN.
+        ModelFileError: A model whose input does not fit ``settings``.
+    """
+    check_model_fits(model, settings)
+    timer = {} if stage_seconds is None else stage_seconds
+    start = time.perf_counter()
+    images = preprocess.preprocess_volume(volume_hu, settings, spacing_mm)
+    timer["preprocess"] = time.perf_counter() - start
+    start = time.perf_counter()
+    small_probs = run_model_on_slices(model, images, batch_size, progress)
+    timer["model"] = time.perf_counter() - start
+    start = time.perf_counter()
+    probs = preprocess.restore_slices(small_probs, volume_hu.shape[1:], settings, spacing_mm)
+    timer["resize"] = time.perf_counter() - start
+    return probs
+
+
+def keep_largest_component(mask: np.ndarray) -> np.ndarray:
+    """The largest 26-connected component of a 3D mask (empty stays empty).
+
+    Args:
+        mask: bool ``[z, y, x]``.
+
+    Returns:
+        bool, same shape.
+    """
+    if not mask.any():
+        return mask.copy()
+    return cc3d.largest_k(mask, k=1, connectivity=26) > 0
+
+
+def fill_holes_per_slice(mask: np.ndarray) -> np.ndarray:
+    """Fill enclosed holes of each axial slice (vessels, tumours inside the liver outline).
+
+    Slice by slice, because in 3D a vessel that leaves the liver is not an enclosed hole.
+
+    Args:
+        mask: bool ``[z, y, x]``.
+
+    Returns:
+        bool, same shape.
+    """
+    out = mask.copy()
+    for z in np.flatnonzero(mask.reshape(len(mask), -1).any(axis=1)):
+        out[z] = ndimage.binary_fill_holes(mask[z])
+    return out
+
+
+def postprocess_mask(
+    pred: np.ndarray, keep_largest: bool = True, fill_holes: bool = True
+) -> np.ndarray:
+    """3D clean-up of a thresholded prediction.
+
+    Args:
+        pred: Mask ``[z, y, x]``, bool or 0/1.
+        keep_largest: Keep only the largest 3D connected component.
+        fill_holes: Fill holes slice by slice.
+
+    Returns:
+        bool ``[z, y, x]``.
+
+    Raises:
+        DataError: If ``pred`` is not 3D.
+    """
+    pred = np.asarray(pred) != 0
+    if pred.ndim != 3:
+        raise DataError(f"postprocess_mask: expected a 3D mask [z, y, x], got shape {pred.shape}")
+    if keep_largest:
+        pred = keep_largest_component(pred)
+    if fill_holes:
+        pred = fill_holes_per_slice(pred)
+    return pred
+
+
+def load_prediction_model(
+    model_or_path: Any, settings: PreprocessSettings | None = None
+) -> tuple[Any, PreprocessSettings]:
+    """Load a model file (or take a model) with its preprocessing settings.
+
+    Args:
+        model_or_path: ``.keras`` path or a loaded Keras model.
+        settings: Use these settings instead of the sidecar's (checked against the model).
+
+    Returns:
+        ``(model, settings)``.
+
+    Raises:
+        ModelFileError: Missing or foreign file, or a model that does not fit its settings.
+    """
+    path = None
+    model = model_or_path
+    if isinstance(model_or_path, (str, os.PathLike)):
+        from liverseg_helpers import model as model_lib  # lazy: imports Keras
+
+        path = Path(model_or_path)
+        # compile=False: prediction needs neither the loss nor the optimizer state.
+        model = model_lib.load_model(path, compile=False)
+    if settings is None:
+        settings = load_settings_for(path, model)
+    else:
+        check_model_fits(model, settings, str(path or "model"))
+    return model, settings
+
+
+def predict_case(
+    model_or_path: Any,
+    case: Case,
+    threshold: float = 0.5,
+    postprocess: bool = True,
+    batch_size: int = 8,
+    settings: PreprocessSettings | None = None,
+    progress: bool = False,
+) -> PredictionResult:
+    """Segment the liver of one case.
+
+    Args:
+        model_or_path: A ``.keras`` file (settings from its sidecar) or a loaded model.
+        case: The CT.
+        threshold: Probability above which a voxel is liver.
+        postprocess: Apply :func:`postprocess_mask` (largest component, filled holes).
+        batch_size: Slices per model call.
+        settings: Override the settings found for the model.
+        progress: Show a tqdm bar over batches.
+
+    Returns:
+        :class:`PredictionResult` on the case's grid.
+
+    Raises:
+        DataError: Threshold outside (0, 1) or a broken volume.
+        ModelFileError: A model that cannot be loaded or does not fit.
+    """
+    if not 0.0 < threshold < 1.0:
+        raise DataError(f"threshold must be between 0 and 1, got {threshold}")
+    model, settings = load_prediction_model(model_or_path, settings)
+    start = time.perf_counter()
+    stage_seconds: dict[str, float] = {}
+    probs = predict_volume(
+        model, case.volume, settings, batch_size, case.spacing_mm, progress, stage_seconds
+    )
+    post_start = time.perf_counter()
+    pred = probs > threshold
+    if postprocess:
+        pred = postprocess_mask(pred)
+    stage_seconds["postprocess"] = time.perf_counter() - post_start
+    return PredictionResult(
+        probs=probs,
+        pred=pred,
+        seconds=time.perf_counter() - start,
+        liver_volume_ml=float(np.count_nonzero(pred)) * case.voxel_volume_ml,
+        stage_seconds=stage_seconds,
+    )
+
+
+def run_predict_cli(args) -> int:
+    """``liverseg predict``: see :func:`liverseg_helpers.predict_output.run_predict_cli`."""
+    from liverseg_helpers import predict_output
+
+    return predict_output.run_predict_cli(args)

@@ -1,0 +1,341 @@
+"""Figures of the results chapter: CT overlays, three views, per-slice Dice, metric boxes, curves.
+
+Matplotlib only (no TensorFlow). Every function makes a figure of fixed size, labels axes with
+units and returns the :class:`~matplotlib.figure.Figure`; notebooks call ``plt.show()``.
+Arrays are ``[slice, row, column]`` (``z, y, x``) as everywhere in the package.
+Truth is drawn in green, prediction in red (their overlap looks yellow-brown).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+from liverseg_helpers.errors import DataError
+
+TRUTH_COLOR = "tab:green"
+PRED_COLOR = "tab:red"
+# Soft-tissue window (level 50 HU, width 400 HU): liver, vessels and tumours are visible.
+LIVER_WINDOW_HU = (50.0, 400.0)
+
+
+def window_for_display(image: np.ndarray, window: tuple[float, float]) -> np.ndarray:
+    """Map HU to [0, 1] grey levels with a (level, width) window.
+
+    Args:
+        image: CT slice or volume in HU.
+        window: ``(level_hu, width_hu)``.
+
+    Returns:
+        float32 array of the same shape in [0, 1].
+    """
+    level, width = window
+    low = level - width / 2.0
+    return np.clip((np.asarray(image, np.float32) - low) / max(width, 1e-6), 0.0, 1.0)
+
+
+def pick_slice_index(*masks: np.ndarray | None, n_slices: int) -> int:
+    """The slice with the most foreground in the first non-empty mask, else the middle slice."""
+    for mask in masks:
+        if mask is not None and np.any(mask):
+            return int(np.argmax(np.count_nonzero(mask, axis=(1, 2))))
+    return n_slices // 2
+
+
+def draw_contours(ax: Axes, mask2d: np.ndarray | None, color: str, **kwargs) -> None:
+    """Outline a 2D mask on ``ax`` (nothing when the mask is absent or empty)."""
+    if mask2d is not None and np.any(mask2d):
+        ax.contour(np.asarray(mask2d, np.float32), levels=[0.5], colors=[color], **kwargs)
+
+
+def add_legend(ax: Axes, truth: bool, pred: bool) -> None:
+    """Legend for the truth/prediction outlines that are drawn."""
+    handles = []
+    if truth:
+        handles.append(Line2D([], [], color=TRUTH_COLOR, label="truth"))
+    if pred:
+        handles.append(Line2D([], [], color=PRED_COLOR, label="prediction"))
+    if handles:
+        ax.legend(handles=handles, loc="lower right", fontsize="small")
+
+
+def plot_overlay(
+    volume: np.ndarray,
+    truth: np.ndarray | None = None,
+    pred: np.ndarray | None = None,
+    slice_index: int | None = None,
+    window: tuple[float, float] = LIVER_WINDOW_HU,
+    ax: Axes | None = None,
+) -> Figure:
+    """One axial CT slice with the truth and prediction outlined.
+
+    Args:
+        volume: CT ``[z, y, x]`` in HU.
+        truth: Optional true mask, same shape.
+        pred: Optional predicted mask, same shape.
+        slice_index: Axial slice; default the one with the most truth (or prediction).
+        window: Display window ``(level_hu, width_hu)``.
+        ax: Axes to draw on; a new 6x6 inch figure when absent.
+
+    Returns:
+        The figure.
+
+    Raises:
+        DataError: If a mask's shape differs from the volume's or the slice is out of range.
+    """
+    volume = np.asarray(volume)
+    for name, mask in (("truth", truth), ("pred", pred)):
+        if mask is not None and np.shape(mask) != volume.shape:
+            raise DataError(f"{name} shape {np.shape(mask)} differs from volume {volume.shape}")
+    if slice_index is None:
+        slice_index = pick_slice_index(truth, pred, n_slices=volume.shape[0])
+    if not 0 <= slice_index < volume.shape[0]:
+        raise DataError(f"slice_index {slice_index} outside 0..{volume.shape[0] - 1}")
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(6, 6))
+    else:
+        fig = ax.figure
+    ax.imshow(window_for_display(volume[slice_index], window), cmap="gray", vmin=0, vmax=1)
+    draw_contours(ax, None if truth is None else truth[slice_index], TRUTH_COLOR)
+    draw_contours(ax, None if pred is None else pred[slice_index], PRED_COLOR)
+    add_legend(ax, truth is not None, pred is not None)
+    ax.set_title(f"axial slice {slice_index} (W {window[1]:g} / L {window[0]:g} HU)")
+    ax.set_xlabel("column (pixels)")
+    ax.set_ylabel("row (pixels)")
+    return fig
+
+
+def plot_three_views(
+    volume: np.ndarray,
+    spacing_mm: tuple[float, float, float],
+    truth: np.ndarray | None = None,
+    pred: np.ndarray | None = None,
+    center: tuple[int, int, int] | None = None,
+    window: tuple[float, float] = LIVER_WINDOW_HU,
+) -> Figure:
+    """Axial, coronal and sagittal planes through the liver, drawn in mm with true proportions.
+
+    Args:
+        volume: CT ``[z, y, x]`` in HU.
+        spacing_mm: Voxel size ``(z, y, x)`` in mm (sets each view's aspect).
+        truth: Optional true mask, same shape.
+        pred: Optional predicted mask, same shape.
+        center: Voxel ``(z, y, x)`` the planes cross; default the centre of mass of the truth
+            (or prediction), else the volume centre.
+        window: Display window ``(level_hu, width_hu)``.
+
+    Returns:
+        A 15x5 inch figure with three panels.
+    """
+    volume = np.asarray(volume)
+    sz, sy, sx = (float(s) for s in spacing_mm)
+    if center is None:
+        ref = next((m for m in (truth, pred) if m is not None and np.any(m)), None)
+        if ref is None:
+            center = tuple(n // 2 for n in volume.shape)
+        else:
+            center = tuple(int(round(c.mean())) for c in np.nonzero(ref))
+    cz, cy, cx = center
+    nz, ny, nx = volume.shape
+    fig, axes = plt.subplots(1, 3, figsize=(15, 5))
+
+    def take(arr, view):
+        if arr is None:
+            return None
+        return {"axial": arr[cz], "coronal": arr[:, cy, :], "sagittal": arr[:, :, cx]}[view]
+
+    # extent in mm: (left, right, bottom, top); z is drawn upwards (head at the top).
+    extents = {
+        "axial": ((0, nx * sx, ny * sy, 0), "x (mm)", "y (mm)", f"axial z={cz}"),
+        "coronal": ((0, nx * sx, 0, nz * sz), "x (mm)", "z (mm)", f"coronal y={cy}"),
+        "sagittal": ((0, ny * sy, 0, nz * sz), "y (mm)", "z (mm)", f"sagittal x={cx}"),
+    }
+    for ax, (view, (extent, xlabel, ylabel, title)) in zip(axes, extents.items(), strict=True):
+        origin = "upper" if view == "axial" else "lower"
+        image = window_for_display(take(volume, view), window)
+        ax.imshow(image, cmap="gray", vmin=0, vmax=1, extent=extent, origin=origin)
+        for mask, color in ((truth, TRUTH_COLOR), (pred, PRED_COLOR)):
+            plane = take(mask, view)
+            if plane is not None and np.any(plane):
+                ax.contour(
+                    np.asarray(plane, np.float32),
+                    levels=[0.5],
+                    colors=[color],
+                    extent=extent,
+                    origin=origin,
+                )
+        ax.set_aspect("equal")  # extents are in mm, so equal aspect is the true shape
+        ax.set_title(title)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+    add_legend(axes[0], truth is not None, pred is not None)
+    fig.tight_layout()
+    return fig
+
+
+def compute_slice_dice(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    """Dice of each axial slice; ``nan`` where both slices are empty.
+
+    Args:
+        pred: Predicted mask ``[z, y, x]``.
+        gt: True mask, same shape.
+
+    Returns:
+        float64 array of length ``z``.
+    """
+    pred = np.asarray(pred) != 0
+    gt = np.asarray(gt) != 0
+    if pred.shape != gt.shape:
+        raise DataError(f"prediction shape {pred.shape} differs from truth shape {gt.shape}")
+    both = np.count_nonzero(pred & gt, axis=(1, 2)).astype(np.float64)
+    total = np.count_nonzero(pred, axis=(1, 2)) + np.count_nonzero(gt, axis=(1, 2))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, 2.0 * both / total, np.nan)
+
+
+def plot_slice_dice(pred: np.ndarray, gt: np.ndarray) -> Figure:
+    """Per-slice Dice along z, with the true liver area as context (errors sit at the ends).
+
+    Args:
+        pred: Predicted mask ``[z, y, x]``.
+        gt: True mask, same shape.
+
+    Returns:
+        A 10x4 inch figure.
+    """
+    dice = compute_slice_dice(pred, gt)
+    area = np.count_nonzero(np.asarray(gt) != 0, axis=(1, 2))
+    fig, ax = plt.subplots(figsize=(10, 4))
+    ax.plot(np.arange(dice.size), dice, ".-", color=PRED_COLOR, label="Dice")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("axial slice index")
+    ax.set_ylabel("Dice")
+    ax.set_title("Dice per slice (gaps: no liver in truth or prediction)")
+    twin = ax.twinx()
+    twin.fill_between(np.arange(area.size), area, color=TRUTH_COLOR, alpha=0.2, label="truth area")
+    twin.set_ylabel("true liver area (pixels)")
+    ax.legend(loc="lower center")
+    return fig
+
+
+def plot_metric_boxes(
+    df: pd.DataFrame,
+    columns: tuple[tuple[str, ...], ...] = (
+        ("dice", "jaccard", "voe"),
+        ("assd_mm", "hd95_mm", "mssd_mm"),
+    ),
+) -> Figure:
+    """Box plots of per-patient metrics: overlap (fraction) and surface distances (mm).
+
+    Args:
+        df: Table of ``evaluate.evaluate_cohort``; the summary rows (mean, std, n_valid) are
+            dropped, as are ``nan`` values.
+        columns: Groups of metric columns, one panel per group.
+
+    Returns:
+        A 12x4 inch figure.
+    """
+    cases = df.drop(index=[i for i in ("mean", "std", "n_valid") if i in df.index])
+    fig, axes = plt.subplots(1, len(columns), figsize=(12, 4), squeeze=False)
+    for ax, group in zip(axes[0], columns, strict=True):
+        names = [c for c in group if c in cases.columns]
+        data = [cases[c].replace([np.inf, -np.inf], np.nan).dropna().to_numpy() for c in names]
+        ax.boxplot(data, showmeans=True)
+        ax.set_xticks(range(1, len(names) + 1), names)
+        for i, values in enumerate(data, start=1):  # every patient as a dot
+            ax.plot(np.full(values.size, i), values, "o", alpha=0.5, color="tab:blue")
+        is_mm = all(n.endswith("_mm") for n in names)
+        ax.set_ylabel("distance (mm)" if is_mm else "fraction")
+        ax.set_title(f"{'surface distances' if is_mm else 'overlap'} ({len(cases)} patients)")
+    fig.tight_layout()
+    return fig
+
+
+def read_history(run_dir_or_csv: str | os.PathLike) -> pd.DataFrame:
+    """Training history from a run folder (its ``history.csv``) or a CSV file.
+
+    Raises:
+        DataError: If the file is missing.
+    """
+    path = Path(run_dir_or_csv)
+    if path.is_dir():
+        path = path / "history.csv"
+    if not path.is_file():
+        raise DataError(f"{path}: no training history (train a model first: notebook 03)")
+    return pd.read_csv(path)
+
+
+def plot_history(run_dir_or_csv: str | os.PathLike | pd.DataFrame) -> Figure:
+    """Loss and Dice per epoch, training and validation.
+
+    Args:
+        run_dir_or_csv: Run folder with ``history.csv``, the CSV itself, or a DataFrame with
+            columns such as ``loss``, ``val_loss``, ``dice_metric``, ``val_dice_metric``.
+
+    Returns:
+        A 12x4 inch figure with a loss panel and a Dice panel.
+    """
+    if isinstance(run_dir_or_csv, pd.DataFrame):
+        history = run_dir_or_csv
+    else:
+        history = read_history(run_dir_or_csv)
+    epochs = history["epoch"] + 1 if "epoch" in history else np.arange(1, len(history) + 1)
+    fig, (ax_loss, ax_dice) = plt.subplots(1, 2, figsize=(12, 4))
+    for ax, key, ylabel in ((ax_loss, "loss", "loss"), (ax_dice, "dice", "Dice")):
+        train_cols = [
+            c for c in history.columns if key in c and not c.startswith("val_") and c != "epoch"
+        ]
+        if key == "loss":
+            train_cols = [c for c in train_cols if c == "loss"] or train_cols
+        for col in train_cols:
+            ax.plot(epochs, history[col], "o-", label=f"train {col}")
+            if f"val_{col}" in history:
+                ax.plot(epochs, history[f"val_{col}"], "s--", label=f"validation {col}")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(ylabel)
+        ax.set_title(f"{ylabel} per epoch")
+        if train_cols:
+            ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def plot_worst_slices(
+    volume: np.ndarray,
+    gt: np.ndarray,
+    pred: np.ndarray,
+    n: int = 4,
+    window: tuple[float, float] = LIVER_WINDOW_HU,
+) -> Figure:
+    """The ``n`` axial slices with the lowest Dice (slices where truth or prediction has liver).
+
+    Args:
+        volume: CT ``[z, y, x]`` in HU.
+        gt: True mask, same shape.
+        pred: Predicted mask, same shape.
+        n: Number of slices to show.
+        window: Display window ``(level_hu, width_hu)``.
+
+    Returns:
+        A figure of ``n`` panels, 4 inches each, titled with slice index and Dice.
+    """
+    dice = compute_slice_dice(pred, gt)
+    candidates = np.flatnonzero(~np.isnan(dice))
+    worst = candidates[np.argsort(dice[candidates], kind="stable")][:n]
+    fig, axes = plt.subplots(1, max(n, 1), figsize=(4 * max(n, 1), 4), squeeze=False)
+    for ax in axes[0]:
+        ax.axis("off")
+    for ax, index in zip(axes[0], worst, strict=False):
+        plot_overlay(volume, gt, pred, slice_index=int(index), window=window, ax=ax)
+        ax.axis("on")
+        ax.set_title(f"slice {index}: Dice {dice[index]:.2f}")
+    fig.suptitle(f"{len(worst)} worst slices by Dice")
+    fig.tight_layout()
+    return fig
