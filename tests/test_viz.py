@@ -1,0 +1,171 @@
+"""Figures (viz.py) and the viewer's logic (widgets.py), without a widget front end."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from liverseg_helpers import evaluate, viz, widgets  # noqa: E402
+from liverseg_helpers.errors import DataError  # noqa: E402
+from liverseg_helpers.io.case import Case  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def close_figures():
+    yield
+    plt.close("all")
+
+
+@pytest.fixture
+def toy():
+    """A 16x32x32 CT with a sphere 'liver' at 60 HU and a prediction shifted by 2 voxels."""
+    zz, yy, xx = np.indices((16, 32, 32))
+    truth = (zz - 8) ** 2 + (yy - 16) ** 2 + (xx - 14) ** 2 <= 36
+    pred = np.roll(truth, 2, axis=2)
+    volume = np.where(truth, 60, -100).astype(np.int16)
+    return volume, truth, pred
+
+
+def test_plot_overlay_picks_liver_slice(toy):
+    volume, truth, pred = toy
+    fig = viz.plot_overlay(volume, truth, pred)
+    assert isinstance(fig, Figure)
+    ax = fig.axes[0]
+    assert "slice 8" in ax.get_title() and "HU" in ax.get_title()
+    assert ax.get_xlabel() and ax.get_ylabel()
+    assert len(ax.collections) == 2  # two contour sets
+    assert tuple(fig.get_size_inches()) == (6, 6)
+
+
+def test_plot_overlay_on_given_axes_and_errors(toy):
+    volume, truth, _ = toy
+    fig, ax = plt.subplots()
+    assert viz.plot_overlay(volume, truth=truth, slice_index=0, ax=ax) is fig
+    with pytest.raises(DataError, match="slice_index"):
+        viz.plot_overlay(volume, slice_index=99)
+    with pytest.raises(DataError, match="shape"):
+        viz.plot_overlay(volume, truth=truth[:3])
+
+
+def test_window_for_display():
+    image = np.array([-150, 50, 250, 1000])
+    assert viz.window_for_display(image, (50, 400)).tolist() == [0.0, 0.5, 1.0, 1.0]
+
+
+def test_three_views_have_true_proportions(toy):
+    volume, truth, pred = toy
+    spacing_mm = (2.5, 0.5, 0.5)
+    fig = viz.plot_three_views(volume, spacing_mm, truth, pred)
+    axial, coronal, sagittal = fig.axes[:3]
+    assert coronal.get_ylabel() == "z (mm)" and "mm" in axial.get_xlabel()
+    # image extents are in mm: coronal is 32*0.5 = 16 mm wide, 16*2.5 = 40 mm tall.
+    left, right, bottom, top = coronal.images[0].get_extent()
+    assert (right - left, top - bottom) == pytest.approx((16.0, 40.0))
+    assert sagittal.get_aspect() == 1.0
+
+
+def test_slice_dice_and_plot(toy):
+    _, truth, pred = toy
+    dice = viz.compute_slice_dice(pred, truth)
+    assert np.isnan(dice[0]) and 0 < dice[8] < 1
+    empty = viz.compute_slice_dice(np.zeros_like(truth), truth)
+    assert np.nanmax(empty) == 0.0
+    fig = viz.plot_slice_dice(pred, truth)
+    assert fig.axes[0].get_xlabel() == "axial slice index"
+
+
+def test_metric_boxes_drop_summary_rows(toy):
+    _, truth, pred = toy
+    df = evaluate.evaluate_cohort(
+        {
+            "a": (pred, truth, (1, 1, 1)),
+            "b": (truth, truth, (1, 1, 1)),
+            "c": (np.zeros_like(truth), truth, (1, 1, 1)),
+        }
+    )
+    fig = viz.plot_metric_boxes(df)
+    assert len(fig.axes) == 2
+    assert "3 patients" in fig.axes[0].get_title()
+    assert fig.axes[1].get_ylabel() == "distance (mm)"
+
+
+def test_plot_history_from_run_dir(tmp_path):
+    history = pd.DataFrame(
+        {
+            "epoch": [0, 1, 2],
+            "loss": [0.9, 0.5, 0.3],
+            "val_loss": [0.95, 0.6, 0.4],
+            "dice_metric": [0.1, 0.5, 0.7],
+            "val_dice_metric": [0.1, 0.4, 0.6],
+        }
+    )
+    history.to_csv(tmp_path / "history.csv", index=False)
+    fig = viz.plot_history(tmp_path)
+    ax_loss, ax_dice = fig.axes
+    assert len(ax_loss.lines) == 2 and len(ax_dice.lines) == 2
+    assert ax_loss.get_xlabel() == "epoch"
+    assert ax_dice.lines[0].get_xdata().tolist() == [1, 2, 3]
+    with pytest.raises(DataError, match="history"):
+        viz.plot_history(tmp_path / "missing")
+
+
+def test_worst_slices_sorted_by_dice(toy):
+    volume, truth, pred = toy
+    fig = viz.plot_worst_slices(volume, truth, pred, n=3)
+    dice = viz.compute_slice_dice(pred, truth)
+    titles = [ax.get_title() for ax in fig.axes[:3]]
+    shown = [float(t.split("Dice ")[1]) for t in titles]
+    assert shown == sorted(shown)
+    assert shown[0] == pytest.approx(np.nanmin(dice), abs=0.01)
+
+
+def test_threshold_callback():
+    probs = np.array([[[0.1, 0.5, 0.51, 0.9]]], np.float32)
+    assert widgets.threshold_probs(probs, 0.5).tolist() == [[[False, False, True, True]]]
+    assert widgets.threshold_probs(probs, 0.05).all()
+    assert widgets.threshold_probs(None, 0.5) is None
+
+
+def test_render_viewer_slice_follows_controls(toy):
+    volume, truth, pred = toy
+    probs = pred.astype(np.float32) * 0.7
+    fig = widgets.render_viewer_slice(volume, 8, 40, 350, probs=probs, truth=truth, threshold=0.6)
+    assert "threshold 0.60" in fig.axes[0].get_title()
+    assert len(fig.axes[0].collections) == 2
+    # above every probability: the prediction outline disappears
+    fig = widgets.render_viewer_slice(volume, 8, 40, 350, probs=probs, truth=truth, threshold=0.8)
+    assert len(fig.axes[0].collections) == 1
+    fig = widgets.render_viewer_slice(volume, 8, 40, 350, probs, truth, show_truth=False)
+    assert len(fig.axes[0].collections) == 1
+
+
+def test_static_fallback(toy, monkeypatch):
+    volume, truth, pred = toy
+    monkeypatch.setenv(widgets.ENV_STATIC_VIEWER, "1")
+    assert widgets.use_static_viewer() is True
+    assert widgets.use_static_viewer(False) is False
+    fig = widgets.show_viewer(volume, probs=pred.astype(np.float32), truth=truth)
+    assert isinstance(fig, Figure)
+    case = Case("toy", volume, (2.0, 1.0, 1.0), masks={"liver": truth})
+    fig = widgets.show_viewer(case, static=True)
+    assert len(fig.axes) == 3  # three views when the spacing is known
+    monkeypatch.delenv(widgets.ENV_STATIC_VIEWER)
+    assert widgets.use_static_viewer() is False
+
+
+def test_interactive_viewer_builds_widgets(toy):
+    volume, truth, pred = toy
+    box = widgets.show_viewer(volume, probs=pred.astype(np.float32), truth=truth, static=False)
+    controls = box.children[0].children
+    threshold = next(c for c in controls if c.description == "threshold")
+    threshold.value = 0.9  # triggers the redraw callback without a front end
+    assert len(controls) == 6
+    with pytest.raises(DataError, match="probs"):
+        widgets.show_viewer(volume, probs=pred[:2].astype(np.float32), static=True)
