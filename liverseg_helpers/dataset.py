@@ -1,0 +1,417 @@
+"""From CT cases to training batches: a slice cache on disk, then tf.data or a PyDataset.
+
+1. :func:`build_slice_cache` runs :func:`liverseg_helpers.preprocess.preprocess_volume` once
+   per patient and saves the selected slices (one ``.npz`` per patient) in a folder named by
+   a hash of the settings: changing a setting builds a new cache, re-running reuses it.
+   Files are written to a temporary name and renamed, so an interrupted run never leaves a
+   half-written file behind.
+2. :func:`load_cached_slices` reads the patients of one split into memory.
+3. :func:`make_train_ds` / :func:`make_val_ds` feed a model with tf.data: shuffling,
+   augmentation on whole batches in parallel, prefetching, so the CPU prepares the next
+   batches while the model trains. :func:`make_numpy_sequence` does the same without
+   TensorFlow (for the JAX backend).
+
+TensorFlow and Keras are imported inside the functions that need them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+import zlib
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from liverseg_helpers import preprocess
+from liverseg_helpers.augment import AugmentSettings, augment_batch_numpy, augment_batch_tf
+from liverseg_helpers.errors import DataError
+from liverseg_helpers.io.case import LIVER, Case
+
+CACHE_FORMAT_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+
+
+def cache_key(
+    settings: preprocess.PreprocessSettings,
+    target: str = LIVER,
+    crop_to: str | None = None,
+    crop_margin_px: int = 16,
+    seed: int = 42,
+) -> str:
+    """Short hash of everything that changes the cached slices (12 hex digits)."""
+    described = dict(
+        settings=settings.to_dict(),
+        target=target,
+        crop_to=crop_to,
+        crop_margin_px=crop_margin_px if crop_to else None,
+        seed=seed,
+        format_version=CACHE_FORMAT_VERSION,
+    )
+    return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _write_atomic(path: Path, write) -> None:
+    """Write through ``write(file_object)`` to a temp file beside ``path``, then rename."""
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
+def _read_manifest(folder: Path) -> dict:
+    path = folder / MANIFEST_NAME
+    if not path.is_file():
+        raise DataError(f"{folder}: not a slice cache (no {MANIFEST_NAME}); run build_slice_cache")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path}: unreadable cache manifest ({err})") from err
+
+
+def _file_name(case_id: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]", "_", case_id) + ".npz"
+
+
+def _cache_case(
+    case: Case,
+    settings: preprocess.PreprocessSettings,
+    target: str,
+    crop_to: str | None,
+    crop_margin_px: int,
+    seed: int,
+) -> dict[str, np.ndarray]:
+    """Preprocess one case and pick its training slices."""
+    name = f"{case.case_id} ({case.source})" if case.source else case.case_id
+    for key in {target, crop_to} - {None}:
+        if key not in case.masks:
+            raise DataError(f"{name}: no {key!r} mask (has {sorted(case.masks)})")
+        if case.masks[key].shape != case.volume.shape:
+            raise DataError(
+                f"{name}: {key!r} mask shape {case.masks[key].shape} != CT {case.volume.shape}"
+            )
+    for key in {target, crop_to, LIVER} & set(case.masks):
+        preprocess.check_binary_mask(case.masks[key], f"{name} mask {key!r}")
+    volume, target_mask = case.volume, case.masks[target]
+    box = np.array([-1, -1, -1, -1])
+    if crop_to:
+        box = np.array(preprocess.find_crop_box(case.masks[crop_to], crop_margin_px))
+        volume = preprocess.crop_inplane(volume, tuple(box))
+        target_mask = preprocess.crop_inplane(target_mask, tuple(box))
+    # Select on the liver (the organ the slices are about) so a tumour target keeps
+    # patients without lesions; fall back to the target when there is no liver mask.
+    select_mask = case.masks.get(LIVER, case.masks[target])
+    rng = np.random.default_rng([seed, zlib.crc32(case.case_id.encode())])
+    indices = preprocess.select_slices(select_mask, settings.non_liver_fraction, rng)
+    images = preprocess.preprocess_volume(volume, settings, case.spacing_mm, source=name)
+    masks = preprocess.preprocess_mask(target_mask, settings, case.spacing_mm, source=name)
+    return dict(
+        images=images[indices].astype(np.float16),
+        masks=masks[indices],
+        slice_indices=indices,
+        crop_box=box,
+        native_shape=np.array(case.shape),
+        spacing_mm=np.array(case.spacing_mm, dtype=np.float64),
+    )
+
+
+def build_slice_cache(
+    cases_or_paths: Iterable[Case | str | os.PathLike],
+    settings: preprocess.PreprocessSettings,
+    cache_dir: str | os.PathLike,
+    target: str = LIVER,
+    seed: int = 42,
+    crop_to: str | None = None,
+    crop_margin_px: int = 16,
+) -> Path:
+    """Preprocess cases once and store the selected slices, one ``.npz`` per patient.
+
+    Args:
+        cases_or_paths: ``Case`` objects, or paths that ``liverseg_helpers.io.load_case``
+            reads (loaded one at a time, skipped when already cached).
+        settings: Preprocessing settings.
+        cache_dir: Parent folder; the cache goes into ``<cache_dir>/<target>_<hash>/``.
+        target: Mask to learn (``"liver"``, or ``"tumour"`` for a cascaded second stage).
+        seed: Seed of the random choice of non-liver slices.
+        crop_to: Optional mask name (``"liver"``) whose bounding box (+ margin, squared)
+            every slice is cropped to before resizing: the input of a tumour stage.
+        crop_margin_px: Margin around the crop box, native pixels.
+
+    Returns:
+        The cache folder. Each ``<case_id>.npz`` holds ``images`` float16 ``(n, S, S, C)``,
+        ``masks`` uint8 ``(n, S, S, 1)``, ``slice_indices``, ``crop_box``, ``native_shape``,
+        ``spacing_mm`` and ``key``; ``manifest.json`` holds the settings and case list.
+
+    Raises:
+        DataError: A case lacks the target mask, has NaN HU or a non-binary mask, or no
+            case has a single liver slice.
+    """
+    key = cache_key(settings, target, crop_to, crop_margin_px, seed)
+    folder = Path(cache_dir) / f"{target}_{key}"
+    folder.mkdir(parents=True, exist_ok=True)
+    header = dict(
+        format_version=CACHE_FORMAT_VERSION,
+        key=key,
+        settings=settings.to_dict(),
+        target=target,
+        crop_to=crop_to,
+        crop_margin_px=crop_margin_px,
+        seed=seed,
+    )
+    try:
+        manifest = _read_manifest(folder)
+    except DataError:
+        manifest = {}
+    if {k: manifest.get(k) for k in header} != header:  # new, foreign or damaged: rebuild
+        for stale in folder.glob("*.npz"):
+            stale.unlink()
+        manifest = dict(header, cases={})
+    by_source = {entry["source"]: cid for cid, entry in manifest["cases"].items()}
+
+    for item in cases_or_paths:
+        if isinstance(item, Case):
+            case, source = item, item.source
+            cached = case.case_id in manifest["cases"]
+        else:
+            source = str(Path(item).resolve())
+            cached = source in by_source
+            case = None
+        cid = case.case_id if case is not None else by_source.get(source)
+        if cached and (folder / manifest["cases"][cid]["file"]).is_file():
+            continue
+        if case is None:
+            from liverseg_helpers.io import load_case  # the io chapter's reader
+
+            case = load_case(item)
+        arrays = _cache_case(case, settings, target, crop_to, crop_margin_px, seed)
+        file_name = _file_name(case.case_id)
+        _write_atomic(folder / file_name, lambda f, a=arrays: np.savez(f, key=key, **a))
+        manifest["cases"][case.case_id] = dict(
+            file=file_name, source=source, n_slices=len(arrays["slice_indices"])
+        )
+        text = json.dumps(manifest, indent=1).encode()
+        _write_atomic(folder / MANIFEST_NAME, lambda f, t=text: f.write(t))
+    if manifest["cases"] and sum(e["n_slices"] for e in manifest["cases"].values()) == 0:
+        raise DataError(
+            f"{folder}: no slice selected in any case ({sorted(manifest['cases'])}): "
+            f"the {LIVER!r} masks are empty"
+        )
+    return folder
+
+
+def load_cached_slices(
+    cache_dir: str | os.PathLike,
+    case_ids: Sequence[str] | None = None,
+    settings: preprocess.PreprocessSettings | None = None,
+    target: str | None = None,
+    dtype: type = np.float32,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Read the cached slices of some patients (e.g. one split) into memory.
+
+    Args:
+        cache_dir: A folder returned by :func:`build_slice_cache`.
+        case_ids: Patients to read (all when None), in this order.
+        settings: When given, the cache must have been built with exactly these settings.
+        target: When given, the cache must hold this target mask.
+        dtype: Image dtype returned (float16 halves the memory).
+
+    Returns:
+        ``(x, y)``: images ``(n, S, S, C)`` of ``dtype`` in ``[0, 1]``, masks uint8
+        ``(n, S, S, 1)`` of 0/1.
+
+    Raises:
+        DataError: Not a cache, built with other settings or target, an unknown case id, a
+            file from another cache, or no slices at all.
+    """
+    folder = Path(cache_dir)
+    manifest = _read_manifest(folder)
+    checks = [("settings", settings.to_dict() if settings else None), ("target", target)]
+    for name, wanted in checks:
+        if wanted is not None and manifest.get(name) != wanted:
+            raise DataError(
+                f"{folder / MANIFEST_NAME}: cache built with {name} {manifest.get(name)}, "
+                f"expected {wanted}; call build_slice_cache with the new {name}"
+            )
+    case_ids = sorted(manifest["cases"]) if case_ids is None else list(case_ids)
+    missing = [c for c in case_ids if c not in manifest["cases"]]
+    if missing:
+        raise DataError(f"{folder}: cases {missing} are not in the cache; build it with them")
+    xs, ys = [], []
+    for cid in case_ids:
+        path = folder / manifest["cases"][cid]["file"]
+        with np.load(path) as data:
+            if str(data["key"]) != manifest["key"]:
+                raise DataError(f"{path}: belongs to another cache (key {data['key']})")
+            xs.append(data["images"].astype(dtype))
+            ys.append(data["masks"])
+    if sum(len(x) for x in xs) == 0:
+        raise DataError(f"{folder}: no slices for cases {case_ids} (no liver in their masks)")
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def _check_xy(x: np.ndarray, y: np.ndarray) -> None:
+    if x.ndim != 4 or len(x) == 0:
+        raise DataError(f"images: expected (n, S, S, C) with n > 0, got {x.shape}")
+    if y.shape != x.shape[:3] + (1,):
+        raise DataError(f"masks: shape {y.shape} does not fit images {x.shape}")
+    if ((y != 0) & (y != 1)).any():
+        raise DataError(f"masks: not binary (values {np.unique(y)[:6]}); expected 0/1")
+    if not np.isfinite(x).all():
+        raise DataError("images: NaN or infinite values; rebuild the slice cache")
+
+
+def make_train_ds(
+    x: np.ndarray,
+    y: np.ndarray,
+    batch_size: int,
+    seed: int,
+    augment: bool = True,
+    augment_settings: AugmentSettings | None = None,
+):
+    """Training batches: shuffle, batch, augment in parallel, prefetch.
+
+    Args:
+        x: Images ``(n, S, S, C)`` in ``[0, 1]`` (from :func:`load_cached_slices`).
+        y: Masks ``(n, S, S, 1)`` of 0/1.
+        batch_size: Slices per batch.
+        seed: Seeds shuffling and augmentation: the same seed gives the same batches.
+        augment: Apply random geometric (image and mask together) and intensity transforms.
+        augment_settings: Transform ranges.
+
+    Returns:
+        ``tf.data.Dataset`` of ``(images float32, masks float32)``, one pass per epoch,
+        reshuffled and re-augmented every epoch.
+    """
+    import tensorflow as tf
+
+    _check_xy(x, y)
+    ds = tf.data.Dataset.from_tensor_slices((x, y))
+    ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True).batch(batch_size)
+    ds = ds.map(lambda a, b: (tf.cast(a, tf.float32), tf.cast(b, tf.float32)))
+    if augment:
+        # One stateless seed pair per batch, new every epoch, reproducible from `seed`.
+        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+        ds = tf.data.Dataset.zip((ds, seeds)).map(
+            lambda xy, s: augment_batch_tf(xy[0], xy[1], s, augment_settings),
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=True,
+        )
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def make_val_ds(x: np.ndarray, y: np.ndarray, batch_size: int):
+    """Validation batches in a fixed order, no augmentation (``tf.data.Dataset``)."""
+    import tensorflow as tf
+
+    _check_xy(x, y)
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size)
+    ds = ds.map(lambda a, b: (tf.cast(a, tf.float32), tf.cast(b, tf.float32)))
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def make_numpy_sequence(
+    x: np.ndarray,
+    y: np.ndarray,
+    batch_size: int,
+    seed: int,
+    augment: bool = True,
+    augment_settings: AugmentSettings | None = None,
+    shuffle: bool = True,
+    **pydataset_kwargs,
+):
+    """The same batches as :func:`make_train_ds` without TensorFlow (any Keras backend).
+
+    Args:
+        x, y, batch_size, seed, augment, augment_settings: As in :func:`make_train_ds`.
+        shuffle: Reshuffle every epoch (False for validation).
+        **pydataset_kwargs: ``workers``, ``use_multiprocessing``, ``max_queue_size``.
+
+    Returns:
+        A ``keras.utils.PyDataset`` of ``(images float32, masks float32)`` batches.
+    """
+    import keras
+
+    _check_xy(x, y)
+
+    class SliceSequence(keras.utils.PyDataset):
+        """Batches of cached slices, augmented with NumPy/OpenCV."""
+
+        def __init__(self) -> None:
+            super().__init__(**pydataset_kwargs)
+            self.epoch = 0
+            self.order = self._make_order()
+
+        def _make_order(self) -> np.ndarray:
+            if not shuffle:
+                return np.arange(len(x))
+            return np.random.default_rng([seed, self.epoch]).permutation(len(x))
+
+        def __len__(self) -> int:
+            return -(-len(x) // batch_size)
+
+        def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+            chosen = np.sort(self.order[index * batch_size : (index + 1) * batch_size])
+            images, masks = x[chosen].astype(np.float32), y[chosen].astype(np.float32)
+            if augment:
+                rng = np.random.default_rng([seed, self.epoch, index])
+                images, masks = augment_batch_numpy(images, masks, rng, augment_settings)
+            return images, masks
+
+        def on_epoch_end(self) -> None:
+            self.epoch += 1
+            self.order = self._make_order()
+
+    return SliceSequence()
+
+
+def plot_augmentation_grid(ds_or_xy, n: int = 8, seed: int = 0):
+    """Show slices with their mask outline: originals above augmented copies.
+
+    Args:
+        ds_or_xy: ``(x, y)`` arrays (augmented here with NumPy) or a dataset yielding
+            ``(images, masks)`` batches (shown as they come; one row).
+        n: Slices to show.
+        seed: Seed of the augmentation and of the choice of slices.
+
+    Returns:
+        matplotlib ``Figure``.
+    """
+    import matplotlib.pyplot as plt
+
+    if isinstance(ds_or_xy, tuple):
+        x, y = ds_or_xy
+        chosen = np.sort(np.random.default_rng(seed).choice(len(x), min(n, len(x)), False))
+        images, masks = x[chosen].astype(np.float32), y[chosen].astype(np.float32)
+        aug = augment_batch_numpy(images, masks, np.random.default_rng(seed))
+        rows = [("original", images, masks), ("augmented", *aug)]
+    else:
+        batches_images, batches_masks = [], []
+        for images, masks in ds_or_xy:
+            batches_images.append(np.asarray(images))
+            batches_masks.append(np.asarray(masks))
+            if sum(len(b) for b in batches_images) >= n:
+                break
+        rows = [("batch", np.concatenate(batches_images)[:n], np.concatenate(batches_masks)[:n])]
+    n_cols = len(rows[0][1])
+    fig, axes = plt.subplots(
+        len(rows), n_cols, figsize=(2.0 * n_cols, 2.2 * len(rows)), squeeze=False
+    )
+    for row, (label, images, masks) in enumerate(rows):
+        for col in range(n_cols):
+            ax = axes[row, col]
+            ax.imshow(images[col, :, :, images.shape[-1] // 2], cmap="gray", vmin=0, vmax=1)
+            if masks[col].any():
+                ax.contour(masks[col, :, :, 0], levels=[0.5], colors="tab:red", linewidths=1)
+            ax.set_title(f"{label} {col}", fontsize=8)
+            ax.axis("off")
+    fig.suptitle("Augmentation: CT (liver window) with mask outline in red")
+    fig.tight_layout()
+    return fig
