@@ -98,9 +98,11 @@ def _open_url(url: str, offset_bytes: int, timeout_s: float) -> tuple[BinaryIO, 
         path = Path(urllib.request.url2pathname(parts.path))
         if not path.is_file():
             raise DataError(f"{url}: no such file")
+        size_bytes = path.stat().st_size
+        resumed = 0 < offset_bytes <= size_bytes  # a .part longer than the source restarts
         stream = path.open("rb")
-        stream.seek(offset_bytes)
-        return stream, path.stat().st_size, True
+        stream.seek(offset_bytes if resumed else 0)
+        return stream, size_bytes, resumed
     request = urllib.request.Request(url, headers={"User-Agent": "liverseg-helpers"})
     if offset_bytes:
         request.add_header("Range", f"bytes={offset_bytes}-")
@@ -156,7 +158,10 @@ def download_file(
         stream, total_bytes, resumed = _open_url(url, offset_bytes, timeout_s)
     except urllib.error.HTTPError as err:
         if err.code == 416 and offset_bytes:  # Range not satisfiable: the .part may be complete
-            return _finish_part(part, dest, url, sha256, md5)
+            if sha256 or md5:
+                return _finish_part(part, dest, url, sha256, md5)
+            part.unlink()  # nothing to check it against: start again
+            return download_file(url, dest, resume=False, timeout_s=timeout_s)
         raise DataError(
             f"{url}: download of {dest.name} failed: HTTP {err.code} {err.reason}"
         ) from err

@@ -108,10 +108,12 @@ class _RangeHandler(http.server.BaseHTTPRequestHandler):
     ranges: list[str | None] = []
     sent_bytes: list[int] = []
     cut_after: int | None = None  # close the connection after this many body bytes
+    ignore_range: bool = False  # behave like a server without Range support (always 200)
 
     def do_GET(self):  # noqa: N802 (http.server API)
         header = self.headers.get("Range")
         type(self).ranges.append(header)
+        header = None if self.ignore_range else header
         start = int(header.split("=")[1].rstrip("-")) if header else 0
         body = PAYLOAD[start:]
         self.send_response(206 if header else 200)
@@ -130,7 +132,11 @@ class _RangeHandler(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def http_url() -> Iterator[tuple[str, type[_RangeHandler]]]:
-    handler = type("Handler", (_RangeHandler,), {"ranges": [], "sent_bytes": [], "cut_after": None})
+    handler = type(
+        "Handler",
+        (_RangeHandler,),
+        {"ranges": [], "sent_bytes": [], "cut_after": None, "ignore_range": False},
+    )
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -165,6 +171,29 @@ def test_interrupted_download_keeps_part_then_resumes(tmp_path, http_url):
     manifest.download_file(url, dest, sha256=PAYLOAD_SHA256)
     assert handler.ranges == [None, "bytes=200000-"]
     assert dest.read_bytes() == PAYLOAD
+
+
+def test_server_without_range_support_restarts(tmp_path, http_url):
+    url, handler = http_url
+    handler.ignore_range = True
+    dest = tmp_path / "Task03_Liver.tar"
+    dest.with_name(dest.name + ".part").write_bytes(PAYLOAD[:1000])
+    manifest.download_file(url, dest, sha256=PAYLOAD_SHA256)
+    assert handler.ranges == ["bytes=1000-"] and handler.sent_bytes == [len(PAYLOAD)]
+    assert dest.read_bytes() == PAYLOAD  # not 1000 bytes + the whole file appended
+
+
+def test_resume_false_and_oversized_part_start_again(tmp_path):
+    source = tmp_path / "src.bin"
+    source.write_bytes(PAYLOAD)
+    for name, part_bytes, resume in (
+        ("a.bin", PAYLOAD[:5000], False),
+        ("b.bin", PAYLOAD * 2, True),
+    ):
+        dest = tmp_path / name
+        dest.with_name(name + ".part").write_bytes(part_bytes)
+        manifest.download_file(source.as_uri(), dest, resume=resume)  # no checksum to save us
+        assert dest.read_bytes() == PAYLOAD
 
 
 def test_resumed_download_with_wrong_checksum_deletes_part(tmp_path, http_url):
