@@ -1,0 +1,142 @@
+"""One entry point for every format (:func:`load_case`) and for folders of patients."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+from liverseg_helpers.errors import DataError
+from liverseg_helpers.io.case import Case
+from liverseg_helpers.io.dicom import NON_DICOM_SUFFIXES, load_dicom_series
+from liverseg_helpers.io.files import CaseNotFoundError, natural_key
+from liverseg_helpers.io.ircadb import PATIENT_DICOM, is_ircadb_patient, load_ircadb_patient
+from liverseg_helpers.io.nifti import is_label_file, is_nifti, load_nifti_case
+from liverseg_helpers.io.png import is_png_folder, load_png_folder
+
+MASK_SUFFIXES = (".nrrd", ".nhdr", ".seg.nrrd")
+
+
+def detect_case_format(path: str | Path) -> str:
+    """Name the reader for a path: ``"ircadb"``, ``"png"``, ``"nifti"`` or ``"dicom"``.
+
+    Raises:
+        CaseNotFoundError: If the path does not exist.
+        DataError: For a path that is a mask or label file, or an MSD task folder (a cohort).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise CaseNotFoundError(f"{path}: no such file or folder")
+    if path.is_dir():
+        if is_ircadb_patient(path):
+            return "ircadb"
+        if is_png_folder(path):
+            return "png"
+        if (path / "imagesTr").is_dir():
+            raise DataError(
+                f"{path}: an MSD task folder holds many cases; use load_cohort() or pass one "
+                "imagesTr/<case>.nii.gz"
+            )
+        return "dicom"
+    name = path.name.lower()
+    if is_nifti(path):
+        if is_label_file(path):
+            raise DataError(f"{path}: a label map, not a CT; pass the matching volume/image file")
+        return "nifti"
+    if name.endswith(MASK_SUFFIXES):
+        raise DataError(f"{path}: a mask file, not a CT; attach it with io.attach_mask(case, ...)")
+    if name.endswith(".zip"):
+        try:
+            with zipfile.ZipFile(path) as zf:
+                names = zf.namelist()
+        except zipfile.BadZipFile as err:
+            raise DataError(f"{path}: not a readable zip archive ({err})") from err
+        if any(PATIENT_DICOM in n.split("/")[:-1] for n in names):
+            raise DataError(
+                f"{path}: a zipped 3D-IRCADb patient; unpack it and pass the patient folder "
+                f"(its {PATIENT_DICOM}.zip and MASKS_DICOM.zip may stay zipped)"
+            )
+    return "dicom"
+
+
+def load_case(path: str | Path) -> Case:
+    """Read a case, whatever its format.
+
+    Args:
+        path: 3D-IRCADb patient folder (``PATIENT_DICOM`` + ``MASKS_DICOM``, folders or zips),
+            DICOM series (folder, zip or single file), NIfTI CT (LiTS ``volume-N`` or MSD
+            ``imagesTr/…``; the label file is found automatically), or a PNG folder
+            (``Images/`` + ``Masks/``).
+
+    Returns:
+        The Case; see the format's reader for what ``masks`` holds.
+
+    Raises:
+        CaseNotFoundError: If the path does not exist.
+        DataError: If the path is not a readable case (DicomSeriesError for bad DICOM).
+    """
+    path = Path(path)
+    readers = {
+        "ircadb": load_ircadb_patient,
+        "png": load_png_folder,
+        "nifti": load_nifti_case,
+        "dicom": load_dicom_series,
+    }
+    return readers[detect_case_format(path)](path)
+
+
+def _holds_dicom(folder: Path) -> bool:
+    for p in folder.iterdir():
+        if p.is_file() and p.suffix.lower() not in NON_DICOM_SUFFIXES:
+            with p.open("rb") as f:
+                return f.read(132)[128:] == b"DICM"
+    return False
+
+
+def list_case_paths(data_dir: str | Path) -> list[Path]:
+    """The cases of a cohort folder, in natural name order.
+
+    Recognised: 3D-IRCADb patient folders and PNG folders among the children (e.g.
+    ``3Dircadb1.1``, ``3Dircadb1.7`` or ``phantom_001``...), LiTS ``volume-N`` files (also one
+    folder down, as in the LiTS batches), MSD ``imagesTr/*.nii.gz`` (macOS ``._`` files skipped)
+    and child folders holding DICOM files. ``data_dir`` itself may also be a single case.
+
+    Raises:
+        CaseNotFoundError: If ``data_dir`` does not exist.
+        DataError: If no case is found.
+    """
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise CaseNotFoundError(f"{data_dir}: no such folder")
+    if is_ircadb_patient(data_dir) or is_png_folder(data_dir):
+        return [data_dir]
+    if (data_dir / "imagesTr").is_dir():
+        found = [
+            p
+            for p in (data_dir / "imagesTr").iterdir()
+            if is_nifti(p) and not p.name.startswith(".")
+        ]
+    else:
+        found = []
+        for child in data_dir.iterdir():
+            if child.name.startswith("."):
+                continue
+            if child.is_dir():
+                if is_ircadb_patient(child) or is_png_folder(child) or _holds_dicom(child):
+                    found.append(child)
+                else:
+                    found += [
+                        p for p in child.iterdir() if is_nifti(p) and p.name.startswith("volume")
+                    ]
+            elif is_nifti(child) and not is_label_file(child):
+                found.append(child)
+    if not found:
+        raise DataError(
+            f"{data_dir}: no cases found (expected 3D-IRCADb patient folders, DICOM folders, "
+            "LiTS volume-N.nii, MSD imagesTr/ or PNG folders)"
+        )
+    return sorted(found, key=lambda p: natural_key(p.as_posix()))
+
+
+def load_cohort(data_dir: str | Path) -> list[Case]:
+    """Read every case of :func:`list_case_paths` (all in memory: ~70 MB per real patient)."""
+    return [load_case(p) for p in list_case_paths(data_dir)]
