@@ -76,7 +76,7 @@ def _decode_pixels(ds: pydicom.Dataset, label: str) -> np.ndarray:
     if syntax in _UNCOMPRESSED and bits in (8, 16) and int(ds.get("BitsStored", bits)) == bits:
         signed = int(ds.get("PixelRepresentation", 0)) == 1
         dtype = (_SIGNED_DTYPES if signed else _UNSIGNED_DTYPES)[bits]
-        data = ds.PixelData
+        data = getattr(ds, "PixelData", None) or b""
         expected = rows * cols * (bits // 8)
         if len(data) < expected:
             raise DicomSeriesError(
@@ -109,12 +109,13 @@ def read_dicom_slice(member: Member, expect_ct: bool = True) -> DicomSlice:
         ds = pydicom.dcmread(BytesIO(raw))
     except InvalidDicomError as err:
         raise DicomSeriesError(
-            f"{member.label}: not a DICOM file (no 'DICM' header): {err}"
+            f"{member.label}: not a DICOM file (no 'DICM' header; empty, truncated or another "
+            f"format): {err}"
         ) from err
     except Exception as err:  # truncated headers raise EOFError, struct.error, ValueError...
         raise DicomSeriesError(f"{member.label}: corrupt or truncated DICOM file ({err})") from err
     modality = str(ds.get("Modality", "")).strip()
-    if "PixelData" not in ds:
+    if getattr(ds, "PixelData", None) is None:
         raise DicomSeriesError(
             f"{member.label}: no pixel data (Modality {modality or '?'}); not an image, "
             "or the file is truncated"
@@ -231,7 +232,8 @@ def compute_geometry(slices: list[DicomSlice]) -> SliceGeometry:
                 f"{slices[bad].label}: slice positions are not monotonic in this order"
             )
         sign = float(np.sign(steps[0]))
-        slice_mm = float(abs(positions[-1] - positions[0]) / (len(slices) - 1))
+        # the typical step, so that one gap (a missing slice) stands out against it
+        slice_mm = float(np.median(np.abs(steps)))
         uneven = np.abs(np.abs(steps) - slice_mm) > max(0.01, 0.05 * slice_mm)
         if np.any(uneven):
             i = int(np.argmax(uneven))
