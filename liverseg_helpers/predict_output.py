@@ -220,7 +220,9 @@ def write_dicom_seg(
             device_serial_number="0",
         )
     except (ValueError, TypeError, AttributeError, KeyError) as err:
-        raise DataError(f"{case.source}: cannot build a DICOM-SEG from this series: {err}") from err
+        # e.g. 3D-IRCADb files have no FrameOfReferenceUID, which a SEG must reference.
+        message = f"{case.source}: cannot build a DICOM-SEG from this series: {err}"
+        raise DataError(f"{message}; write .nii.gz instead") from err
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)

@@ -1,0 +1,262 @@
+"""Prediction of whole CTs (predict.py) and writing the masks (predict_output.py)."""
+
+from __future__ import annotations
+
+import os
+from argparse import Namespace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+
+from liverseg_helpers import predict, predict_output  # noqa: E402
+from liverseg_helpers.errors import (  # noqa: E402
+    DataError,
+    LiverSegError,
+    ModelFileError,
+    OutputExistsError,
+)
+from liverseg_helpers.io.case import Case  # noqa: E402
+from liverseg_helpers.preprocess import PreprocessSettings  # noqa: E402
+
+SIZE = 32  # network input of the tiny test models
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def build_tiny_unet(channels: int = 1, size: int = SIZE):
+    from liverseg_helpers import model
+
+    return model.build_unet((size, size, channels), base_filters=4, depth=2)
+
+
+def build_identity_model(size: int = SIZE):
+    """'Predicts' the windowed CT itself: liver at 250 HU -> 1, background -> 0."""
+    inputs = keras.Input((size, size, 1))
+    return keras.Model(inputs, keras.layers.Activation("linear")(inputs))
+
+
+@pytest.fixture
+def toy_case() -> Case:
+    """32x64x64 CT: an ellipsoid 'liver' at 250 HU in -150 HU, plus a small 250 HU blob."""
+    zz, yy, xx = np.indices((32, 64, 64))
+    liver = ((zz - 16) / 10) ** 2 + ((yy - 30) / 18) ** 2 + ((xx - 26) / 14) ** 2 <= 1
+    blob = (zz - 16) ** 2 + (yy - 30) ** 2 + (xx - 55) ** 2 <= 4
+    volume = np.where(liver | blob, 250, -150).astype(np.int16)
+    return Case("toy", volume, (2.0, 0.8, 0.8), masks={"liver": liver}, format="phantom")
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    return 2 * np.count_nonzero(a & b) / (np.count_nonzero(a) + np.count_nonzero(b))
+
+
+def test_predict_volume_native_grid(toy_case):
+    settings = PreprocessSettings(image_size=SIZE)
+    probs = predict.predict_volume(build_identity_model(), toy_case.volume, settings, batch_size=5)
+    assert probs.shape == toy_case.shape and probs.dtype == np.float32
+    assert 0.0 <= probs.min() and probs.max() <= 1.0
+    # Identity 'model': the thresholded probabilities give back the bright voxels.
+    assert dice(probs > 0.5, toy_case.volume > 0) > 0.9
+
+
+def test_predict_case_postprocessing_removes_blob(toy_case):
+    model = build_identity_model()
+    settings = PreprocessSettings(image_size=SIZE)
+    raw = predict.predict_case(model, toy_case, postprocess=False, settings=settings)
+    clean = predict.predict_case(model, toy_case, settings=settings)
+    assert raw.pred[16, 30, 55] and not clean.pred[16, 30, 55]  # the separate blob is gone
+    assert dice(clean.pred, toy_case.masks["liver"]) > 0.9
+    assert clean.liver_volume_ml == pytest.approx(
+        np.count_nonzero(clean.pred) * toy_case.voxel_volume_ml
+    )
+    assert set(clean.stage_seconds) == {"preprocess", "model", "resize", "postprocess"}
+    assert clean.seconds > 0
+    with pytest.raises(DataError, match="threshold"):
+        predict.predict_case(model, toy_case, threshold=1.5, settings=settings)
+
+
+def test_postprocess_mask_steps():
+    pred = np.zeros((6, 20, 20), bool)
+    pred[1:5, 2:12, 2:12] = True
+    pred[2, 5:8, 5:8] = False  # hole inside one slice
+    pred[3, 16:18, 16:18] = True  # small separate component
+    both = predict.postprocess_mask(pred)
+    assert both[2, 6, 6] and not both[3, 16, 16]
+    only_cc = predict.postprocess_mask(pred, fill_holes=False)
+    assert not only_cc[2, 6, 6] and not only_cc[3, 16, 16]
+    only_fill = predict.postprocess_mask(pred, keep_largest=False)
+    assert only_fill[2, 6, 6] and only_fill[3, 16, 16]
+    same = predict.postprocess_mask(pred, keep_largest=False, fill_holes=False)
+    assert np.array_equal(same, pred)
+    assert not predict.postprocess_mask(np.zeros((2, 4, 4))).any()
+    with pytest.raises(DataError, match="3D"):
+        predict.postprocess_mask(np.zeros((4, 4)))
+
+
+def test_model_must_fit_settings():
+    settings = PreprocessSettings(image_size=SIZE)
+    with pytest.raises(ModelFileError, match="3 input channels"):
+        predict.check_model_fits(build_tiny_unet(channels=3), settings)
+    with pytest.raises(ModelFileError, match="64x64"):
+        predict.check_model_fits(build_tiny_unet(size=64), settings)
+    predict.check_model_fits(build_tiny_unet(), settings)
+
+
+def test_settings_from_sidecar_or_model_shape(tmp_path):
+    from liverseg_helpers import model as model_lib
+
+    net = build_tiny_unet()
+    trained = PreprocessSettings(image_size=SIZE, clahe=True, window_level_hu=60)
+    path = model_lib.save_model(net, tmp_path / "best.keras", trained)
+    assert predict.load_settings_for(path, net) == trained
+    bare = tmp_path / "bare.keras"
+    net.save(bare)
+    assert predict.load_settings_for(bare, net) == PreprocessSettings(image_size=SIZE)
+    three = build_tiny_unet(channels=3)
+    three.save(tmp_path / "rgb.keras")
+    with pytest.raises(ModelFileError, match="rgb.keras.*3 input channels"):
+        predict.load_prediction_model(tmp_path / "rgb.keras")
+
+
+def test_predict_case_from_model_file(tmp_path, toy_case):
+    from liverseg_helpers import model as model_lib
+
+    path = model_lib.save_model(
+        build_tiny_unet(), tmp_path / "m.keras", PreprocessSettings(image_size=SIZE)
+    )
+    result = predict.predict_case(path, toy_case)
+    assert result.probs.shape == toy_case.shape and result.pred.dtype == bool
+    with pytest.raises(ModelFileError):
+        predict.predict_case(tmp_path / "missing.keras", toy_case)
+
+
+def test_output_kind():
+    assert predict_output.output_kind("a/b.nii.gz") == "nifti"
+    assert predict_output.output_kind("seg.dcm") == "dicom_seg"
+    assert predict_output.output_kind("masks/") == "png"
+    assert predict_output.output_kind("masks") == "png"
+    with pytest.raises(DataError, match="unknown output"):
+        predict_output.output_kind("mask.png")
+
+
+def test_png_folder_is_atomic_and_refuses_overwrite(tmp_path, monkeypatch):
+    import cv2
+
+    mask = np.zeros((3, 8, 8), bool)
+    mask[1, 2:5, 2:5] = True
+    out = predict_output.write_png_folder(mask, tmp_path / "pred")
+    assert sorted(p.name for p in out.iterdir()) == ["image_0.png", "image_1.png", "image_2.png"]
+    back = cv2.imread(str(out / "image_1.png"), cv2.IMREAD_UNCHANGED)
+    assert back.dtype == np.uint8 and set(np.unique(back)) == {0, 255}
+    assert np.array_equal(back == 255, mask[1])
+    with pytest.raises(OutputExistsError, match="pred"):
+        predict_output.write_png_folder(mask, out)
+
+    def failing_imwrite(path, image):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(cv2, "imwrite", failing_imwrite)
+    with pytest.raises(OSError):
+        predict_output.write_png_folder(mask, tmp_path / "pred", overwrite=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pred"]  # old output kept, no temp
+    assert len(list(out.iterdir())) == 3
+
+
+def write_toy_patient(toy_case: Case, folder: Path) -> Path:
+    io = pytest.importorskip("liverseg_helpers.io")
+    if not hasattr(io, "write_ircadb_patient"):
+        pytest.skip("io.write_ircadb_patient not available yet")
+    return io.write_ircadb_patient(toy_case, folder)
+
+
+def cli_args(input_path, out, model, **kw) -> Namespace:
+    values = dict(
+        input=str(input_path),
+        model=str(model) if model else None,
+        out=str(out),
+        threshold=0.5,
+        no_postprocess=False,
+        tumours=False,
+        tumour_model=None,
+        overwrite=False,
+    )
+    values.update(kw)
+    return Namespace(**values)
+
+
+@pytest.fixture
+def tiny_model_file(tmp_path) -> Path:
+    from liverseg_helpers import model as model_lib
+
+    return model_lib.save_model(
+        build_tiny_unet(), tmp_path / "tiny.keras", PreprocessSettings(image_size=SIZE)
+    )
+
+
+@pytest.mark.filterwarnings("ignore:The string:UserWarning")
+def test_cli_nifti_png_and_dicom_seg(tmp_path, toy_case, tiny_model_file, capsys):
+    sitk = pytest.importorskip("SimpleITK")
+    io = pytest.importorskip("liverseg_helpers.io")
+    if not hasattr(io, "load_case") or not hasattr(io, "write_mask_nifti"):
+        pytest.skip("io.load_case / io.write_mask_nifti not available yet")
+    patient = write_toy_patient(toy_case, tmp_path / "patient")
+
+    out = tmp_path / "pred.nii.gz"
+    assert predict.run_predict_cli(cli_args(patient, out, tiny_model_file)) == 0
+    printed = capsys.readouterr().out
+    assert "mL" in printed and " s" in printed
+    image = sitk.ReadImage(str(out))
+    assert sitk.GetArrayFromImage(image).shape == toy_case.shape
+    assert image.GetSpacing() == pytest.approx((0.8, 0.8, 2.0))
+    with pytest.raises(OutputExistsError):
+        predict.run_predict_cli(cli_args(patient, out, tiny_model_file))
+    assert predict.run_predict_cli(cli_args(patient, out, tiny_model_file, overwrite=True)) == 0
+
+    png = tmp_path / "png_out"
+    assert predict.run_predict_cli(cli_args(patient, str(png) + "/", tiny_model_file)) == 0
+    assert len(list(png.glob("image_*.png"))) == toy_case.shape[0]
+
+    hd = pytest.importorskip("highdicom")
+    seg_path = tmp_path / "seg.dcm"
+    mask = toy_case.masks["liver"]
+    case = io.load_case(patient)
+    predict_output.write_dicom_seg(mask, case, seg_path)
+    seg = hd.seg.segread(seg_path)
+    assert seg.number_of_segments == 1
+    # Each frame references its source CT image: check the mask slice by slice.
+    sources = predict_output.read_source_datasets(patient)
+    ordered = predict_output.order_datasets_like_case(sources, case)
+    pixels = seg.get_pixels_by_source_instance(
+        [ds.SOPInstanceUID for ds in ordered],
+        segment_numbers=[1],
+        assert_missing_frames_are_empty=True,
+    )
+    assert np.array_equal(pixels[..., 0] > 0, mask)
+
+
+def test_cli_errors(tmp_path, toy_case, tiny_model_file, monkeypatch):
+    with pytest.raises(LiverSegError, match="tumour stage not available"):
+        predict.run_predict_cli(cli_args(tmp_path, tmp_path / "x.nii.gz", None, tumours=True))
+    monkeypatch.setattr(predict_output, "REFERENCE_MODEL", tmp_path / "none.keras")
+    with pytest.raises(ModelFileError, match="liverseg train"):
+        predict.run_predict_cli(cli_args(tmp_path, tmp_path / "x.nii.gz", None))
+    nifti_case = Case("n", toy_case.volume, toy_case.spacing_mm, source=str(tmp_path / "ct.nii"))
+    with pytest.raises(DataError, match="DICOM input"):
+        predict_output.write_dicom_seg(toy_case.masks["liver"], nifti_case, tmp_path / "s.dcm")
+    assert not os.path.exists(tmp_path / "s.dcm")
+
+
+@pytest.mark.real_data
+@pytest.mark.slow
+def test_real_ircadb_dicom_seg_roundtrip(tmp_path):
+    patient = SHARED_DATA / "3Dircadb1" / "3Dircadb1.1"
+    if not patient.exists():
+        pytest.skip(f"real data not found at {patient}")
+    io = pytest.importorskip("liverseg_helpers.io")
+    pytest.importorskip("highdicom")
+    case = io.load_case(patient)
+    # IRCAD's files lack the FrameOfReferenceUID a DICOM-SEG must reference: a clear error.
+    with pytest.raises(DataError, match="Frame Of Reference.*nii.gz"):
+        predict_output.write_dicom_seg(case.masks["liver"], case, tmp_path / "liver.dcm")
+    assert list(tmp_path.iterdir()) == []
