@@ -22,30 +22,9 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from liverseg_helpers.download import (
-    archive_top_level,
-    download_file,
-    hash_file,
-    safe_extract,
-    sha256_file,
-)
+from liverseg_helpers.download import archive_top_level, download_file, safe_extract, sha256_file
+from liverseg_helpers.download import hash_file as hash_file  # re-exported
 from liverseg_helpers.errors import DataError
-
-__all__ = [
-    "ENV_MANIFEST_DIR",
-    "VerifyReport",
-    "download_file",
-    "find_cards_dir",
-    "guess_dataset",
-    "hash_file",
-    "list_cards",
-    "load_card",
-    "run_fetch_cli",
-    "run_verify_cli",
-    "safe_extract",
-    "sha256_file",
-    "verify_dataset",
-]
 
 ENV_MANIFEST_DIR = "LIVERSEG_MANIFEST_DIR"  # folder of *.json cards, overrides the defaults
 CARD_KEYS = ("name", "title", "licence", "citation", "downloads", "layout", "files")
@@ -257,27 +236,33 @@ def _check_group(root: Path, card: dict, group: dict, report: VerifyReport) -> l
         )
     elif expected and len(items) > expected:
         report.errors.append(f"{root}: {len(items)} {name} found, the card expects {expected}")
-    known_counts = card.get("expected_counts", {})
     for item in items:
         for any_of in group.get("members", []):
             if not any((item / m).exists() for m in any_of):
                 report.errors.append(f"{item}: missing {' or '.join(any_of)}")
-        try:
-            counts = {p: _count_entries(item, p) for p in group.get("equal_counts", [])}
-            for pattern, n_expected in known_counts.get(item.name, {}).items():
-                counts[pattern] = n = _count_entries(item, pattern)
-                if n is not None and n != n_expected:
-                    report.errors.append(
-                        f"{item / pattern}: {n} files, the card expects {n_expected}"
-                    )
-        except DataError as err:
-            report.errors.append(str(err))
-            continue
-        found = {p: n for p, n in counts.items() if p in group.get("equal_counts", [])}
-        if None not in found.values() and len(set(found.values())) > 1:
-            detail = ", ".join(f"{p}: {n}" for p, n in found.items())
-            report.errors.append(f"{item}: file counts differ ({detail})")
+        known = card.get("expected_counts", {}).get(item.name, {})
+        _check_item_counts(item, group.get("equal_counts", []), known, report)
     return items
+
+
+def _check_item_counts(
+    item: Path, equal_globs: list[str], known: dict[str, int], report: VerifyReport
+) -> None:
+    """Slice counts of one item: those the card knows, and CT vs mask counts that must agree."""
+    try:
+        counts = {p: _count_entries(item, p) for p in dict.fromkeys([*equal_globs, *known])}
+    except DataError as err:  # an unreadable zip
+        report.errors.append(str(err))
+        return
+    for pattern, n_expected in known.items():
+        if counts[pattern] is not None and counts[pattern] != n_expected:
+            report.errors.append(
+                f"{item / pattern}: {counts[pattern]} files, the card expects {n_expected}"
+            )
+    found = [counts[p] for p in equal_globs]
+    if None not in found and len(set(found)) > 1:
+        detail = ", ".join(f"{p}: {counts[p]}" for p in equal_globs)
+        report.errors.append(f"{item}: file counts differ ({detail})")
 
 
 def _check_pairs(groups: dict[str, list[Path]], card: dict, report: VerifyReport) -> None:

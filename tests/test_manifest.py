@@ -123,8 +123,8 @@ class _RangeHandler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         if self.cut_after is not None:
             body = body[: self.cut_after]
+        type(self).sent_bytes.append(len(body))  # before writing: the client may finish first
         self.wfile.write(body)
-        type(self).sent_bytes.append(len(body))
 
     def log_message(self, *args):  # keep test output quiet
         pass
