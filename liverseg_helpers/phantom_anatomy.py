@@ -118,7 +118,7 @@ def draw_patient(rng: np.random.Generator, shape, spacing_mm, origin_mm, lesions
     scale_z = (1 + 0.03 * np.sin((z - z_dome) / 70 + u(0, 6))).astype(np.float32)
     rho = rho2[None] / scale_z
     fat_mm = u(8, 30) * (0.55 + 0.45 * np.clip(-np.sin(theta), 0, 1))
-    wall_mm = u(12, 16)
+    wall_mm = u(9, 13)
     rho_muscle = 1 - fat_mm / b_mm
     rho_cavity = rho_muscle - wall_mm / b_mm
     body, cavity = rho < 1, rho < rho_cavity[None]
@@ -157,12 +157,13 @@ def draw_patient(rng: np.random.Generator, shape, spacing_mm, origin_mm, lesions
     hu[heart] = np.where(d_heart[heart] > 0.8, u(80, 100), u(120, 160))
 
     # Bowel: smooth random loops below the liver and in front, some with air.
-    bowel_field = _smooth_noise(rng, shape, spacing_mm, 35.0)
+    bowel_field = _smooth_noise(rng, shape, spacing_mm, 24.0)
     bowel_field += np.clip((z_dome - 80 - z) / 80, -0.8, 1) - y / 150
     bowel = abdomen & (bowel_field > 0.1)
     hu[bowel] = u(30, 45)
     air_field = _smooth_noise(rng, shape, spacing_mm, 15.0)
-    hu[abdomen & (bowel_field > 0.4)] = u(5, 25)
+    lumen_bowel = abdomen & (bowel_field > 0.4)
+    hu[lumen_bowel] = u(5, 25) + 15 * air_field[lumen_bowel]  # mottled contents
     hu[abdomen & (bowel_field > 0.4) & (air_field > 0.9)] = -950
 
     # Stomach (fluid, often an air cap in front) and spleen behind it, both left.
@@ -201,7 +202,7 @@ def draw_patient(rng: np.random.Generator, shape, spacing_mm, origin_mm, lesions
     d_mid = _ellipsoid(
         x, y, z, (u(-25, -5), u(-5, 15), z_dome - 55 * s), np.array([45, 55, 55]) * s
     )
-    c_left = (u(10, 35), u(-50, -35), z_dome - u(50, 70) * s)
+    c_left = (u(10, 35), u(-50, -35), z_dome - u(38, 58) * s)
     r_left = np.array([u(60, 100), 42, 45]) * s
     taper = np.clip(1 - 0.6 * (x - c_left[0]) / r_left[0], 0.3, 1)
     d_left = np.sqrt(
@@ -261,7 +262,7 @@ def draw_patient(rng: np.random.Generator, shape, spacing_mm, origin_mm, lesions
     hu[aorta & cavity] = u(150, 200)
     _draw_spine(hu, x, y, z, y_vb, rng)
     _draw_ribs(hu, rho2, theta, z, scale_z, rho_cavity, b_mm, z_dome, rng)
-    table = (y2 > b_mm * 0.92 + 25) & (y2 < b_mm * 0.92 + 32) & (np.abs(x2) < 0.45 * FOV_MM)
+    table = (y2 > b_mm * 0.92 + 10) & (y2 < b_mm * 0.92 + 16) & (np.abs(x2) < 0.45 * FOV_MM)
     hu[:, table] = 150
     return hu, liver, labels
 
