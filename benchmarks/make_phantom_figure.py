@@ -2,7 +2,7 @@
 
 Usage (from the repo root; the real patient is optional, read from ../shared/data)::
 
-    python benchmarks/make_phantom_figure.py [--seed 1] [--out notebooks/figures/phantom_vs_real.png]
+    python benchmarks/make_phantom_figure.py [--seed 1] [--out FIGURE.png]
 
 Also prints how long generating and writing a 3-patient cohort takes, the number quoted in
 the docs. The figure is a derived illustration; no real data is stored in the repo.
