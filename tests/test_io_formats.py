@@ -178,6 +178,8 @@ def test_cohort_of_ircadb_patients_and_info(tmp_path, capsys):
         write_ircadb_patient(make_sphere_case(name), tmp_path / name)
     paths = list_case_paths(tmp_path)
     assert [p.name for p in paths] == ["phantom_002", "phantom_010"]
+    with pytest.raises(DataError, match="a folder of patients"):
+        load_case(tmp_path)
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="empty: no cases found"):
         list_case_paths(tmp_path / "empty")

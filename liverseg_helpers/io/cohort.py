@@ -36,6 +36,10 @@ def detect_case_format(path: str | Path) -> str:
                 f"{path}: an MSD task folder holds many cases; use load_cohort() or pass one "
                 "imagesTr/<case>.nii.gz"
             )
+        if any(is_ircadb_patient(c) or is_png_folder(c) for c in path.iterdir() if c.is_dir()):
+            raise DataError(
+                f"{path}: a folder of patients (a cohort); use load_cohort() or pass one patient"
+            )
         return "dicom"
     name = path.name.lower()
     if is_nifti(path):
