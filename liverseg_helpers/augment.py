@@ -6,9 +6,11 @@ build ONE sampling grid per slice and warp the image and mask channels concatena
 they cannot drift apart; the warped mask is re-binarised (> 0.5). Intensity changes
 (gamma, contrast, brightness, noise) touch the image only.
 
-The TensorFlow version uses stateless random ops seeded per batch, so a dataset with the
-same seed gives the same batches. TensorFlow is imported inside the functions: this module
-imports without it.
+The TensorFlow version draws every random number with stateless ops seeded per batch, so a
+dataset with the same seed gives the same batches; the warp itself is OpenCV's ``remap``
+(called through ``tf.numpy_function``), shared with the NumPy version, because on a CPU it
+is about ten times faster than the same bilinear gather written in TF ops. TensorFlow is
+imported inside the functions: this module imports without it.
 """
 
 from __future__ import annotations
@@ -84,31 +86,28 @@ def _adjust_intensity(images, gamma, contrast, brightness, noise, xp):
     return xp.clip(images, 0.0, 1.0)
 
 
-def _bilinear_sample_tf(stack, src_r, src_c):
-    """Sample ``stack`` (B, H, W, C) at float positions (B, H, W); zero outside."""
-    import tensorflow as tf
+def _warp_numpy(stack: np.ndarray, src_r: np.ndarray, src_c: np.ndarray) -> np.ndarray:
+    """Bilinear sampling of ``stack`` (B, H, W, C) at ``(src_r, src_c)`` (B, H, W); 0 outside.
 
-    shape = tf.shape(stack)
-    b, h, w = shape[0], shape[1], shape[2]
-    r0, c0 = tf.floor(src_r), tf.floor(src_c)
-    wr, wc = (src_r - r0)[..., None], (src_c - c0)[..., None]
-    batch_idx = tf.broadcast_to(tf.range(b)[:, None, None], tf.shape(src_r))
-
-    def corner(r, c):
-        inside = (r >= 0) & (r <= tf.cast(h - 1, r.dtype)) & (c >= 0)
-        inside &= c <= tf.cast(w - 1, c.dtype)
-        ri = tf.clip_by_value(tf.cast(r, tf.int32), 0, h - 1)
-        ci = tf.clip_by_value(tf.cast(c, tf.int32), 0, w - 1)
-        values = tf.gather_nd(stack, tf.stack([batch_idx, ri, ci], axis=-1))
-        return values * tf.cast(inside, stack.dtype)[..., None]
-
-    top = corner(r0, c0) * (1 - wc) + corner(r0, c0 + 1) * wc
-    bottom = corner(r0 + 1, c0) * (1 - wc) + corner(r0 + 1, c0 + 1) * wc
-    return top * (1 - wr) + bottom * wr
+    OpenCV's ``remap`` is ~10x faster on a CPU than the same gather written in TF ops, and
+    it releases the GIL, so tf.data runs several batches in parallel.
+    """
+    warped = np.empty(stack.shape, dtype=np.float32)
+    for i in range(len(stack)):
+        out = cv2.remap(
+            np.ascontiguousarray(stack[i], dtype=np.float32),
+            np.ascontiguousarray(src_c[i], dtype=np.float32),  # cv2 maps: x = column, y = row
+            np.ascontiguousarray(src_r[i], dtype=np.float32),
+            interpolation=cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_CONSTANT,
+            borderValue=0,
+        )
+        warped[i] = out.reshape(stack.shape[1:])  # cv2 drops a single channel axis
+    return warped
 
 
 def augment_batch_tf(images, masks, seed, settings: AugmentSettings | None = None):
-    """Augment one batch with TensorFlow ops (for ``tf.data`` ``map``).
+    """Augment one batch inside a ``tf.data`` ``map`` (random numbers from TF stateless ops).
 
     Args:
         images: float32 tensor ``(B, S, S, C)`` in ``[0, 1]``.
@@ -144,7 +143,8 @@ def augment_batch_tf(images, masks, seed, settings: AugmentSettings | None = Non
 
     n_image = images.shape[-1]
     stack = tf.concat([images, tf.cast(masks, images.dtype)], axis=-1)
-    warped = _bilinear_sample_tf(stack, src_r, src_c)
+    warped = tf.numpy_function(_warp_numpy, [stack, src_r, src_c], tf.float32, stateful=False)
+    warped = tf.ensure_shape(warped, stack.shape)
     images, masks = warped[..., :n_image], tf.cast(warped[..., n_image:] > 0.5, tf.float32)
 
     gamma = tf.exp(uniform(5, [b], math.log(s.gamma_min), math.log(s.gamma_max)))
@@ -192,17 +192,7 @@ def augment_batch_numpy(
     src_r, src_c = _source_coords(rr, cc, angle, scale, shift, field, np)
 
     stack = np.concatenate([images.astype(np.float32), masks.astype(np.float32)], axis=-1)
-    warped = np.empty_like(stack)
-    for i in range(b):
-        out = cv2.remap(
-            stack[i],
-            src_c[i].astype(np.float32),  # cv2 maps are (x = column, y = row)
-            src_r[i].astype(np.float32),
-            interpolation=cv2.INTER_LINEAR,
-            borderMode=cv2.BORDER_CONSTANT,
-            borderValue=0,
-        )
-        warped[i] = out.reshape(stack.shape[1:])  # cv2 drops a single channel axis
+    warped = _warp_numpy(stack, src_r, src_c)
     out_images = warped[..., :n_image]
     out_masks = (warped[..., n_image:] > 0.5).astype(np.float32)
 

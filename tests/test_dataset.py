@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import matplotlib
 import numpy as np
@@ -247,3 +249,12 @@ def test_val_ds_is_unchanged_and_ordered():
     assert [len(b[0]) for b in batches] == [2, 2, 1]
     np.testing.assert_array_equal(np.concatenate([b[0] for b in batches]), x)
     np.testing.assert_array_equal(np.concatenate([b[1] for b in batches]), y)
+
+
+def test_dataset_imports_without_tensorflow():
+    code = (
+        "import sys, liverseg_helpers.dataset;"
+        "bad = [m for m in ('tensorflow', 'keras') if m in sys.modules];"
+        "sys.exit(f'imported {bad}' if bad else 0)"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
