@@ -260,3 +260,19 @@ def test_real_ircadb_dicom_seg_roundtrip(tmp_path):
     with pytest.raises(DataError, match="Frame Of Reference.*nii.gz"):
         predict_output.write_dicom_seg(case.masks["liver"], case, tmp_path / "liver.dcm")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_bfloat16_copy_predicts_like_float32(toy_case):
+    net = build_tiny_unet()
+    fast = predict.convert_to_bfloat16(net)
+    assert fast is not net
+    assert fast.layers[1].compute_dtype == "bfloat16" and fast.layers[-1].compute_dtype == "float32"
+    settings = PreprocessSettings(image_size=SIZE)
+    probs32 = predict.predict_volume(net, toy_case.volume, settings, precision="float32")
+    probs16 = predict.predict_volume(net, toy_case.volume, settings, precision="bfloat16")
+    assert probs16.dtype == np.float32
+    assert np.abs(probs32 - probs16).max() < 0.02
+    assert predict.choose_precision("float32") == "float32"
+    assert predict.choose_precision("auto") in ("float32", "bfloat16")
+    with pytest.raises(DataError, match="precision"):
+        predict.choose_precision("fp8")
