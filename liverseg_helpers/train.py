@@ -269,6 +269,8 @@ def fit_model(
     fit_kwargs = _fit_arguments(train_data)
     if "y" in fit_kwargs:
         fit_kwargs.update(batch_size=profile.batch_size, shuffle=True)
+    else:  # datasets shuffle themselves (seeded); Keras would only warn
+        fit_kwargs.update(shuffle=False)
     history = model.fit(
         **fit_kwargs,
         validation_data=val_data,
