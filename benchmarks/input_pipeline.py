@@ -13,7 +13,7 @@ Measures, in one run and on the same slices:
 
 Prints one JSON line at the end. Usage::
 
-    python benchmarks/input_pipeline.py [--n-slices 256] [--size 256] [--train-steps 3]
+    python benchmarks/input_pipeline.py [--n-slices 256] [--epochs 3] [--size 256] [--train-steps 3]
 """
 
 from __future__ import annotations
@@ -177,7 +177,8 @@ def measure_train_step(size: int, batch_size: int, steps: int, seed: int) -> flo
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n-slices", type=int, default=256, help="slices measured per pipeline")
+    parser.add_argument("--n-slices", type=int, default=256, help="slices in the data set")
+    parser.add_argument("--epochs", type=int, default=3, help="passes timed per pipeline")
     parser.add_argument("--size", type=int, default=256, help="slice side in pixels")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--train-steps", type=int, default=3, help="timed UNet steps")
@@ -186,9 +187,11 @@ def main() -> None:
 
     x, y = make_slices(args.n_slices, args.size, args.seed)
     print(f"slices: {x.shape} images, {y.shape} masks, cores: {os.cpu_count()}")
-    pipeline = measure_pipeline(x, y, args.batch_size, args.seed, args.n_slices)
+    pipeline = measure_pipeline(x, y, args.batch_size, args.seed, args.epochs * len(x))
     print(f"pipeline (tf.data + augmentation): {pipeline:.1f} slices/s")
-    baseline, kind = measure_baseline(x, y, args.size, args.batch_size, args.seed, args.n_slices)
+    baseline, kind = measure_baseline(
+        x, y, args.size, args.batch_size, args.seed, args.epochs * len(x)
+    )
     print(f"baseline ({kind}): {baseline:.1f} slices/s")
     train_step = measure_train_step(args.size, args.batch_size, args.train_steps, args.seed)
     shape = f"{args.size}x{args.size}, batch {args.batch_size}"
