@@ -220,3 +220,20 @@ def test_cli_on_real_nrrd_masks(capsys):
     assert 0.0 < result["dice"] < 1.0 and result["rvd"] > 0
     assert evaluate.run_evaluate_cli(Namespace(pred=liver, gt=liver, json=True)) == 0
     assert json.loads(capsys.readouterr().out)["dice"] == 1.0
+
+
+def test_cli_on_case_folder(tmp_path, capsys):
+    io = pytest.importorskip("liverseg_helpers.io")
+    if not hasattr(io, "write_ircadb_patient") or not hasattr(io, "load_case"):
+        pytest.skip("io writers/readers not available yet")
+    from liverseg_helpers.io.case import Case
+
+    gt = make_cube()
+    volume = np.where(gt, 60, -100).astype(np.int16)
+    case = Case("cube", volume, (2.0, 0.5, 0.5), masks={"liver": gt})
+    patient = io.write_ircadb_patient(case, tmp_path / "patient")
+    pred_path = write_nifti(np.roll(gt, 1, axis=0), tmp_path / "pred.nii.gz", (0.5, 0.5, 2.0))
+    assert evaluate.run_evaluate_cli(Namespace(pred=pred_path, gt=patient, json=True)) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["dice"] == pytest.approx(0.9)
+    assert result["mssd_mm"] == pytest.approx(2.0)  # one slice of 2 mm

@@ -276,3 +276,23 @@ def test_bfloat16_copy_predicts_like_float32(toy_case):
     assert predict.choose_precision("auto") in ("float32", "bfloat16")
     with pytest.raises(DataError, match="precision"):
         predict.choose_precision("fp8")
+
+
+@pytest.mark.real_data
+@pytest.mark.slow
+def test_cli_main_on_real_ircadb_patient(tmp_path, tiny_model_file, capsys):
+    patient = SHARED_DATA / "3Dircadb1" / "3Dircadb1.1"
+    if not patient.exists():
+        pytest.skip(f"real data not found at {patient}")
+    sitk = pytest.importorskip("SimpleITK")
+    from liverseg_helpers import cli
+
+    out = tmp_path / "liver.nii.gz"
+    argv = ["predict", str(patient), "--model", str(tiny_model_file), "-o", str(out)]
+    assert cli.main(argv) == 0
+    assert "liver volume" in capsys.readouterr().out
+    image = sitk.ReadImage(str(out))
+    assert sitk.GetArrayFromImage(image).shape == (129, 512, 512)
+    assert image.GetSpacing()[2] == pytest.approx(1.6)
+    assert cli.main(argv) == 2  # exists, no --overwrite: error message, exit code 2
+    assert "--overwrite" in capsys.readouterr().err
