@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import random
+import sys
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -116,16 +117,17 @@ def get_profile(name: str | None = None, **overrides) -> Profile:
 
 
 def set_seeds(seed: int = DEFAULT_SEED) -> None:
-    """Seed Python, NumPy and (if installed) Keras/TensorFlow, and ask for deterministic ops.
+    """Seed Python, NumPy and (if already imported) Keras/TensorFlow; ask for deterministic ops.
 
     This is the only place the course seeds random number generators.
     """
     os.environ["PYTHONHASHSEED"] = str(seed)
     random.seed(seed)
     np.random.seed(seed)
-    try:
-        import keras
-    except ImportError:  # keras is optional for the data chapters
+    # Seed Keras only where it is already in use: the data chapters never import it, and
+    # importing TensorFlow just to seed it would cost seconds at every start.
+    keras = sys.modules.get("keras")
+    if keras is None:
         return
     keras.utils.set_random_seed(seed)
     if keras.backend.backend() == "tensorflow":

@@ -8,7 +8,7 @@ from liverseg_helpers.io.case import LIVER, TUMOUR, Case
 from liverseg_helpers.io.cohort import detect_case_format, list_case_paths, load_case, load_cohort
 from liverseg_helpers.io.dicom import load_dicom_series
 from liverseg_helpers.io.files import CaseNotFoundError
-from liverseg_helpers.io.info import describe_case
+from liverseg_helpers.io.info import describe_case, format_description
 from liverseg_helpers.io.ircadb import load_ircadb_patient
 from liverseg_helpers.io.ircadb_writer import write_ircadb_patient
 from liverseg_helpers.io.nifti import find_nifti_labels, load_nifti_case, write_mask_nifti
@@ -24,6 +24,7 @@ __all__ = [
     "describe_case",
     "detect_case_format",
     "find_nifti_labels",
+    "format_description",
     "list_case_paths",
     "load_case",
     "load_cohort",
