@@ -21,6 +21,7 @@ import shutil
 import sys
 import tempfile
 import time
+import warnings
 import zipfile
 from io import BytesIO
 from pathlib import Path
@@ -131,6 +132,10 @@ def read_source_datasets(source: str | os.PathLike) -> list:
         except pydicom.errors.InvalidDicomError:
             continue
         if "PixelData" in ds:
+            # An empty SpecificCharacterSet means the default repertoire (ISO_IR 6), but
+            # highdicom rejects the empty value: drop it (our in-memory copy only).
+            if "SpecificCharacterSet" in ds and not ds.SpecificCharacterSet:
+                del ds.SpecificCharacterSet
             datasets.append(ds)
     if not datasets:
         raise DataError(
@@ -205,20 +210,23 @@ def write_dicom_seg(
         ),
     )
     try:
-        seg = hd.seg.Segmentation(
-            source_images=sources,
-            pixel_array=(np.asarray(mask) != 0).astype(np.uint8),
-            segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-            segment_descriptions=[description],
-            series_instance_uid=hd.UID(),
-            series_number=900,
-            sop_instance_uid=hd.UID(),
-            instance_number=1,
-            manufacturer="LiverSeg course",
-            manufacturer_model_name="liverseg-helpers",
-            software_versions="0.1.0",
-            device_serial_number="0",
-        )
+        with warnings.catch_warnings():
+            # the source's PatientName is copied as is; highdicom's style hint is noise here
+            warnings.filterwarnings("ignore", ".*intended person name", UserWarning)
+            seg = hd.seg.Segmentation(
+                source_images=sources,
+                pixel_array=(np.asarray(mask) != 0).astype(np.uint8),
+                segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+                segment_descriptions=[description],
+                series_instance_uid=hd.UID(),
+                series_number=900,
+                sop_instance_uid=hd.UID(),
+                instance_number=1,
+                manufacturer="LiverSeg course",
+                manufacturer_model_name="liverseg-helpers",
+                software_versions="0.1.0",
+                device_serial_number="0",
+            )
     except (ValueError, TypeError, AttributeError, KeyError) as err:
         # e.g. 3D-IRCADb files have no FrameOfReferenceUID, which a SEG must reference.
         message = f"{case.source}: cannot build a DICOM-SEG from this series: {err}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from argparse import Namespace
 from pathlib import Path
 
@@ -194,7 +195,6 @@ def tiny_model_file(tmp_path) -> Path:
     )
 
 
-@pytest.mark.filterwarnings("ignore:The string:UserWarning")
 def test_cli_nifti_png_and_dicom_seg(tmp_path, toy_case, tiny_model_file, capsys):
     sitk = pytest.importorskip("SimpleITK")
     io = pytest.importorskip("liverseg_helpers.io")
@@ -296,3 +296,33 @@ def test_cli_main_on_real_ircadb_patient(tmp_path, tiny_model_file, capsys):
     assert image.GetSpacing()[2] == pytest.approx(1.6)
     assert cli.main(argv) == 2  # exists, no --overwrite: error message, exit code 2
     assert "--overwrite" in capsys.readouterr().err
+
+
+@pytest.mark.real_data
+def test_dicom_seg_matches_dcmqi_reference():
+    folder = SHARED_DATA / "dcmqi-ct-3slice"
+    if not folder.exists():
+        pytest.skip(f"real data not found at {folder}")
+    io = pytest.importorskip("liverseg_helpers.io")
+    hd = pytest.importorskip("highdicom")
+    sitk = pytest.importorskip("SimpleITK")
+    # Stored values are not HU here (RescaleIntercept -1024), the SEG must still reference
+    # the three source images by position, and equal dcmqi's own liver SEG.
+    case = io.load_case(folder / "ct-3slice")
+    mask = sitk.GetArrayFromImage(sitk.ReadImage(str(folder / "liver_seg.nrrd"))) > 0
+    out = predict_output.write_dicom_seg(mask, case, Path(tempfile.mkdtemp()) / "seg.dcm")
+    ordered = predict_output.order_datasets_like_case(
+        predict_output.read_source_datasets(case.source), case
+    )
+    uids = [ds.SOPInstanceUID for ds in ordered]
+    ours = hd.seg.segread(out).get_pixels_by_source_instance(
+        uids, segment_numbers=[1], assert_missing_frames_are_empty=True
+    )
+    reference = hd.seg.segread(folder / "liver.dcm").get_pixels_by_source_instance(
+        uids,
+        segment_numbers=[1],
+        assert_missing_frames_are_empty=True,
+        ignore_spatial_locations=True,
+    )
+    assert np.array_equal(ours[..., 0] > 0, mask)
+    assert np.array_equal(ours > 0, reference > 0)
