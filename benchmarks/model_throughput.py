@@ -128,7 +128,7 @@ def main() -> None:
     no_onednn = run_variant(
         "float32, TF_ENABLE_ONEDNN_OPTS=0", {"TF_ENABLE_ONEDNN_OPTS": "0"}, "float32", 0, batches
     )
-    bf16 = run_variant("mixed_bfloat16", {}, "mixed_bfloat16", steps, batches)
+    bf16 = run_variant("mixed_bfloat16", {}, "mixed_bfloat16", 1, batches)
     peak = max(peak_before, measure_matmul_peak_gflops(reps=2 if args.quick else 3))
 
     fwd = base.get("forward_gflops_per_slice", float("nan"))

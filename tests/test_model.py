@@ -27,6 +27,19 @@ def test_paper_unet_parameter_count():
         assert name in names
 
 
+def test_conv_flops_known_answer():
+    # one 3x3 conv, 1 -> 2 filters on 8x8: 2 * 9 * 1 * 2 * 64 = 2304
+    inputs = keras.Input((8, 8, 1))
+    outputs = keras.layers.Conv2D(2, 3, padding="same")(inputs)
+    assert model_mod.count_conv_flops(keras.Model(inputs, outputs)) == 2304
+    # 2x2 stride-2 transposed conv 2 -> 3 on a 4x4 input: 2 * 4 * 2 * 3 * 16 = 768
+    small = keras.Input((4, 4, 2))
+    up = keras.layers.Conv2DTranspose(3, 2, strides=2)(small)
+    assert model_mod.count_conv_flops(keras.Model(small, up)) == 768
+    # the paper's UNet: 12.03 G multiply-adds per 256x256 slice
+    assert model_mod.count_conv_flops(model_mod.build_unet()) == 24_066_916_352
+
+
 def test_describe_unet_levels_sum_to_total():
     unet = model_mod.build_unet()
     rows = model_mod.describe_unet(unet)
