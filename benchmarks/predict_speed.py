@@ -10,6 +10,7 @@ the speed. Prints the time of each stage and, last, one JSON line.
 Usage::
 
     python benchmarks/predict_speed.py [--batch-size 16] [--input PATIENT] [--repeat 1]
+        [--precision auto|float32|bfloat16]
 """
 
 from __future__ import annotations
@@ -42,7 +43,9 @@ def find_input(tmp_dir: Path, requested: str | None) -> tuple[Path, str]:
     return paths[0], "phantom 120x512x512"
 
 
-def run_once(input_path: Path, model_path: Path, out_path: Path, batch_size: int) -> dict:
+def run_once(
+    input_path: Path, model_path: Path, out_path: Path, batch_size: int, precision: str
+) -> dict:
     """One full prediction, timed stage by stage (seconds)."""
     from liverseg_helpers import io, predict, predict_output
 
@@ -53,7 +56,9 @@ def run_once(input_path: Path, model_path: Path, out_path: Path, batch_size: int
     t = time.perf_counter()
     model, settings = predict.load_prediction_model(model_path)
     times["load_model"] = time.perf_counter() - t
-    result = predict.predict_case(model, case, settings=settings, batch_size=batch_size)
+    result = predict.predict_case(
+        model, case, settings=settings, batch_size=batch_size, precision=precision
+    )
     times.update(result.stage_seconds)
     t = time.perf_counter()
     predict_output.write_prediction(result.pred, case, out_path, overwrite=True)
@@ -68,9 +73,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=16, help="slices per model call")
     parser.add_argument("--input", default=None, help="patient folder / DICOM series / NIfTI")
     parser.add_argument("--repeat", type=int, default=1, help="runs (the best is reported)")
+    parser.add_argument("--precision", default="auto", help="auto, float32 or bfloat16")
     args = parser.parse_args(argv)
 
     from liverseg_helpers import model as model_lib
+    from liverseg_helpers import predict
     from liverseg_helpers.preprocess import PreprocessSettings
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -79,7 +86,9 @@ def main(argv: list[str] | None = None) -> int:
         net = model_lib.build_unet((256, 256, 1), base_filters=32, depth=4)
         model_path = model_lib.save_model(net, tmp_dir / "paper_unet.keras", PreprocessSettings())
         runs = [
-            run_once(input_path, model_path, tmp_dir / "pred.nii.gz", args.batch_size)
+            run_once(
+                input_path, model_path, tmp_dir / "pred.nii.gz", args.batch_size, args.precision
+            )
             for _ in range(args.repeat)
         ]
     best = min(runs, key=lambda r: r["total"])
@@ -92,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         "input": input_name,
         "shape": best["shape"],
         "batch_size": args.batch_size,
+        "precision": predict.choose_precision(args.precision),
         "params": int(net.count_params()),
         "cpus": os.cpu_count(),
         "machine": platform.processor() or platform.machine(),
