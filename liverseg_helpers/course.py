@@ -119,6 +119,24 @@ def find_real_data(real_data_dir: str = "") -> Path | None:
     return beside_repo if beside_repo.is_dir() else None
 
 
+def choose_model(model_path: str = "", run_dir: str | os.PathLike = "") -> Path:
+    """The model a results notebook uses: the given file, else ``RUN_DIR/best.keras`` from
+    notebook 04, else the reference model shipped in ``models/``.
+
+    Raises:
+        MissingArtefactError: None of them exists; the message names notebook 04.
+    """
+    if model_path:
+        return require_artefact(model_path, "04_training.ipynb")
+    from liverseg_helpers.predict_output import REFERENCE_MODEL
+
+    trained = Path(run_dir) / "best.keras"
+    for candidate in (trained, REFERENCE_MODEL):
+        if candidate.is_file():
+            return candidate
+    return require_artefact(trained, "04_training.ipynb")
+
+
 def require_artefact(path: str | os.PathLike, notebook: str) -> Path:
     """Return ``path`` if it exists, else raise an error naming the notebook that makes it."""
     found = Path(path)
