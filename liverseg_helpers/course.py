@@ -153,6 +153,7 @@ def run_course(
     out_dir: str | os.PathLike | None = None,
     seed: int = config.DEFAULT_SEED,
     notebooks: tuple[str, ...] = NOTEBOOKS,
+    source_dir: str | os.PathLike | None = None,
 ) -> Path:
     """Execute the notebooks in order with papermill into a run folder.
 
@@ -165,6 +166,7 @@ def run_course(
         out_dir: Run folder, or None for ``runs/course-<profile>``.
         seed: Seed passed to every notebook.
         notebooks: Notebook file names to run, in order.
+        source_dir: Folder of the notebooks (default: the repository's ``notebooks/``).
 
     Returns:
         The run folder.
@@ -176,7 +178,7 @@ def run_course(
     from papermill.exceptions import PapermillExecutionError
 
     config.get_profile(profile)  # fail early on a typo
-    source_dir = find_repo_root(Path(__file__).parent) / "notebooks"
+    source_dir = Path(source_dir or find_repo_root(Path(__file__).parent) / "notebooks")
     run_path = Path(out_dir) if out_dir else find_repo_root() / "runs" / f"course-{profile}"
     executed_dir = run_path / "notebooks"
     executed_dir.mkdir(parents=True, exist_ok=True)
@@ -215,6 +217,43 @@ def run_course(
     (run_path / "course_summary.json").write_text(json.dumps(summary, indent=2))
     print(f"course finished in {sum(timings.values()):.0f} s; run folder: {run_path}")
     return run_path
+
+
+def is_checked_cell(cell: dict) -> bool:
+    """True for a code cell whose stored output nbval compares (``# NBVAL_CHECK_OUTPUT``)."""
+    return cell.get("cell_type") == "code" and "NBVAL_CHECK_OUTPUT" in "".join(cell["source"])
+
+
+def store_checked_outputs(executed: str | os.PathLike, source: str | os.PathLike) -> int:
+    """Copy the outputs of nbval-checked cells from an executed notebook into its source,
+    and clear every other output (the source notebooks in git stay clean).
+
+    Args:
+        executed: A notebook executed by :func:`run_course` (same cells as ``source``).
+        source: The notebook in ``notebooks/`` to update in place.
+
+    Returns:
+        Number of checked cells whose output was stored.
+    """
+    import nbformat
+
+    ran = nbformat.read(executed, as_version=4)
+    nb = nbformat.read(source, as_version=4)
+    outputs = {cell.source: cell.get("outputs", []) for cell in ran.cells if is_checked_cell(cell)}
+    stored = 0
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        cell.execution_count = None
+        cell.outputs = []
+        if is_checked_cell(cell) and cell.source in outputs:
+            cell.outputs = [
+                {**out, "execution_count": None} if "execution_count" in out else out
+                for out in outputs[cell.source]
+            ]
+            stored += 1
+    nbformat.write(nb, source)
+    return stored
 
 
 def run_course_cli(args) -> int:

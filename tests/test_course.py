@@ -1,0 +1,121 @@
+"""The course runner and the notebooks' conventions."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_notebook
+
+from liverseg_helpers import course
+
+NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
+SHARED_PARAMETERS = ("PROFILE", "DATA_DIR", "RUN_DIR", "SEED")
+
+
+def read_notebook(name: str):
+    return nbformat.read(NOTEBOOK_DIR / name, as_version=4)
+
+
+@pytest.mark.parametrize("name", course.NOTEBOOKS)
+def test_notebook_starts_with_tagged_parameters_cell(name):
+    nb = read_notebook(name)
+    code_cells = [cell for cell in nb.cells if cell.cell_type == "code"]
+    first = code_cells[0]
+    assert "parameters" in first.metadata.get("tags", []), f"{name}: first code cell is not tagged"
+    for parameter in SHARED_PARAMETERS:
+        assert f"{parameter} = " in first.source, f"{name}: parameters cell lacks {parameter}"
+    # literals only: one assignment per line, each with a comment
+    for line in first.source.splitlines():
+        assert " = " in line and "#" in line, f"{name}: parameter line without comment: {line}"
+
+
+@pytest.mark.parametrize("name", course.NOTEBOOKS)
+def test_notebook_is_committed_without_outputs(name):
+    nb = read_notebook(name)
+    for cell in nb.cells:
+        if cell.cell_type == "code" and cell.outputs:
+            assert course.is_checked_cell(cell), f"{name}: unchecked cell holds outputs"
+
+
+@pytest.mark.parametrize("name", course.NOTEBOOKS)
+def test_notebook_cells_stay_short(name):
+    nb = read_notebook(name)
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            assert len(cell.source.splitlines()) <= 20, f"{name}: long cell:\n{cell.source}"
+
+
+def test_every_listed_notebook_exists_and_no_other():
+    on_disk = sorted(path.name for path in NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
+    assert on_disk == sorted(course.NOTEBOOKS)
+
+
+def test_require_artefact_names_the_notebook(tmp_path):
+    with pytest.raises(course.MissingArtefactError, match="04_training.ipynb"):
+        course.require_artefact(tmp_path / "best.keras", "04_training.ipynb")
+    (tmp_path / "best.keras").write_bytes(b"x")
+    assert course.require_artefact(tmp_path / "best.keras", "04") == tmp_path / "best.keras"
+
+
+def test_choose_model_prefers_the_run_folder(tmp_path):
+    (tmp_path / "best.keras").write_bytes(b"x")
+    assert course.choose_model("", tmp_path) == tmp_path / "best.keras"
+    with pytest.raises(course.MissingArtefactError, match="04_training"):
+        course.choose_model(str(tmp_path / "nope.keras"), tmp_path)
+
+
+def test_start_notebook_resolves_folders_from_the_environment(tmp_path, monkeypatch):
+    data = tmp_path / "data"
+    data.mkdir()
+    monkeypatch.setenv("LIVERSEG_RUN_DIR", str(tmp_path / "run"))
+    ctx = course.start_notebook("smoke", str(data), "", 7)
+    assert ctx.profile.name == "smoke" and ctx.seed == 7
+    assert ctx.run_dir == tmp_path / "run" and ctx.run_dir.is_dir()
+    assert ctx.data_dir == data
+    with pytest.raises(course.MissingArtefactError):
+        course.start_notebook("smoke", str(tmp_path / "missing"), str(tmp_path / "run"))
+
+
+def write_notebook(path: Path, sources: list[str]) -> None:
+    cells = [new_code_cell(src) for src in sources]
+    cells[0].metadata["tags"] = ["parameters"]
+    nb = new_notebook(cells=cells)
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+
+
+@pytest.mark.slow
+def test_run_course_passes_parameters_and_names_the_failing_cell(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    write_notebook(
+        src / "a.ipynb",
+        [
+            'PROFILE = ""  # p\nDATA_DIR = ""  # d\nRUN_DIR = ""  # r\nSEED = 0  # s',
+            "from pathlib import Path\nPath(RUN_DIR, 'seen.txt').write_text(f'{PROFILE} {SEED}')",
+        ],
+    )
+    write_notebook(src / "b.ipynb", ['SEED = 0  # s', "1 / 0"])
+    out = tmp_path / "run"
+    course.run_course("smoke", out_dir=out, seed=5, notebooks=("a.ipynb",), source_dir=src)
+    assert (out / "seen.txt").read_text() == "smoke 5"
+    assert json.loads((out / "course_summary.json").read_text())["seed"] == 5
+    with pytest.raises(course.CourseError, match=r"b.ipynb: cell 2 .*ZeroDivisionError"):
+        course.run_course("smoke", out_dir=out, notebooks=("a.ipynb", "b.ipynb"), source_dir=src)
+
+
+def test_store_checked_outputs_keeps_only_checked_cells(tmp_path):
+    executed = tmp_path / "ran.ipynb"
+    source = tmp_path / "src.ipynb"
+    cells = [new_code_cell("# NBVAL_CHECK_OUTPUT\nprint(1)"), new_code_cell("print(2)")]
+    for cell, text in zip(cells, ("1\n", "2\n"), strict=True):
+        cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=text)]
+    nbformat.write(new_notebook(cells=cells), executed)
+    nbformat.write(new_notebook(cells=[new_code_cell(c.source) for c in cells]), source)
+    assert course.store_checked_outputs(executed, source) == 1
+    stored = nbformat.read(source, as_version=4)
+    assert stored.cells[0].outputs[0]["text"] == "1\n"
+    assert stored.cells[1].outputs == []
