@@ -239,18 +239,17 @@ def store_checked_outputs(executed: str | os.PathLike, source: str | os.PathLike
 
     ran = nbformat.read(executed, as_version=4)
     nb = nbformat.read(source, as_version=4)
-    outputs = {cell.source: cell.get("outputs", []) for cell in ran.cells if is_checked_cell(cell)}
+    ran_cells = {cell.source: cell for cell in ran.cells if is_checked_cell(cell)}
     stored = 0
     for cell in nb.cells:
         if cell.cell_type != "code":
             continue
         cell.execution_count = None
         cell.outputs = []
-        if is_checked_cell(cell) and cell.source in outputs:
-            cell.outputs = [
-                {**out, "execution_count": None} if "execution_count" in out else out
-                for out in outputs[cell.source]
-            ]
+        if is_checked_cell(cell) and cell.source in ran_cells:
+            # nbval refuses stored outputs of a cell without an execution count.
+            cell.execution_count = ran_cells[cell.source].execution_count
+            cell.outputs = ran_cells[cell.source].outputs
             stored += 1
     nbformat.write(nb, source)
     return stored
