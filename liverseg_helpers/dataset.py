@@ -20,7 +20,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 import zlib
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -28,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from liverseg_helpers import preprocess
+from liverseg_helpers.atomic import atomic_file, write_json_atomic
 from liverseg_helpers.augment import AugmentSettings, augment_batch_numpy, augment_batch_tf
 from liverseg_helpers.errors import DataError
 from liverseg_helpers.io.case import LIVER, Case
@@ -53,18 +53,6 @@ def cache_key(
         format_version=CACHE_FORMAT_VERSION,
     )
     return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:12]
-
-
-def _write_atomic(path: Path, write) -> None:
-    """Write through ``write(file_object)`` to a temp file beside ``path``, then rename."""
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
 
 
 def _read_manifest(folder: Path) -> dict:
@@ -193,12 +181,12 @@ def build_slice_cache(
             case = load_case(item)
         arrays = _cache_case(case, settings, target, crop_to, crop_margin_px, seed)
         file_name = _file_name(case.case_id)
-        _write_atomic(folder / file_name, lambda f, a=arrays: np.savez(f, key=key, **a))
+        with atomic_file(folder / file_name) as tmp:
+            np.savez(tmp, key=key, **arrays)
         manifest["cases"][case.case_id] = dict(
             file=file_name, source=source, n_slices=len(arrays["slice_indices"])
         )
-        text = json.dumps(manifest, indent=1).encode()
-        _write_atomic(folder / MANIFEST_NAME, lambda f, t=text: f.write(t))
+        write_json_atomic(manifest, folder / MANIFEST_NAME)
     if manifest["cases"] and sum(e["n_slices"] for e in manifest["cases"].values()) == 0:
         raise DataError(
             f"{folder}: no slice selected in any case ({sorted(manifest['cases'])}): "

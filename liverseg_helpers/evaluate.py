@@ -29,7 +29,6 @@ import argparse
 import json
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -38,6 +37,7 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
+from liverseg_helpers.atomic import atomic_file
 from liverseg_helpers.errors import DataError
 
 METRIC_NAMES = (
@@ -258,17 +258,9 @@ def save_metrics_csv(df: pd.DataFrame, path: str | os.PathLike) -> Path:
     Returns:
         The written path.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            df.to_csv(f, float_format="%.6g")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    with atomic_file(path) as tmp:
+        df.to_csv(tmp, float_format="%.6g")
+    return Path(path)
 
 
 def read_mask_file(path: str | os.PathLike) -> tuple[np.ndarray, tuple[float, float, float]]:

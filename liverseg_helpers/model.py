@@ -27,6 +27,7 @@ import keras
 from keras import layers
 
 from liverseg_helpers import losses
+from liverseg_helpers.atomic import atomic_file, write_json_atomic
 from liverseg_helpers.errors import ModelFileError
 
 UPSAMPLING_MODES = ("transpose", "bilinear")
@@ -307,11 +308,8 @@ def plot_architecture(model: keras.Model, path: str | os.PathLike | None = None)
         "\nred: 2x2 max-pool, green: 2x2 up-sampling, grey dashed: skip (concatenate)"
     )
     if path is not None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
-        fig.savefig(tmp, dpi=120, bbox_inches="tight")
-        os.replace(tmp, path)
+        with atomic_file(path) as tmp:
+            fig.savefig(tmp, dpi=120, bbox_inches="tight")
     return fig
 
 
@@ -319,12 +317,6 @@ def sidecar_path(model_path: str | os.PathLike) -> Path:
     """Path of the JSON sidecar of a model file: ``best.keras`` -> ``best.keras.json``."""
     model_path = Path(model_path)
     return model_path.with_name(model_path.name + ".json")
-
-
-def _write_json_atomic(data: Mapping, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
-    os.replace(tmp, path)
 
 
 def save_model(
@@ -350,11 +342,9 @@ def save_model(
     path = Path(path)
     if path.suffix != ".keras":
         raise ModelFileError(f"{path}: model files must end in .keras (Keras 3 format)")
-    path.parent.mkdir(parents=True, exist_ok=True)
     # Keras insists on the .keras suffix, so the temporary file keeps it.
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.keras")
-    model.save(tmp)
-    os.replace(tmp, path)
+    with atomic_file(path, ".keras") as tmp:
+        model.save(tmp)
     settings_dict = settings.to_dict() if hasattr(settings, "to_dict") else dict(settings)
     sidecar = {
         "preprocess": settings_dict,
@@ -363,7 +353,7 @@ def save_model(
         "backend": keras.backend.backend(),
         "input_shape": list(model.input.shape[1:]),
     }
-    _write_json_atomic(sidecar, sidecar_path(path))
+    write_json_atomic(sidecar, sidecar_path(path))
     return path
 
 

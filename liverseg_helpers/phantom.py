@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from liverseg_helpers.atomic import write_json_atomic
 from liverseg_helpers.errors import DataError
 from liverseg_helpers.io.case import LIVER, TUMOUR, Case
 from liverseg_helpers.phantom_anatomy import FOV_MM, Z_EXTENT_MM, draw_patient
@@ -154,9 +155,7 @@ def write_phantom_cohort(
     for i, case_id in enumerate(settings["patients"], start=1):
         case = make_phantom_case(seed + i - 1, n_slices, size, lesions=i % 4 != 2, case_id=case_id)
         paths.append(write_ircadb_patient(case, out_dir / case_id, overwrite=overwrite))
-    tmp = out_dir / f".{COHORT_FILE}.tmp"
-    tmp.write_text(json.dumps(settings, indent=2) + "\n")
-    os.replace(tmp, out_dir / COHORT_FILE)
+    write_json_atomic(settings, out_dir / COHORT_FILE)
     return paths
 
 

@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
-import tempfile
 import time
 import warnings
 import zipfile
@@ -28,7 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from liverseg_helpers.errors import DataError, LiverSegError, ModelFileError, OutputExistsError
+from liverseg_helpers.atomic import atomic_file, atomic_folder, check_output_path
+from liverseg_helpers.errors import DataError, LiverSegError, ModelFileError
 from liverseg_helpers.io.case import Case
 
 # The reference model shipped with the course (trained by the lead); absent in a fresh clone.
@@ -46,12 +45,6 @@ def output_kind(path: str | os.PathLike) -> str:
     if text.endswith(("/", os.sep)) or not Path(text).suffix:
         return "png"
     raise DataError(f"{path}: unknown output type; use .nii.gz, .dcm, or a folder path ending in /")
-
-
-def check_output_path(path: Path, overwrite: bool) -> None:
-    """Raise ``OutputExistsError`` if ``path`` exists and ``overwrite`` is False."""
-    if path.exists() and not overwrite:
-        raise OutputExistsError(f"{path}: output already exists (pass --overwrite to replace it)")
 
 
 def write_png_folder(mask: np.ndarray, out_dir: str | os.PathLike, overwrite: bool = False) -> Path:
@@ -72,30 +65,10 @@ def write_png_folder(mask: np.ndarray, out_dir: str | os.PathLike, overwrite: bo
 
     out_dir = Path(out_dir)
     check_output_path(out_dir, overwrite)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
-    try:
+    with atomic_folder(out_dir) as tmp:
         for index, slice_mask in enumerate(np.asarray(mask) != 0):
             cv2.imwrite(str(tmp / f"image_{index}.png"), slice_mask.astype(np.uint8) * 255)
-        replace_folder(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir
-
-
-def replace_folder(new: Path, target: Path) -> None:
-    """Move folder ``new`` to ``target``; an old ``target`` is moved aside first, then deleted."""
-    old = None
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
-        os.replace(target, old)
-    os.replace(new, target)
-    if old is not None:
-        if old.is_dir():
-            shutil.rmtree(old)
-        else:
-            old.unlink()
 
 
 def read_source_datasets(source: str | os.PathLike) -> list:
@@ -231,15 +204,8 @@ def write_dicom_seg(
         # e.g. 3D-IRCADb files have no FrameOfReferenceUID, which a SEG must reference.
         message = f"{case.source}: cannot build a DICOM-SEG from this series: {err}"
         raise DataError(f"{message}; write .nii.gz instead") from err
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_file(path) as tmp:
         seg.save_as(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 

@@ -83,7 +83,8 @@ def write_notebook(path: Path, sources: list[str]) -> None:
     cells = [new_code_cell(src) for src in sources]
     cells[0].metadata["tags"] = ["parameters"]
     nb = new_notebook(cells=cells)
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    kernel = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["kernelspec"] = kernel
     nbformat.write(nb, path)
 
 
@@ -98,7 +99,7 @@ def test_run_course_passes_parameters_and_names_the_failing_cell(tmp_path):
             "from pathlib import Path\nPath(RUN_DIR, 'seen.txt').write_text(f'{PROFILE} {SEED}')",
         ],
     )
-    write_notebook(src / "b.ipynb", ['SEED = 0  # s', "1 / 0"])
+    write_notebook(src / "b.ipynb", ["SEED = 0  # s", "1 / 0"])
     out = tmp_path / "run"
     course.run_course("smoke", out_dir=out, seed=5, notebooks=("a.ipynb",), source_dir=src)
     assert (out / "seen.txt").read_text() == "smoke 5"

@@ -8,17 +8,14 @@ that is absolute or climbs out with ``..`` raises :class:`UnsafeArchiveError`.
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import uuid
 import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from liverseg_helpers.errors import DataError, OutputExistsError, UnsafeArchiveError
+from liverseg_helpers.errors import DataError, UnsafeArchiveError
 
 # Names that are never slices: macOS resource forks, DICOMDIR indexes, licences and notes.
 _SKIPPED_NAMES = {"DICOMDIR", "LICENSE", "LICENSE.txt", "README", "README.md", "Thumbs.db"}
@@ -156,28 +153,3 @@ def slice_number(member: Member) -> int:
             "3D-IRCADb slices are named image_N"
         )
     return int(match.group(1))
-
-
-def make_temp_sibling(target: Path, suffix: str = "") -> Path:
-    """A unique, hidden path in ``target``'s folder, for writing before an atomic rename."""
-    return target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:12]}{suffix}"
-
-
-def check_output_path(path: Path, overwrite: bool) -> None:
-    """Raise OutputExistsError if ``path`` exists and ``overwrite`` is False."""
-    if path.exists() and not overwrite:
-        raise OutputExistsError(f"{path}: already exists (pass overwrite=True to replace it)")
-
-
-def replace_folder(tmp_dir: Path, target: Path) -> None:
-    """Move a finished ``tmp_dir`` to ``target``, replacing an existing ``target`` folder.
-
-    The old folder is first renamed aside, so ``target`` is never half-written.
-    """
-    if target.exists():
-        trash = make_temp_sibling(target, ".old")
-        os.replace(target, trash)
-        os.replace(tmp_dir, target)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        os.replace(tmp_dir, target)

@@ -10,7 +10,6 @@ checksums for generated cohorts).
 from __future__ import annotations
 
 import hashlib
-import shutil
 from pathlib import Path
 
 import cc3d
@@ -25,9 +24,9 @@ from pydicom.uid import (
 )
 from pydicom.valuerep import DSfloat
 
+from liverseg_helpers.atomic import atomic_folder, check_output_path
 from liverseg_helpers.errors import DataError
 from liverseg_helpers.io.case import LIVER, TUMOUR, Case
-from liverseg_helpers.io.files import check_output_path, make_temp_sibling, replace_folder
 from liverseg_helpers.io.ircadb import LIVER_TUMOUR_PREFIX, MASKS_DICOM, PATIENT_DICOM
 
 
@@ -171,9 +170,7 @@ def write_ircadb_patient(case: Case, out_dir: str | Path, overwrite: bool = Fals
         if name not in (LIVER, TUMOUR) and not name.startswith(LIVER_TUMOUR_PREFIX):
             structures.append((name, mask))
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp_dir = make_temp_sibling(out_dir)
-    try:
+    with atomic_folder(out_dir) as tmp_dir:
         template = _make_template(case, study_uid, frame_uid, bits=16)
         ct_uid = generate_uid(entropy_srcs=[study_uid, PATIENT_DICOM])
         _write_series(tmp_dir / PATIENT_DICOM, template, volume, ct_uid, "CT", case)
@@ -183,8 +180,4 @@ def write_ircadb_patient(case: Case, out_dir: str | Path, overwrite: bool = Fals
             uid = generate_uid(entropy_srcs=[study_uid, MASKS_DICOM, name])
             folder = tmp_dir / MASKS_DICOM / name
             _write_series(folder, mask_template, pixels, uid, f"mask {name}", case)
-        replace_folder(tmp_dir, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-        raise
     return out_dir

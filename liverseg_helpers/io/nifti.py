@@ -13,7 +13,6 @@ the NIfTI (RAS) header is converted to the ITK/DICOM (LPS) geometry of :class:`C
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
@@ -21,9 +20,10 @@ import cc3d
 import numpy as np
 import SimpleITK as sitk
 
+from liverseg_helpers.atomic import atomic_file, check_output_path
 from liverseg_helpers.errors import DataError
 from liverseg_helpers.io.case import LIVER, TUMOUR, Case
-from liverseg_helpers.io.files import CaseNotFoundError, check_output_path, make_temp_sibling
+from liverseg_helpers.io.files import CaseNotFoundError
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 
@@ -193,12 +193,7 @@ def write_mask_nifti(
     image.SetSpacing(tuple(float(v) for v in case.spacing_mm[::-1]))
     image.SetOrigin(tuple(float(v) for v in case.origin_mm))
     image.SetDirection(tuple(float(v) for v in case.direction))
-    path.parent.mkdir(parents=True, exist_ok=True)
     suffix = ".nii.gz" if path.name.lower().endswith(".gz") else ".nii"
-    tmp = make_temp_sibling(path, suffix)
-    try:
+    with atomic_file(path, suffix) as tmp:
         sitk.WriteImage(image, str(tmp), useCompression=True)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
