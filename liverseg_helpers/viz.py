@@ -268,7 +268,7 @@ def read_history(run_dir_or_csv: str | os.PathLike) -> pd.DataFrame:
     if path.is_dir():
         path = path / "history.csv"
     if not path.is_file():
-        raise DataError(f"{path}: no training history (train a model first: notebook 03)")
+        raise DataError(f"{path}: no training history (run notebook 04 or `liverseg train` first)")
     return pd.read_csv(path)
 
 
