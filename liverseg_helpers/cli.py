@@ -22,6 +22,7 @@ HANDLERS = {
     "predict": "liverseg_helpers.predict:run_predict_cli",
     "evaluate": "liverseg_helpers.evaluate:run_evaluate_cli",
     "course": "liverseg_helpers.course:run_course_cli",
+    "crossval": "liverseg_helpers.crossval:run_crossval_cli",
 }
 
 
@@ -83,6 +84,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default=None, help="cohort folder (default: generated phantom)")
     p.add_argument("--out", default=None, help="run folder (default: runs/course-<profile>)")
     p.add_argument("--seed", type=int, default=42, help="random seed")
+
+    p = sub.add_parser("crossval", help="leave-one-patient-out training, 3D metrics, ablation")
+    p.add_argument("--data", required=True, help="cohort of real patients (>= 2)")
+    p.add_argument("--out", required=True, help="output folder (run folders, tables)")
+    p.add_argument("--profile", default=None, help="profile (default: real)")
+    p.add_argument("--variant", action="append", default=None, help="variant (repeatable)")
+    p.add_argument("--seed", type=int, default=42, help="random seed")
+    p.add_argument("--checkpoint", default="last", choices=["last", "best"], help="model tested")
+    p.add_argument("--reference", default=None, help="train this variant on all patients")
     return parser
 
 

@@ -1,0 +1,469 @@
+"""Leave-one-patient-out cross-validation on real CT, with an ablation of training choices.
+
+With a handful of real patients, a random split leaves nothing to learn from or nothing to
+test on. Leave-one-patient-out (LOPO) trains one model per patient, on all the *other* real
+patients, and tests it on the patient it never saw: every patient is tested exactly once,
+always by a model that did not see it. The mean over patients is the honest estimate of
+accuracy on a new patient.
+
+Per fold::
+
+    train = the other real patients (+ phantom patients, if the variant adds them)
+    val   = one phantom patient (never trained on): monitored, not used to pick a model
+    test  = the held-out real patient (never in train or val)
+
+Why a phantom val patient: with two real patients there is no third one for early stopping,
+and slices of the training patient would only measure how well that patient is memorised.
+So every fold trains for the profile's fixed number of epochs and the *last* checkpoint is
+tested (``checkpoint="last"``); the phantom val loss is logged as a sanity check only.
+
+A *variant* is one training recipe. :data:`VARIANTS` is a ladder: each variant makes one
+change to the one before it, so the ablation table shows what each change contributed.
+
+Files written under ``out_dir``::
+
+    cohort/                     symlinks to the real patients and the phantom patients
+    phantom/                    generated phantom cohort (phantom_001 ...)
+    slice_cache/                per-settings slice caches
+    <variant>/fold_<patient>/   a run folder of ``train.train`` + ``metrics.json``
+    <variant>/per_patient_metrics.csv   one row per test patient, then mean / std / n_valid
+    ablation.csv, ablation.md   one row per variant: per-fold Dice and ASSD, training time
+
+Command: ``liverseg crossval --data DIR --out DIR [--profile real] [--variant NAME ...]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from liverseg_helpers import config as config_mod
+from liverseg_helpers.errors import DataError
+
+VAL_PHANTOM = "phantom_001"
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One training recipe of the ablation.
+
+    Attributes:
+        name: Short name (folder name and table row).
+        change: What this variant changes, in words (for the table).
+        loss: Loss name for ``losses.get_loss``.
+        preprocess: PreprocessSettings changes, e.g. ``{"target_spacing_mm": 2.0}``.
+        overrides: Profile changes, e.g. ``{"context_slices": 1}``.
+        phantom_train: Phantom patients added to the training set (``phantom_002`` ...).
+    """
+
+    name: str
+    change: str
+    loss: str = "dice"
+    preprocess: dict = field(default_factory=dict)
+    overrides: dict = field(default_factory=dict)
+    phantom_train: int = 0
+
+
+def _ladder() -> dict[str, Variant]:
+    steps = [
+        ("baseline", "2D, whole slice resized, Dice loss, augmentation", {}),
+        ("spacing", "+ in-plane resampling to 2.5 mm", {"preprocess": {"target_spacing_mm": 2.5}}),
+        (
+            "context",
+            "+ 2.5D: 1 slice of context on each side",
+            {"overrides": {"context_slices": 1}},
+        ),
+        ("dice_bce", "+ Dice + BCE loss", {"loss": "dice_bce"}),
+        ("phantom", "+ 4 phantom patients in training", {"phantom_train": 4}),
+    ]
+    variants: dict[str, Variant] = {}
+    previous: dict = {}
+    for name, change, delta in steps:
+        values = {**previous, **delta}
+        variants[name] = Variant(name=name, change=change, **values)
+        previous = values
+    return variants
+
+
+#: The ablation ladder: each variant adds one change to the one before it.
+VARIANTS: dict[str, Variant] = _ladder()
+
+
+@dataclass
+class CrossvalResult:
+    """What :func:`run_leave_one_out` produced.
+
+    Attributes:
+        per_fold: One row per (variant, test patient): metrics, train seconds, epochs.
+        ablation: One row per variant (see :func:`summarise_ablation`).
+        out_dir: The output folder.
+    """
+
+    per_fold: pd.DataFrame
+    ablation: pd.DataFrame
+    out_dir: Path
+
+
+def make_cohort_dir(real_paths: list[Path], phantom_paths: list[Path], cohort_dir: Path) -> Path:
+    """One cohort folder of symlinks to the real and phantom patients (no data is copied).
+
+    Args:
+        real_paths: Real patient folders.
+        phantom_paths: Phantom patient folders.
+        cohort_dir: Folder to fill (created; existing correct links are kept).
+
+    Returns:
+        ``cohort_dir``.
+
+    Raises:
+        DataError: Two patients share a folder name, or a name is taken by another file.
+    """
+    cohort_dir.mkdir(parents=True, exist_ok=True)
+    names = [p.name for p in real_paths + phantom_paths]
+    if len(set(names)) != len(names):
+        raise DataError(f"{cohort_dir}: patients with the same folder name: {sorted(names)}")
+    for path in real_paths + phantom_paths:
+        link = cohort_dir / path.name
+        target = path.resolve()
+        if link.is_symlink() and link.resolve() == target:
+            continue
+        if link.exists() or link.is_symlink():
+            raise DataError(f"{link}: exists and does not link to {target}")
+        link.symlink_to(target, target_is_directory=True)
+    return cohort_dir
+
+
+def make_loo_folds(
+    real_ids: list[str], phantom_ids: list[str], phantom_train: int
+) -> list[dict[str, list[str]]]:
+    """Leave-one-patient-out splits: each real patient is the test patient once.
+
+    Args:
+        real_ids: Real patient ids (at least 2).
+        phantom_ids: Phantom ids, sorted; the first is the val patient, the next
+            ``phantom_train`` are added to training.
+        phantom_train: Phantom patients added to training.
+
+    Returns:
+        One ``{"train", "val", "test"}`` dict per real patient, in the order of ``real_ids``.
+
+    Raises:
+        DataError: Fewer than 2 real patients or not enough phantom patients.
+    """
+    if len(real_ids) < 2:
+        raise DataError(f"leave-one-out needs at least 2 real patients, got {real_ids}")
+    if len(phantom_ids) < 1 + phantom_train:
+        raise DataError(
+            f"need {1 + phantom_train} phantom patients (1 val + {phantom_train} train), "
+            f"got {len(phantom_ids)}"
+        )
+    val = [phantom_ids[0]]
+    extra = list(phantom_ids[1 : 1 + phantom_train])
+    return [
+        {
+            "train": sorted([r for r in real_ids if r != test] + extra),
+            "val": val,
+            "test": [test],
+        }
+        for test in real_ids
+    ]
+
+
+def evaluate_fold(model_path: Path, case_path: Path, postprocess: bool = True) -> tuple[dict, dict]:
+    """3D metrics of a model on one patient at native resolution.
+
+    Args:
+        model_path: ``.keras`` model with its sidecar.
+        case_path: Patient folder.
+        postprocess: Largest component + hole filling (``predict.postprocess_mask``).
+
+    Returns:
+        ``(metrics, metrics_without_postprocessing)`` dicts of ``evaluate.evaluate_masks``
+        plus ``predict_s``.
+    """
+    from liverseg_helpers import evaluate, io, predict
+
+    case = io.load_case(case_path)
+    result = predict.predict_case(model_path, case, postprocess=False)
+    raw_pred = result.probs > 0.5
+    start = time.perf_counter()
+    pred = predict.postprocess_mask(raw_pred) if postprocess else raw_pred
+    post_s = time.perf_counter() - start
+    truth = case.masks["liver"]
+    metrics = evaluate.evaluate_masks(pred, truth, case.spacing_mm)
+    metrics["predict_s"] = result.seconds + post_s
+    raw = evaluate.evaluate_masks(raw_pred, truth, case.spacing_mm)
+    return metrics, raw
+
+
+def _write_text_atomic(text: str, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def run_fold(
+    variant: Variant,
+    split: dict[str, list[str]],
+    cohort_dir: Path,
+    run_dir: Path,
+    profile: str,
+    seed: int,
+    cache_dir: Path,
+    checkpoint: str = "last",
+    overrides: dict | None = None,
+) -> dict:
+    """Train one fold (or reuse a finished one) and evaluate it on its test patient.
+
+    Returns:
+        Row dict: variant, test case_id, metrics, ``raw_*`` metrics without post-processing,
+        train_s, epochs.
+
+    Raises:
+        DataError: The run's split.json puts the test patient in train or val.
+    """
+    from liverseg_helpers import train
+
+    done = run_dir / "metrics.json"
+    if done.exists():
+        return json.loads(done.read_text())
+    cfg = train.TrainConfig(
+        data_dir=cohort_dir,
+        run_dir=run_dir,
+        profile=profile,
+        seed=seed,
+        loss=variant.loss,
+        overrides={**variant.overrides, **(overrides or {})},
+        cache_dir=cache_dir,
+        split=split,
+        preprocess=dict(variant.preprocess),
+    )
+    result = train.train(cfg)
+    used = json.loads((run_dir / "split.json").read_text())
+    test_id = split["test"][0]
+    if test_id in used["train"] or test_id in used["val"]:
+        raise DataError(f"{run_dir / 'split.json'}: test patient {test_id} was used in training")
+    metrics, raw = evaluate_fold(run_dir / f"{checkpoint}.keras", cohort_dir / test_id)
+    row = {
+        "variant": variant.name,
+        "case_id": test_id,
+        **metrics,
+        **{f"raw_{k}": v for k, v in raw.items() if k in ("dice", "assd_mm", "hd95_mm")},
+        "train_s": result.elapsed_s,
+        "epochs": len(result.history.get("loss", [])),
+        "train_patients": used["train"],
+        "checkpoint": checkpoint,
+    }
+    _write_text_atomic(json.dumps(row, indent=2), done)
+    return row
+
+
+def summarise_ablation(per_fold: pd.DataFrame, variants: dict[str, Variant]) -> pd.DataFrame:
+    """One row per variant: per-fold Dice and ASSD, means, and training minutes.
+
+    Args:
+        per_fold: Rows of :func:`run_fold`.
+        variants: The variants (for the ``change`` text), in table order.
+
+    Returns:
+        DataFrame indexed by variant with ``change``, ``dice_<case>``, ``assd_mm_<case>``,
+        ``dice_mean``, ``assd_mm_mean``, ``dice_raw_mean`` (no post-processing),
+        ``train_min`` (all folds) columns.
+    """
+    rows = []
+    for name in [n for n in variants if n in set(per_fold["variant"])]:
+        part = per_fold[per_fold["variant"] == name].set_index("case_id")
+        row = {"variant": name, "change": variants[name].change}
+        for case_id in part.index:
+            row[f"dice_{case_id}"] = part.loc[case_id, "dice"]
+            row[f"assd_mm_{case_id}"] = part.loc[case_id, "assd_mm"]
+        row["dice_mean"] = part["dice"].mean()
+        row["assd_mm_mean"] = part["assd_mm"].mean()
+        row["dice_raw_mean"] = part["raw_dice"].mean()
+        row["train_min"] = part["train_s"].sum() / 60.0
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("variant")
+
+
+def format_markdown(df: pd.DataFrame, digits: int = 3) -> str:
+    """A table as GitHub markdown (no extra dependency: pandas' to_markdown needs tabulate)."""
+    columns = [df.index.name or ""] + [str(c) for c in df.columns]
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for index, values in df.iterrows():
+        cells = [str(index)]
+        for value in values:
+            is_number = isinstance(value, float)
+            cells.append(f"{value:.{digits}f}" if is_number else str(value))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def prepare_cohort(data_dir: Path, out_dir: Path, profile_name: str) -> tuple[Path, list, list]:
+    """Phantom cohort + symlink cohort folder. Returns (cohort_dir, real ids, phantom ids)."""
+    from liverseg_helpers import io, phantom
+
+    profile = config_mod.get_profile(profile_name)
+    real_paths = io.list_case_paths(data_dir)
+    phantom_dir = phantom.ensure_phantom_cohort(out_dir / "phantom", profile)
+    phantom_paths = io.list_case_paths(phantom_dir)
+    cohort_dir = make_cohort_dir(real_paths, phantom_paths, out_dir / "cohort")
+    return cohort_dir, [p.name for p in real_paths], sorted(p.name for p in phantom_paths)
+
+
+def run_leave_one_out(
+    data_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    profile: str = "real",
+    seed: int = config_mod.DEFAULT_SEED,
+    variants: list[str] | None = None,
+    checkpoint: str = "last",
+    overrides: dict | None = None,
+) -> CrossvalResult:
+    """Leave-one-patient-out training and 3D evaluation for each variant.
+
+    Finished folds (``metrics.json`` in their run folder) are reused, so an interrupted run
+    continues where it stopped.
+
+    Args:
+        data_dir: Cohort of real patients (e.g. ``../shared/data/3Dircadb1``).
+        out_dir: Output folder (outside the repo, or under the git-ignored ``runs/``).
+        profile: Profile name (``real``; ``smoke`` for tests).
+        seed: Seed of weights, augmentation and slice choice.
+        variants: Names from :data:`VARIANTS` (None = all, in ladder order).
+        checkpoint: ``"last"`` (fixed epochs, see the module docstring) or ``"best"``.
+        overrides: Profile changes for every variant (e.g. ``{"epochs": 1}`` in tests).
+
+    Returns:
+        :class:`CrossvalResult`; the tables are also written to ``out_dir``.
+
+    Raises:
+        DataError: Unknown variant, fewer than 2 real patients, or a leaked split.
+    """
+    names = list(VARIANTS) if not variants else list(variants)
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        raise DataError(f"unknown variants {unknown}; choose from {list(VARIANTS)}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cohort_dir, real_ids, phantom_ids = prepare_cohort(Path(data_dir), out_dir, profile)
+    from liverseg_helpers import evaluate
+
+    rows = []
+    for name in names:
+        variant = VARIANTS[name]
+        folds = make_loo_folds(real_ids, phantom_ids, variant.phantom_train)
+        variant_rows = []
+        for split in folds:
+            run_dir = out_dir / name / f"fold_{split['test'][0]}"
+            row = run_fold(
+                variant,
+                split,
+                cohort_dir,
+                run_dir,
+                profile,
+                seed,
+                out_dir / "slice_cache",
+                checkpoint,
+                overrides,
+            )
+            print(
+                f"{name:<10} test {row['case_id']}: dice {row['dice']:.4f} "
+                f"assd {row['assd_mm']:.2f} mm, trained {row['train_s'] / 60:.1f} min",
+                flush=True,
+            )
+            variant_rows.append(row)
+        table = evaluate.evaluate_cohort(
+            [
+                {k: v for k, v in r.items() if k not in ("variant", "train_patients", "checkpoint")}
+                for r in variant_rows
+            ]
+        )
+        evaluate.save_metrics_csv(table, out_dir / name / "per_patient_metrics.csv")
+        rows.extend(variant_rows)
+    per_fold = pd.DataFrame(rows)
+    all_rows = pd.DataFrame([{**r, "variant": r["variant"]} for r in _read_all_rows(out_dir)])
+    ablation = summarise_ablation(all_rows if len(all_rows) else per_fold, VARIANTS)
+    ablation.to_csv(out_dir / "ablation.csv", float_format="%.4g")
+    _write_text_atomic(format_markdown(ablation), out_dir / "ablation.md")
+    return CrossvalResult(per_fold=per_fold, ablation=ablation, out_dir=out_dir)
+
+
+def _read_all_rows(out_dir: Path) -> list[dict]:
+    """Rows of every finished fold under ``out_dir`` (so the ablation covers earlier runs)."""
+    rows = []
+    for name in VARIANTS:
+        for path in sorted((out_dir / name).glob("fold_*/metrics.json")):
+            rows.append(json.loads(path.read_text()))
+    return rows
+
+
+def train_reference(
+    data_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    variant: str,
+    profile: str = "real",
+    seed: int = config_mod.DEFAULT_SEED,
+):
+    """Train the shipped model: one variant on ALL real patients (no test patient left).
+
+    Its accuracy on these patients is not a generalisation estimate; the LOPO folds are.
+
+    Returns:
+        ``train.TrainResult`` of ``out_dir/reference_<variant>``.
+    """
+    from liverseg_helpers import train
+
+    out_dir = Path(out_dir)
+    cohort_dir, real_ids, phantom_ids = prepare_cohort(Path(data_dir), out_dir, profile)
+    chosen = VARIANTS[variant]
+    extra = phantom_ids[1 : 1 + chosen.phantom_train]
+    split = {"train": real_ids + extra, "val": [phantom_ids[0]], "test": []}
+    cfg = train.TrainConfig(
+        data_dir=cohort_dir,
+        run_dir=out_dir / f"reference_{variant}",
+        profile=profile,
+        seed=seed,
+        loss=chosen.loss,
+        overrides=dict(chosen.overrides),
+        cache_dir=out_dir / "slice_cache",
+        split=split,
+        preprocess=dict(chosen.preprocess),
+    )
+    return train.train(cfg)
+
+
+def run_crossval_cli(args: argparse.Namespace) -> int:
+    """``liverseg crossval``: LOPO cross-validation (or ``--reference``: the shipped model)."""
+    profile = args.profile or "real"
+    if args.reference:
+        result = train_reference(args.data, args.out, args.reference, profile, args.seed)
+        print(f"reference model: {result.run_dir / 'last.keras'} ({result.elapsed_s / 60:.1f} min)")
+        return 0
+    result = run_leave_one_out(
+        args.data, args.out, profile, args.seed, args.variant, args.checkpoint
+    )
+    print(format_markdown(result.ablation))
+    print(f"tables: {result.out_dir / 'ablation.csv'}, {result.out_dir / 'ablation.md'}")
+    return 0
+
+
+__all__ = [
+    "VARIANTS",
+    "Variant",
+    "CrossvalResult",
+    "make_cohort_dir",
+    "make_loo_folds",
+    "evaluate_fold",
+    "run_fold",
+    "summarise_ablation",
+    "format_markdown",
+    "run_leave_one_out",
+    "train_reference",
+    "run_crossval_cli",
+]
