@@ -31,6 +31,8 @@ from liverseg_helpers.split import kfold_patients, slice_level_leak_report, spli
 __all__ = [
     "PreprocessSettings",
     "settings_from_profile",
+    "tumour_settings",
+    "TUMOUR_CROP_MARGIN_PX",
     "check_finite_hu",
     "check_binary_mask",
     "window_hu",
@@ -128,6 +130,34 @@ def settings_from_profile(profile, **overrides) -> PreprocessSettings:
     )
     values.update(overrides)
     return PreprocessSettings(**values)
+
+
+#: Margin around the liver's bounding box for the tumour stage's crop, native pixels
+#: (8 px: 5-6 mm on real CT, enough to keep a lesion on the liver's edge whole).
+TUMOUR_CROP_MARGIN_PX = 8
+
+
+def tumour_settings(profile, **overrides) -> PreprocessSettings:
+    """Settings of a cascade's second stage, which looks for lesions inside the liver crop.
+
+    The one place where the tumour task's preprocessing is chosen (training through
+    ``train.TrainConfig(task="tumour")`` and the saved model's sidecar use it; prediction
+    reads the sidecar). Compared with :func:`settings_from_profile`:
+
+    * a tighter HU window, W 200 / L 70 (-30..170 HU): only liver tissue (about 60-130 HU in
+      the portal-venous phase) and hypodense lesions (about 10-80 HU) matter now, so the
+      same 8-bit-like range of the input spends its contrast on the difference between them;
+    * every slice is cropped to the liver's box + :data:`TUMOUR_CROP_MARGIN_PX` before
+      resizing (see ``dataset.build_slice_cache(crop_to="liver")``), so a small lesion covers
+      more input pixels.
+
+    Args:
+        profile: A ``Profile`` (image_size, context_slices, non_liver_fraction).
+        **overrides: Any other setting.
+    """
+    values = dict(window_level_hu=70.0, window_width_hu=200.0)
+    values.update(overrides)
+    return settings_from_profile(profile, **values)
 
 
 def check_finite_hu(volume_hu: np.ndarray, source: str = "volume") -> None:

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import keras
+import numpy as np
 
 from liverseg_helpers import config as config_mod
 from liverseg_helpers import model as model_mod
@@ -63,10 +64,8 @@ class TrainConfig:
         epochs: Override of the profile's epochs (None = the profile's).
         overrides: Further profile fields to change, e.g. ``{"batch_size": 8}``.
         cache_dir: Slice cache folder; None = ``run_dir/../slice_cache/<cohort>``.
-        split: Explicit ``{"train": [...], "val": [...], "test": [...]}`` case ids to use
-            instead of a random ``split_patients`` (e.g. a leave-one-patient-out fold); every
-            id must be in the cohort and no id may be in two lists.
-        preprocess: Preprocessing settings to change, e.g. ``{"target_spacing_mm": 1.6}``.
+        foreground_repeat: Show training slices whose mask has foreground this many times
+            per epoch (1 = as selected): oversampling of the rare tumour slices.
     """
 
     data_dir: Path | None
@@ -79,8 +78,7 @@ class TrainConfig:
     epochs: int | None = None
     overrides: dict = field(default_factory=dict)
     cache_dir: Path | None = None
-    split: dict | None = None
-    preprocess: dict = field(default_factory=dict)
+    foreground_repeat: int = 1
 
 
 @dataclass
@@ -155,7 +153,12 @@ def prepare_data(cfg: TrainConfig, profile: Any, run_dir: Path) -> tuple[dict, A
         data_dir = phantom.ensure_phantom_cohort(
             run_dir.parent / "data" / f"phantom_{profile.name}", profile
         )
-    settings = preprocess.settings_from_profile(profile, **cfg.preprocess)
+    # The tumour stage (a cascade's second UNet) sees the liver's crop in a tighter window.
+    tumour = cfg.task == "tumour"
+    if tumour:
+        settings = preprocess.tumour_settings(profile)
+    else:
+        settings = preprocess.settings_from_profile(profile)
     cache_root = Path(cfg.cache_dir) if cfg.cache_dir else _default_cache_dir(run_dir, data_dir)
     paths = io.list_case_paths(data_dir)
     if not paths:
@@ -167,6 +170,8 @@ def prepare_data(cfg: TrainConfig, profile: Any, run_dir: Path) -> tuple[dict, A
         cache_root,
         target=cfg.task,
         seed=cfg.seed,
+        crop_to="liver" if tumour else None,
+        crop_margin_px=preprocess.TUMOUR_CROP_MARGIN_PX,
     )
     manifest = json.loads((cache_dir / dataset.MANIFEST_NAME).read_text())
     sources = {str(Path(p).resolve()) for p in paths}
@@ -174,8 +179,6 @@ def prepare_data(cfg: TrainConfig, profile: Any, run_dir: Path) -> tuple[dict, A
     split_path = run_dir / "split.json"
     if cfg.resume and split_path.exists():
         split = json.loads(split_path.read_text())
-    elif cfg.split is not None:
-        split = check_split(cfg.split, case_ids, data_dir)
     else:
         split = preprocess.split_patients(
             case_ids, profile.val_patients, profile.test_patients, cfg.seed
@@ -190,29 +193,26 @@ def prepare_data(cfg: TrainConfig, profile: Any, run_dir: Path) -> tuple[dict, A
     return split, settings, cache_dir
 
 
-def check_split(split: dict, case_ids: list[str], source: Path) -> dict[str, list[str]]:
-    """Check an explicit split: known ids, each patient in one list only.
+def repeat_foreground_slices(
+    x: np.ndarray, y: np.ndarray, repeat: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Repeat the slices whose mask has foreground, so a rare class is seen more often.
 
     Args:
-        split: ``{"train": [...], "val": [...], "test": [...]}`` (``test`` may be absent).
-        case_ids: The patients of the cohort.
-        source: Cohort folder, for messages.
+        x: Images ``(n, S, S, C)``.
+        y: Masks ``(n, S, S, 1)`` of 0/1.
+        repeat: How many times each foreground slice appears (1 = unchanged).
 
     Returns:
-        The split with sorted lists and a ``test`` list.
+        ``(x, y)`` with ``n + (repeat - 1) * n_foreground`` slices (shuffled later).
 
     Raises:
-        DataError: An unknown id or a patient in two lists.
+        ValueError: ``repeat`` below 1.
     """
-    out = {name: sorted(str(c) for c in split.get(name, [])) for name in ("train", "val", "test")}
-    unknown = sorted(set(sum(out.values(), [])) - set(case_ids))
-    if unknown:
-        raise DataError(f"{source}: split names patients not in the cohort: {unknown}")
-    for a, b in (("train", "val"), ("train", "test"), ("val", "test")):
-        shared = sorted(set(out[a]) & set(out[b]))
-        if shared:
-            raise DataError(f"{source}: patients {shared} are in both {a} and {b}")
-    return out
+    if repeat < 1:
+        raise ValueError(f"foreground_repeat must be >= 1, got {repeat}")
+    counts = np.where(y.reshape(len(y), -1).any(axis=1), repeat, 1)
+    return np.repeat(x, counts, axis=0), np.repeat(y, counts, axis=0)
 
 
 def _infinite(data: Any) -> bool:
@@ -250,6 +250,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     from liverseg_helpers import dataset
 
     x_train, y_train = dataset.load_cached_slices(cache_dir, split["train"])
+    x_train, y_train = repeat_foreground_slices(x_train, y_train, cfg.foreground_repeat)
     x_val, y_val = dataset.load_cached_slices(cache_dir, split["val"])
     if keras.backend.backend() == "tensorflow":
         train_ds = dataset.make_train_ds(
