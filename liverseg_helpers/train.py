@@ -66,6 +66,10 @@ class TrainConfig:
         cache_dir: Slice cache folder; None = ``run_dir/../slice_cache/<cohort>``.
         foreground_repeat: Show training slices whose mask has foreground this many times
             per epoch (1 = as selected): oversampling of the rare tumour slices.
+        split: Explicit ``{"train": [...], "val": [...], "test": [...]}`` case ids to use
+            instead of a random ``split_patients`` (e.g. a leave-one-patient-out fold); every
+            id must be in the cohort and no id may be in two lists.
+        preprocess: Preprocessing settings to change, e.g. ``{"target_spacing_mm": 1.6}``.
     """
 
     data_dir: Path | None
@@ -79,6 +83,8 @@ class TrainConfig:
     overrides: dict = field(default_factory=dict)
     cache_dir: Path | None = None
     foreground_repeat: int = 1
+    split: dict | None = None
+    preprocess: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -156,9 +162,9 @@ def prepare_data(cfg: TrainConfig, profile: Any, run_dir: Path) -> tuple[dict, A
     # The tumour stage (a cascade's second UNet) sees the liver's crop in a tighter window.
     tumour = cfg.task == "tumour"
     if tumour:
-        settings = preprocess.tumour_settings(profile)
+        settings = preprocess.tumour_settings(profile, **cfg.preprocess)
     else:
-        settings = preprocess.settings_from_profile(profile)
+        settings = preprocess.settings_from_profile(profile, **cfg.preprocess)
     cache_root = Path(cfg.cache_dir) if cfg.cache_dir else _default_cache_dir(run_dir, data_dir)
     paths = io.list_case_paths(data_dir)
     if not paths:
@@ -179,6 +185,8 @@ def prepare_data(cfg: TrainConfig, profile: Any, run_dir: Path) -> tuple[dict, A
     split_path = run_dir / "split.json"
     if cfg.resume and split_path.exists():
         split = json.loads(split_path.read_text())
+    elif cfg.split is not None:
+        split = check_split(cfg.split, case_ids, data_dir)
     else:
         split = preprocess.split_patients(
             case_ids, profile.val_patients, profile.test_patients, cfg.seed
@@ -191,6 +199,31 @@ def prepare_data(cfg: TrainConfig, profile: Any, run_dir: Path) -> tuple[dict, A
     _write_json({**split, "data_dir": str(data_dir)}, split_path)
     _write_json(settings.to_dict(), run_dir / "preprocess.json")
     return split, settings, cache_dir
+
+
+def check_split(split: dict, case_ids: list[str], source: Path) -> dict[str, list[str]]:
+    """Check an explicit split: known ids, each patient in one list only.
+
+    Args:
+        split: ``{"train": [...], "val": [...], "test": [...]}`` (``test`` may be absent).
+        case_ids: The patients of the cohort.
+        source: Cohort folder, for messages.
+
+    Returns:
+        The split with sorted lists and a ``test`` list.
+
+    Raises:
+        DataError: An unknown id or a patient in two lists.
+    """
+    out = {name: sorted(str(c) for c in split.get(name, [])) for name in ("train", "val", "test")}
+    unknown = sorted(set(sum(out.values(), [])) - set(case_ids))
+    if unknown:
+        raise DataError(f"{source}: split names patients not in the cohort: {unknown}")
+    for a, b in (("train", "val"), ("train", "test"), ("val", "test")):
+        shared = sorted(set(out[a]) & set(out[b]))
+        if shared:
+            raise DataError(f"{source}: patients {shared} are in both {a} and {b}")
+    return out
 
 
 def repeat_foreground_slices(
