@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from liverseg_helpers.errors import LiverSegError
@@ -98,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``liverseg`` console script."""
+    # TensorFlow's C++ start-up lines would bury the command's own output.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = build_parser().parse_args(argv)
     key = args.command if args.command != "data" else f"data-{args.data_command}"
     module_name, func_name = HANDLERS[key].split(":")
