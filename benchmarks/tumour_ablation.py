@@ -15,7 +15,8 @@ Usage::
     liverseg phantom --out /tmp/tumour_cohort --patients 14 --seed 100 --slices 48 --size 256
     python benchmarks/tumour_ablation.py --data /tmp/tumour_cohort --out /tmp/ablation \\
         --negative ../shared/data/3Dircadb1/3Dircadb1.7 \\
-        --real-test ../shared/data/3Dircadb1/3Dircadb1.1 --epochs 20
+        --real-test ../shared/data/3Dircadb1/3Dircadb1.1 --epochs 12 \\
+        --override image_size=96 --override base_filters=8
 """
 
 from __future__ import annotations
@@ -82,8 +83,12 @@ def main() -> None:
     parser.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated names")
     parser.add_argument("--liver-model", default=None, help="stage one (default: true liver)")
     parser.add_argument("--seed", type=int, default=42, help="seed")
+    parser.add_argument(
+        "--override", action="append", default=[], help="profile field, e.g. image_size=96"
+    )
     args = parser.parse_args()
 
+    overrides = {k: int(v) for k, v in (item.split("=") for item in args.override)}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     negatives = [Path(p) for p in args.negative]
@@ -106,6 +111,7 @@ def main() -> None:
                 epochs=args.epochs,
                 split=split,
                 foreground_repeat=repeat,
+                overrides=overrides,
                 cache_dir=out / "cache",
             )
         )
@@ -127,6 +133,7 @@ def main() -> None:
                         config=name,
                         loss=loss,
                         foreground_repeat=repeat,
+                        overrides=json.dumps(overrides),
                         group=group,
                         case_id=case_id,
                         best_val_dice=result.best_val_dice,

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from liverseg_helpers.atomic import atomic_file, atomic_folder, check_output_path
-from liverseg_helpers.errors import DataError, LiverSegError, ModelFileError
+from liverseg_helpers.errors import DataError, ModelFileError
 from liverseg_helpers.io.case import Case
 
 # The reference model shipped with the course (trained by the lead); absent in a fresh clone.
@@ -257,17 +257,18 @@ def run_predict_cli(args: argparse.Namespace) -> int:
     Returns:
         Exit code 0.
 
+    With ``--tumours`` (or ``--tumour-model``) the cascade of
+    :func:`liverseg_helpers.tumour.run_tumour_predict_cli` writes a 0/1/2 label map instead.
+
     Raises:
-        LiverSegError: Tumour stage asked for (not available yet).
         OutputExistsError, ModelFileError, DataError: see the writers and loaders.
     """
     from liverseg_helpers import io, predict
 
-    if args.tumours or args.tumour_model:
-        raise LiverSegError(
-            "tumour stage not available yet: `liverseg predict` segments the liver only; "
-            "drop --tumours/--tumour-model"
-        )
+    if args.tumours or args.tumour_model:  # the cascade: liver, then lesions inside it
+        from liverseg_helpers import tumour
+
+        return tumour.run_tumour_predict_cli(args)
     out = Path(args.out)
     output_kind(args.out)  # fail on an unknown output type before any work
     check_output_path(out, args.overwrite)

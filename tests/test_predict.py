@@ -15,7 +15,6 @@ keras = pytest.importorskip("keras")
 from liverseg_helpers import predict, predict_output  # noqa: E402
 from liverseg_helpers.errors import (  # noqa: E402
     DataError,
-    LiverSegError,
     ModelFileError,
     OutputExistsError,
 )
@@ -236,8 +235,12 @@ def test_cli_nifti_png_and_dicom_seg(tmp_path, toy_case, tiny_model_file, capsys
 
 
 def test_cli_errors(tmp_path, toy_case, tiny_model_file, monkeypatch):
-    with pytest.raises(LiverSegError, match="tumour stage not available"):
-        predict.run_predict_cli(cli_args(tmp_path, tmp_path / "x.nii.gz", None, tumours=True))
+    from liverseg_helpers import tumour  # --tumours: the cascade (tests/test_tumour.py)
+
+    monkeypatch.setattr(tumour, "REFERENCE_TUMOUR_MODEL", tmp_path / "none.keras")
+    with pytest.raises(ModelFileError, match="--task tumour"):
+        args = cli_args(tmp_path, tmp_path / "x.nii.gz", tiny_model_file, tumours=True)
+        predict.run_predict_cli(args)
     monkeypatch.setattr(predict_output, "REFERENCE_MODEL", tmp_path / "none.keras")
     with pytest.raises(ModelFileError, match="liverseg train"):
         predict.run_predict_cli(cli_args(tmp_path, tmp_path / "x.nii.gz", None))

@@ -218,3 +218,41 @@ def test_repeat_foreground_slices():
     assert x2.ravel().tolist() == [0, 1, 1, 1, 2] and y2.sum() == 3
     with pytest.raises(ValueError):
         train.repeat_foreground_slices(x, y, 0)
+
+
+# ---- liverseg predict --tumours ----------------------------------------------------------------
+
+
+def write_toy_models_and_ct(tmp_path):
+    from liverseg_helpers import io
+    from liverseg_helpers import model as model_lib
+
+    case = make_case()
+    ct_path = io.write_mask_nifti(case.volume, case, tmp_path / "volume-0.nii.gz")
+    liver_path = model_lib.save_model(
+        threshold_model(32, -40.0, 30.0), tmp_path / "liver.keras", {"image_size": 32}, "liver"
+    )
+    tumour_settings = {"image_size": 32, "window_level_hu": 70.0, "window_width_hu": 200.0}
+    tumour_path = model_lib.save_model(
+        threshold_model(32, -40.0, 20.0), tmp_path / "tumour.keras", tumour_settings, "tumour"
+    )
+    return case, ct_path, liver_path, tumour_path
+
+
+def test_predict_cli_writes_a_label_map_and_reports_lesions(tmp_path, capsys):
+    import nibabel as nib
+
+    from liverseg_helpers import cli
+
+    case, ct_path, liver_path, tumour_path = write_toy_models_and_ct(tmp_path)
+    out = tmp_path / "labels.nii.gz"
+    argv = ["predict", str(ct_path), "--model", str(liver_path), "--tumours"]
+    assert cli.main([*argv, "--tumour-model", str(tumour_path), "-o", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "tumours: 1" in printed and "tumour burden:" in printed and "liver volume:" in printed
+    labels = np.asarray(nib.load(out).dataobj)
+    assert labels.shape == case.shape[::-1] and set(np.unique(labels)) <= {0, 1, 2}
+    assert (labels == 2).sum() > 0.5 * ball(case.shape, (12, 20, 20), 4).sum()
+    png_out = str(tmp_path / "labels_png") + "/"
+    args = [*argv, "--tumour-model", str(tumour_path), "-o", png_out]
+    assert cli.main(args) == 2  # a 0/1/2 label map needs NIfTI: error, exit code 2
