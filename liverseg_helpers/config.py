@@ -91,8 +91,8 @@ PROFILES: dict[str, Profile] = {
         test_patients=2,
     ),
     "real": Profile(
-        name="real", image_size=128, base_filters=16, depth=4, batch_size=8, epochs=20,
-        steps_per_epoch=None, learning_rate=1e-3, early_stopping_patience=20,
+        name="real", image_size=128, base_filters=16, depth=4, batch_size=8, epochs=15,
+        steps_per_epoch=None, learning_rate=3e-4, early_stopping_patience=20,
         reduce_lr_patience=20, non_liver_fraction=0.25, context_slices=0, augment=True,
         phantom_patients=5, phantom_slices=96, phantom_size=256, val_patients=1,
         test_patients=1,
