@@ -2,9 +2,10 @@
 
 Trains the cascade's second stage (``train.TrainConfig(task="tumour")``, the same UNet and
 training path as the liver) once per configuration on one cohort and split, then scores each
-model on the held-out phantom patients and, when given, real 3D-IRCADb patients. Stage one is
-the true liver here (``--liver-model`` uses a liver model instead), so the numbers measure the
-tumour stage alone.
+model on the held-out phantom patients and, when given, real 3D-IRCADb patients. It scores the
+last epoch: on tumour-free validation batches the batch Dice loss is lowest for an empty
+prediction, so the lowest val_loss is a poor choice for a tumour model. Stage one is the true
+liver (``--liver-model`` uses a liver model instead), so the numbers measure stage two alone.
 
 The cohort: a phantom cohort (``liverseg phantom``), optionally with real tumour-free patients
 linked in as negatives (``--negative``; symbolic links, no copy). Results go to ``OUT/ablation.csv``
@@ -88,7 +89,10 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    overrides = {k: int(v) for k, v in (item.split("=") for item in args.override)}
+    overrides = {
+        k: float(v) if "." in v or "e" in v else int(v)
+        for k, v in (item.split("=") for item in args.override)
+    }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     negatives = [Path(p) for p in args.negative]
@@ -124,7 +128,7 @@ def main() -> None:
             if not paths:
                 continue
             table = lesion_eval.evaluate_tumour_cohort(
-                score_model(result.model_path, paths, args.liver_model)
+                score_model(result.run_dir / "last.keras", paths, args.liver_model)
             )
             table = table.rename(index={"cohort": f"cohort_{group}"})
             for case_id, row in table.iterrows():

@@ -126,13 +126,16 @@ def build_unet(
     return keras.Model(inputs, outputs, name=name)
 
 
-def model_from_profile(profile: Any, in_channels: int | None = None) -> keras.Model:
+def model_from_profile(
+    profile: Any, in_channels: int | None = None, batch_norm: bool = False
+) -> keras.Model:
     """Build the UNet a profile asks for.
 
     Args:
         profile: A :class:`liverseg_helpers.config.Profile` (image_size, base_filters, depth,
             context_slices).
         in_channels: Input channels; None = ``2 * profile.context_slices + 1``.
+        batch_norm: Batch normalisation after each convolution (the paper has none).
 
     Returns:
         An uncompiled UNet for (image_size, image_size, in_channels) slices.
@@ -142,6 +145,7 @@ def model_from_profile(profile: Any, in_channels: int | None = None) -> keras.Mo
         input_shape=(profile.image_size, profile.image_size, channels),
         base_filters=profile.base_filters,
         depth=profile.depth,
+        batch_norm=batch_norm,
         name=f"unet_{profile.name}",
     )
 

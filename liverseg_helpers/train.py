@@ -66,6 +66,9 @@ class TrainConfig:
         cache_dir: Slice cache folder; None = ``run_dir/../slice_cache/<cohort>``.
         foreground_repeat: Show training slices whose mask has foreground this many times
             per epoch (1 = as selected): oversampling of the rare tumour slices.
+        batch_norm: Batch normalisation in the UNet; None = the paper's UNet without it for
+            the liver, with it for tumours (without it the tumour stage collapses to an
+            all-zero output: the sigmoid saturates and Dice gradients vanish).
         split: Explicit ``{"train": [...], "val": [...], "test": [...]}`` case ids to use
             instead of a random ``split_patients`` (e.g. a leave-one-patient-out fold); every
             id must be in the cohort and no id may be in two lists.
@@ -83,6 +86,7 @@ class TrainConfig:
     overrides: dict = field(default_factory=dict)
     cache_dir: Path | None = None
     foreground_repeat: int = 1
+    batch_norm: bool | None = None
     split: dict | None = None
     preprocess: dict = field(default_factory=dict)
 
@@ -311,7 +315,10 @@ def train(cfg: TrainConfig) -> TrainResult:
                     initial_epoch = profile.epochs  # early stopping already ended this run
             else:
                 initial_epoch = 0
-                model = model_mod.model_from_profile(profile, in_channels=x_train.shape[-1])
+                batch_norm = cfg.task == "tumour" if cfg.batch_norm is None else cfg.batch_norm
+                model = model_mod.model_from_profile(
+                    profile, in_channels=x_train.shape[-1], batch_norm=batch_norm
+                )
                 _write_json(
                     {
                         **asdict(cfg),
