@@ -77,7 +77,7 @@ class Profile:
 
 PROFILES: dict[str, Profile] = {
     "smoke": Profile(
-        name="smoke", image_size=64, base_filters=8, depth=3, batch_size=16, epochs=6,
+        name="smoke", image_size=64, base_filters=8, depth=3, batch_size=16, epochs=8,
         steps_per_epoch=None, learning_rate=3e-3, early_stopping_patience=10,
         reduce_lr_patience=5, non_liver_fraction=0.25, context_slices=0, augment=True,
         phantom_patients=5, phantom_slices=32, phantom_size=128, val_patients=1,
@@ -94,7 +94,7 @@ PROFILES: dict[str, Profile] = {
         name="real", image_size=128, base_filters=16, depth=4, batch_size=8, epochs=15,
         steps_per_epoch=None, learning_rate=3e-4, early_stopping_patience=20,
         reduce_lr_patience=20, non_liver_fraction=0.25, context_slices=0, augment=True,
-        phantom_patients=5, phantom_slices=96, phantom_size=256, val_patients=1,
+        phantom_patients=9, phantom_slices=96, phantom_size=256, val_patients=1,
         test_patients=1,
     ),
     "full": Profile(

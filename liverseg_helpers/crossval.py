@@ -81,7 +81,6 @@ def _ladder() -> dict[str, Variant]:
             "+ 2.5D: 1 slice of context on each side",
             {"overrides": {"context_slices": 1}},
         ),
-        ("phantom", "+ 4 phantom patients in training", {"phantom_train": 4}),
     ]
     variants: dict[str, Variant] = {}
     previous: dict = {"loss": "dice_bce"}
@@ -98,11 +97,19 @@ def _ladder() -> dict[str, Variant]:
         preprocess=context.preprocess,
         overrides=context.overrides,
     )
+    # Side branch: the baseline recipe with synthetic patients added to the one real training
+    # patient (a phantom-only model already reaches Dice 0.89 on real patient 1, see README).
+    variants["phantom"] = Variant(
+        name="phantom",
+        change="baseline + 8 phantom patients in training",
+        loss=variants["baseline"].loss,
+        phantom_train=8,
+    )
     return variants
 
 
-#: The ablation: a ladder (each variant adds one change to the one before it), then
-#: "dice_loss", which changes only the loss of "context".
+#: The ablation: a ladder (each variant adds one change to the one before it), then two side
+#: branches: "dice_loss" (only the loss of "context" changes) and "phantom" (baseline + phantoms).
 VARIANTS: dict[str, Variant] = _ladder()
 
 
