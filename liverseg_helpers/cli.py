@@ -94,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=42, help="random seed")
     p.add_argument("--checkpoint", default="last", choices=["last", "best"], help="model tested")
     p.add_argument("--reference", default=None, help="train this variant on all patients")
+    p.add_argument("--export", default=None, help="with --reference: copy the model here")
     return parser
 
 

@@ -456,12 +456,33 @@ def train_reference(
     return train.train(cfg)
 
 
+def export_model(model_path: str | os.PathLike, dest: str | os.PathLike) -> Path:
+    """Copy a trained model without its optimizer state (a third of the size), with its sidecar.
+
+    Args:
+        model_path: A ``.keras`` file saved by training (``last.keras`` or ``best.keras``).
+        dest: Where to write it, e.g. ``models/liver_unet.keras``.
+
+    Returns:
+        The written path.
+    """
+    from liverseg_helpers import model as model_lib
+
+    side = model_lib.read_sidecar(model_path) or {}
+    trained = model_lib.load_model(model_path, compile=False)
+    return model_lib.save_model(
+        trained, dest, side.get("preprocess", {}), task=side.get("task", "liver")
+    )
+
+
 def run_crossval_cli(args: argparse.Namespace) -> int:
     """``liverseg crossval``: LOPO cross-validation (or ``--reference``: the shipped model)."""
     profile = args.profile or "real"
     if args.reference:
         result = train_reference(args.data, args.out, args.reference, profile, args.seed)
         print(f"reference model: {result.run_dir / 'last.keras'} ({result.elapsed_s / 60:.1f} min)")
+        if args.export:
+            print(f"exported to {export_model(result.run_dir / 'last.keras', args.export)}")
         return 0
     result = run_leave_one_out(
         args.data, args.out, profile, args.seed, args.variant, args.checkpoint
@@ -483,5 +504,6 @@ __all__ = [
     "format_markdown",
     "run_leave_one_out",
     "train_reference",
+    "export_model",
     "run_crossval_cli",
 ]
