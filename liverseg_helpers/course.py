@@ -23,6 +23,7 @@ NOTEBOOKS = (
     "03_unet_build.ipynb",
     "04_training.ipynb",
     "05_prediction_and_results.ipynb",
+    "06_liver_tumours.ipynb",
 )
 # Set by the runner so the viewer draws a static figure where no widget front end exists.
 ENV_STATIC_VIEWER = "LIVERSEG_STATIC_VIEWER"
