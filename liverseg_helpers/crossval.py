@@ -44,6 +44,7 @@ from pathlib import Path
 import pandas as pd
 
 from liverseg_helpers import config as config_mod
+from liverseg_helpers.atomic import atomic_file, write_json_atomic, write_text_atomic
 from liverseg_helpers.errors import DataError
 
 VAL_PHANTOM = "phantom_001"
@@ -220,12 +221,6 @@ def evaluate_fold(model_path: Path, case_path: Path, postprocess: bool = True) -
     return metrics, raw
 
 
-def _write_text_atomic(text: str, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def run_fold(
     variant: Variant,
     split: dict[str, list[str]],
@@ -278,7 +273,7 @@ def run_fold(
         "train_patients": used["train"],
         "checkpoint": checkpoint,
     }
-    _write_text_atomic(json.dumps(row, indent=2), done)
+    write_json_atomic(row, done)
     return row
 
 
@@ -407,8 +402,9 @@ def run_leave_one_out(
     per_fold = pd.DataFrame(rows)
     all_rows = pd.DataFrame([{**r, "variant": r["variant"]} for r in _read_all_rows(out_dir)])
     ablation = summarise_ablation(all_rows if len(all_rows) else per_fold, VARIANTS)
-    ablation.to_csv(out_dir / "ablation.csv", float_format="%.4g")
-    _write_text_atomic(format_markdown(ablation), out_dir / "ablation.md")
+    with atomic_file(out_dir / "ablation.csv") as tmp:
+        ablation.to_csv(tmp, float_format="%.4g")
+    write_text_atomic(out_dir / "ablation.md", format_markdown(ablation))
     return CrossvalResult(per_fold=per_fold, ablation=ablation, out_dir=out_dir)
 
 

@@ -8,7 +8,6 @@ the data and calls it. Files it writes in the run folder: ``history.csv``, ``bes
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
@@ -18,16 +17,11 @@ from typing import Any
 
 import keras
 
-from liverseg_helpers import losses
+from liverseg_helpers import losses, viz
 from liverseg_helpers import model as model_mod
+from liverseg_helpers.atomic import write_json_atomic
 
 STATE_FILE = "training_state.json"
-
-
-def _write_json(data: Mapping, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
-    os.replace(tmp, path)
 
 
 def read_history(run_dir: str | os.PathLike) -> dict[str, list[float]]:
@@ -35,15 +29,8 @@ def read_history(run_dir: str | os.PathLike) -> dict[str, list[float]]:
     path = Path(run_dir) / "history.csv"
     if not path.exists():
         return {}
-    with path.open(newline="") as f:
-        rows = list(csv.DictReader(f))
-    columns: dict[str, list[float]] = {}
-    for row in rows:
-        for key, value in row.items():
-            columns.setdefault(key, []).append(
-                float(value) if value not in ("", None) else math.nan
-            )
-    return columns
+    table = viz.read_history(path).astype(float)  # the one reader of history files
+    return {column: table[column].tolist() for column in table.columns}
 
 
 def compile_model(model: keras.Model, profile: Any, loss_name: str) -> keras.Model:
@@ -114,7 +101,7 @@ class RunCheckpoint(keras.callbacks.Callback):
             reduce_lr_cooldown=int(self.reduce_lr.cooldown_counter),
             stopped_early=bool(self.model.stop_training),
         )
-        _write_json(self.state, self.run_dir / STATE_FILE)
+        write_json_atomic(self.state, self.run_dir / STATE_FILE)
 
 
 def _fit_arguments(data: Any) -> dict:

@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from liverseg_helpers.atomic import atomic_file
 from liverseg_helpers.errors import DataError
 from liverseg_helpers.tumour import LIVER_LABEL, TUMOUR_LABEL, label_lesions, lesion_table
 
@@ -244,9 +245,6 @@ def evaluate_tumour_cohort(
 
 def save_tumour_metrics_csv(table: pd.DataFrame, path: str | os.PathLike) -> Path:
     """Write :func:`evaluate_tumour_cohort`'s table as CSV, atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    table.to_csv(tmp)
-    os.replace(tmp, path)
-    return path
+    with atomic_file(path) as tmp:
+        table.to_csv(tmp)
+    return Path(path)

@@ -36,11 +36,11 @@ import numpy as np
 
 from liverseg_helpers import config as config_mod
 from liverseg_helpers import model as model_mod
+from liverseg_helpers.atomic import write_json_atomic
 from liverseg_helpers.errors import DataError, ModelFileError
 from liverseg_helpers.fit import (  # noqa: F401  (re-exported: train.fit_model etc.)
     STATE_FILE,
     RunCheckpoint,
-    _write_json,
     best_val_dice,
     compile_model,
     fit_model,
@@ -200,8 +200,8 @@ def prepare_data(cfg: TrainConfig, profile: Any, run_dir: Path) -> tuple[dict, A
             f"{data_dir}: {len(case_ids)} patients is too few for a train and a val split "
             f"(val_patients={profile.val_patients}, test_patients={profile.test_patients})"
         )
-    _write_json({**split, "data_dir": str(data_dir)}, split_path)
-    _write_json(settings.to_dict(), run_dir / "preprocess.json")
+    write_json_atomic({**split, "data_dir": str(data_dir)}, split_path)
+    write_json_atomic(settings.to_dict(), run_dir / "preprocess.json")
     return split, settings, cache_dir
 
 
@@ -319,7 +319,7 @@ def train(cfg: TrainConfig) -> TrainResult:
                 model = model_mod.model_from_profile(
                     profile, in_channels=x_train.shape[-1], batch_norm=batch_norm
                 )
-                _write_json(
+                write_json_atomic(
                     {
                         **asdict(cfg),
                         "profile_settings": profile.to_dict(),
