@@ -13,8 +13,8 @@ linked in as negatives (``--negative``; symbolic links, no copy). Results go to 
 
 Usage::
 
-    liverseg phantom --out /tmp/tumour_cohort --patients 14 --seed 100 --slices 48 --size 256
-    python benchmarks/tumour_ablation.py --data /tmp/tumour_cohort --out /tmp/ablation \\
+    liverseg phantom --out runs/tumour_cohort --patients 14 --seed 100 --slices 48 --size 256
+    python benchmarks/tumour_ablation.py --data runs/tumour_cohort --out runs/tumour_ablation \\
         --negative ../shared/data/3Dircadb1/3Dircadb1.7 \\
         --real-test ../shared/data/3Dircadb1/3Dircadb1.1 --epochs 12 \\
         --override image_size=96 --override base_filters=8

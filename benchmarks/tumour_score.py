@@ -6,9 +6,9 @@ alone) and, with ``--liver-model``, with a liver model as stage one; then
 
 Usage::
 
-    python benchmarks/tumour_score.py models/tumour_unet.keras /tmp/tumour_cohort/phantom_004 \\
+    python benchmarks/tumour_score.py models/tumour_unet.keras runs/tumour_cohort/phantom_004 \\
         ../shared/data/3Dircadb1/3Dircadb1.1 --liver-model models/liver_unet.keras \\
-        --out /tmp/tumour_scores.csv
+        --out runs/tumour_scores.csv
 """
 
 from __future__ import annotations
