@@ -281,15 +281,9 @@ def read_mask_file(path: str | os.PathLike) -> tuple[np.ndarray, tuple[float, fl
         raise DataError(f"{path}: no such file or folder")
     name = path.name.lower()
     if path.is_file() and name.endswith((".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")):
-        import SimpleITK as sitk  # lazy: only the CLI reads files
+        from liverseg_helpers.io.nrrd_mask import read_mask_image  # lazy: only the CLI reads
 
-        try:
-            image = sitk.ReadImage(str(path))
-        except RuntimeError as err:
-            raise DataError(f"{path}: cannot read mask: {err}") from err
-        if image.GetDimension() != 3:
-            raise DataError(f"{path}: expected a 3D mask, got {image.GetDimension()}D")
-        mask = sitk.GetArrayFromImage(image) != 0  # ITK arrays are [z, y, x]
+        mask, image = read_mask_image(path)
         spacing_xyz = image.GetSpacing()
         return mask, (spacing_xyz[2], spacing_xyz[1], spacing_xyz[0])
     from liverseg_helpers import io  # lazy: io imports its readers

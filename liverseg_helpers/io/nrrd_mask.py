@@ -51,7 +51,17 @@ def read_nrrd_mask(path: str | Path, label: int | None = None) -> tuple[np.ndarr
     return mask, dict(header)
 
 
-def _read_mask_image(path: Path, label: int | None) -> tuple[np.ndarray, sitk.Image]:
+def read_mask_image(path: Path, label: int | None = None) -> tuple[np.ndarray, sitk.Image]:
+    """Read a 3D mask or label file (NRRD, NIfTI, MHA) with SimpleITK.
+
+    Returns:
+        ``(mask, image)``: bool ``[z, y, x]`` (nonzero, or ``== label``) and the ITK image
+        (spacing and geometry in ITK's x, y, z order).
+
+    Raises:
+        CaseNotFoundError: No such file.
+        DataError: Unreadable, or not 3D.
+    """
     if not path.exists():
         raise CaseNotFoundError(f"{path}: no such file")
     try:
@@ -93,7 +103,7 @@ def attach_mask(
             parallel, or a mask slice lies between CT slices or outside the CT.
     """
     mask_path = Path(mask_path)
-    mask, image = _read_mask_image(mask_path, label)
+    mask, image = read_mask_image(mask_path, label)
     n_slices, rows, cols = case.shape
     if mask.shape[1:] != (rows, cols):
         raise DataError(
