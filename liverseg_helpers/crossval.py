@@ -106,6 +106,13 @@ def _ladder() -> dict[str, Variant]:
         loss=variants["baseline"].loss,
         phantom_train=8,
     )
+    variants["phantom_long"] = Variant(
+        name="phantom_long",
+        change="phantom recipe trained 30 epochs instead of 15",
+        loss=variants["baseline"].loss,
+        overrides={"epochs": 30},
+        phantom_train=8,
+    )
     return variants
 
 
