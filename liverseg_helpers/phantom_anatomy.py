@@ -91,7 +91,9 @@ def _draw_vessels(zyx, radii_mm, shape, spacing_mm) -> np.ndarray:
     return dist <= radius_map[tuple(nearest)]
 
 
-def draw_patient(rng: np.random.Generator, shape, spacing_mm, origin_mm, lesions: bool):
+def draw_patient(
+    rng: np.random.Generator, shape, spacing_mm, origin_mm, lesions: bool, masses: bool = False
+):
     """Return ``(hu, liver, lesion_labels)`` before blur and noise (see make_phantom_case)."""
     n_z, n_y, n_x = shape
     dz, dy, dx = spacing_mm
@@ -184,6 +186,7 @@ def draw_patient(rng: np.random.Generator, shape, spacing_mm, origin_mm, lesions
     # Kidneys: enhancing cortex, darker medulla, fat in the sinus; the right one lower.
     hu_cortex = u(150, 200)
     kidneys = np.zeros(shape, bool)
+    z_kidneys = []
     for side, z_k in ((-1, z_dome - u(150, 175)), (1, z_dome - u(125, 150))):
         d_k = _ellipsoid(x, y, z, (side * 64, y_vb + 16, z_k), np.array([28, 22, 55]) * u(0.9, 1.1))
         kidney = (d_k < 1) & cavity
@@ -191,6 +194,7 @@ def draw_patient(rng: np.random.Generator, shape, spacing_mm, origin_mm, lesions
         perirenal = _ellipsoid(x, y, z, (side * 64, y_vb + 26, z_k), (40, 36, 66)) < 1
         hu[perirenal & cavity] = hu_fat + 15
         kidneys |= perirenal & cavity
+        z_kidneys.append(z_k)
         hu[kidney] = np.where(d_k[kidney] > 0.72, hu_cortex, hu_cortex - u(30, 60))
         sinus = kidney & (d_k < 0.55) & (side * x < 64 - 5)
         hu[sinus] = hu_fat + 40
@@ -225,7 +229,12 @@ def draw_patient(rng: np.random.Generator, shape, spacing_mm, origin_mm, lesions
     ivc = ((x + 22) / 14) ** 2 + ((y - y_vb + 24) / 11) ** 2 < 1
     aorta = (x - 12) ** 2 + (y - y_vb + 32) ** 2 < u(10, 13) ** 2
     liver &= ~(ivc | aorta) & ~np.broadcast_to(body & ~cavity, shape)
+    mass = _extrahepatic_mass(rng, x, y, z, y_vb, z_kidneys[1], cavity) if masses else None
+    if mass is not None:
+        liver &= ~mass  # the mass pushes the liver aside: it is never liver
     hu[liver] = hu_liver + 5 * texture[liver]
+    if mass is not None:
+        hu[mass] = u(15, 55) + 12 * texture[mass]
 
     # Portal and hepatic vein trees; inside the liver they belong to the liver mask.
     p_hilum = (-10.0, 8.0, z_hilum)
@@ -265,6 +274,22 @@ def draw_patient(rng: np.random.Generator, shape, spacing_mm, origin_mm, lesions
     table = (y2 > b_mm * 0.92 + 10) & (y2 < b_mm * 0.92 + 16) & (np.abs(x2) < 0.45 * FOV_MM)
     hu[:, table] = 150
     return hu, liver, labels
+
+
+def _extrahepatic_mass(rng, x, y, z, y_vb, z_kidney, cavity) -> np.ndarray | None:
+    """A hypodense mass beside the liver that is not liver (adrenal or upper-pole renal tumour).
+
+    Real abdomens have masses next to the liver (3D-IRCADb patient 7 has a 0.7 L one). A model
+    that has only seen hypodense lesions *inside* the liver mask learns that any hypodense blob
+    touching liver is liver; these masses teach it the liver's outline instead.
+    Drawn in 60% of patients (None otherwise), behind and below the right lobe.
+    """
+    if rng.uniform() >= 0.6:
+        return None
+    u = rng.uniform
+    centre = (u(-90, -50), y_vb + u(-15, 15), z_kidney + u(20, 70))
+    radii = np.array([u(25, 60), u(25, 55), u(30, 70)])
+    return (_ellipsoid(x, y, z, centre, radii) < 1) & cavity
 
 
 def _draw_lesions(rng, liver, hu, hu_liver, spacing_mm, texture) -> np.ndarray:

@@ -58,6 +58,28 @@ def test_check_split_rejects_overlap_and_unknown_ids():
         train.check_split({"train": ["a"], "val": ["zz"]}, ids, Path("x"))
 
 
+def test_masses_variant_gets_its_own_phantoms_and_cohort(tmp_path, monkeypatch):
+    """Phantoms with masses must not share folders (or cached slices) with the plain ones."""
+    import dataclasses
+
+    from liverseg_helpers import config
+
+    small = dataclasses.replace(
+        config.PROFILES["smoke"], phantom_patients=2, phantom_slices=12, phantom_size=48
+    )
+    monkeypatch.setitem(config.PROFILES, "smoke", small)
+    data = write_tiny_cohort(tmp_path / "data", ["pat_a", "pat_b"])
+    out = tmp_path / "cv"
+    plain = crossval.prepare_cohort(data, out, "smoke", crossval.VARIANTS["phantom"])
+    masses = crossval.prepare_cohort(data, out, "smoke", crossval.VARIANTS["masses"])
+    assert plain[0] == out / "cohort" and masses[0] == out / "cohort_masses"
+    assert plain[1] == masses[1] == ["pat_a", "pat_b"]
+    linked = (masses[0] / masses[2][0]).resolve()
+    assert linked.parent == (out / "phantom_masses").resolve()
+    settings = json.loads((out / "phantom_masses" / phantom.COHORT_FILE).read_text())
+    assert settings["extrahepatic_masses"] is True
+
+
 @pytest.mark.slow
 def test_train_honours_an_explicit_split(tmp_path):
     data = write_tiny_cohort(tmp_path / "data", ["pa", "pb", "pc"])

@@ -99,6 +99,31 @@ def test_threshold_is_not_enough(cases):
         assert dice(oracle, liver) < 0.8
 
 
+def test_extrahepatic_masses_are_dark_and_never_liver():
+    """With ``masses=True`` some seeds lose liver to a hypodense mass; others are unchanged."""
+    carved = []
+    for seed in range(6):
+        plain = phantom.make_phantom_case(seed, N_SLICES, SIZE)
+        with_mass = phantom.make_phantom_case(seed, N_SLICES, SIZE, masses=True)
+        liver = with_mass.masks["liver"]
+        assert not (liver & ~plain.masks["liver"]).any()  # a mass only removes liver
+        lost = plain.masks["liver"] & ~liver
+        carved.append(lost.sum())
+        if lost.sum() > 100:
+            core = lost & (with_mass.volume < 400)  # not bone
+            liver_hu = np.median(with_mass.volume[liver & ~with_mass.masks["tumour"]])
+            assert np.median(with_mass.volume[core]) < liver_hu - 10  # darker than liver
+    assert 0 < sum(c > 100 for c in carved) < len(carved)  # in some patients, not all
+
+
+def test_masses_keep_the_plain_cohort_valid(tmp_path):
+    profile = get_profile("smoke", phantom_patients=1, phantom_slices=12, phantom_size=48)
+    phantom.ensure_phantom_cohort(tmp_path / "plain", profile)
+    assert "extrahepatic_masses" not in json.loads((tmp_path / "plain/cohort.json").read_text())
+    phantom.ensure_phantom_cohort(tmp_path / "plain", profile, masses=True)  # settings differ
+    assert json.loads((tmp_path / "plain/cohort.json").read_text())["extrahepatic_masses"]
+
+
 def test_small_grid_is_rejected():
     with pytest.raises(ValueError, match="too small"):
         phantom.make_phantom_case(0, n_slices=4, size=64)
