@@ -17,8 +17,7 @@ and slices of the training patient would only measure how well that patient is m
 So every fold trains for the profile's fixed number of epochs and the *last* checkpoint is
 tested (``checkpoint="last"``); the phantom val loss is logged as a sanity check only.
 
-A *variant* is one training recipe. :data:`VARIANTS` is a ladder: each variant makes one
-change to the one before it, so the ablation table shows what each change contributed.
+A *variant* is one training recipe (:mod:`liverseg_helpers.variants`).
 
 Files written under ``out_dir``::
 
@@ -35,11 +34,10 @@ Command: ``liverseg crossval --data DIR --out DIR [--profile real] [--variant NA
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -47,96 +45,9 @@ import pandas as pd
 from liverseg_helpers import config as config_mod
 from liverseg_helpers.atomic import atomic_file, write_json_atomic, write_text_atomic
 from liverseg_helpers.errors import DataError
+from liverseg_helpers.variants import VARIANTS, Variant
 
 VAL_PHANTOM = "phantom_001"
-
-
-@dataclass(frozen=True)
-class Variant:
-    """One training recipe of the ablation.
-
-    Attributes:
-        name: Short name (folder name and table row).
-        change: What this variant changes, in words (for the table).
-        loss: Loss name for ``losses.get_loss``.
-        preprocess: PreprocessSettings changes, e.g. ``{"target_spacing_mm": 2.0}``.
-        overrides: Profile changes, e.g. ``{"context_slices": 1}``.
-        phantom_train: Phantom patients added to the training set (``phantom_002`` ...).
-        phantom_masses: The phantoms get extrahepatic masses (``phantom.make_phantom_case``);
-            they live in their own cohort, ``phantom_masses/``.
-    """
-
-    name: str
-    change: str
-    loss: str = "dice"
-    preprocess: dict = field(default_factory=dict)
-    overrides: dict = field(default_factory=dict)
-    phantom_train: int = 0
-    phantom_masses: bool = False
-
-    @property
-    def cohort_suffix(self) -> str:
-        """Suffix of this variant's phantom, cohort and slice-cache folders."""
-        return "_masses" if self.phantom_masses else ""
-
-
-def _ladder() -> dict[str, Variant]:
-    # Dice + BCE from the start: with Dice loss alone the first real-data run collapsed to an
-    # empty prediction at epoch 3 (loss 0.9998); the "dice_loss" variant measures the loss.
-    steps = [
-        ("baseline", "2D, whole slice resized to 128 px, Dice + BCE loss, augmentation", {}),
-        ("spacing", "+ in-plane resampling to 2.5 mm", {"preprocess": {"target_spacing_mm": 2.5}}),
-        (
-            "context",
-            "+ 2.5D: 1 slice of context on each side",
-            {"overrides": {"context_slices": 1}},
-        ),
-    ]
-    variants: dict[str, Variant] = {}
-    previous: dict = {"loss": "dice_bce"}
-    for name, change, delta in steps:
-        values = {**previous, **delta}
-        variants[name] = Variant(name=name, change=change, **values)
-        previous = values
-    # Side branch: one change (the loss) to the "context" recipe.
-    context = variants["context"]
-    variants["dice_loss"] = Variant(
-        name="dice_loss",
-        change="context recipe with Dice loss instead of Dice + BCE",
-        loss="dice",
-        preprocess=context.preprocess,
-        overrides=context.overrides,
-    )
-    # Side branch: the baseline recipe with synthetic patients added to the one real training
-    # patient (a phantom-only model already reaches Dice 0.89 on real patient 1, see README).
-    variants["phantom"] = Variant(
-        name="phantom",
-        change="baseline + 8 phantom patients in training",
-        loss=variants["baseline"].loss,
-        phantom_train=8,
-    )
-    variants["phantom_long"] = Variant(
-        name="phantom_long",
-        change="phantom recipe trained 30 epochs instead of 15",
-        loss=variants["baseline"].loss,
-        overrides={"epochs": 30},
-        phantom_train=8,
-    )
-    # Found by error analysis of patient 7 (a 0.7 L extrahepatic mass segmented as liver): the
-    # phantom only had hypodense lesions *inside* the liver mask. Chosen after seeing the test
-    # patient, so its LOPO score is optimistic; the README says so.
-    variants["masses"] = dataclasses.replace(
-        variants["phantom_long"],
-        name="masses",
-        change="phantom_long + extrahepatic masses in the phantoms",
-        phantom_masses=True,
-    )
-    return variants
-
-
-#: The ablation: a ladder (each variant adds one change to the one before it), then two side
-#: branches: "dice_loss" (only the loss of "context" changes) and "phantom" (baseline + phantoms).
-VARIANTS: dict[str, Variant] = _ladder()
 
 
 @dataclass
