@@ -263,7 +263,7 @@ def prepare_cohort(
     real_paths = io.list_case_paths(data_dir)
     suffix = variant.cohort_suffix
     phantom_dir = phantom.ensure_phantom_cohort(
-        out_dir / f"phantom{suffix}", profile, variant.phantom_masses
+        out_dir / f"phantom{suffix}", profile, variant.anatomy
     )
     phantom_paths = io.list_case_paths(phantom_dir)
     cohort_dir = make_cohort_dir(real_paths, phantom_paths, out_dir / f"cohort{suffix}")

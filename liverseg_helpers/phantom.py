@@ -29,7 +29,13 @@ from scipy import ndimage
 from liverseg_helpers.atomic import write_json_atomic
 from liverseg_helpers.errors import DataError
 from liverseg_helpers.io.case import LIVER, TUMOUR, Case
-from liverseg_helpers.phantom_anatomy import FOV_MM, Z_EXTENT_MM, draw_patient
+from liverseg_helpers.phantom_anatomy import (
+    DEFAULT_ANATOMY,
+    FOV_MM,
+    Z_EXTENT_MM,
+    AnatomyOptions,
+    draw_patient,
+)
 
 #: Bump when the anatomy changes, so cached cohorts are regenerated.
 PHANTOM_VERSION = 1
@@ -56,7 +62,7 @@ def make_phantom_case(
     lesions: bool = True,
     spacing_mm: tuple[float, float, float] | None = None,
     case_id: str | None = None,
-    masses: bool = False,
+    anatomy: AnatomyOptions = DEFAULT_ANATOMY,
 ) -> Case:
     """Generate one synthetic abdominal CT with liver and liver-lesion masks.
 
@@ -71,8 +77,8 @@ def make_phantom_case(
         spacing_mm: Voxel size ``(slice, row, col)`` in mm; default ``default_spacing_mm``
             (358 mm in-plane, 240 mm along z, whatever the grid).
         case_id: Case name; default ``f"phantom_{seed:03d}"``.
-        masses: In 60% of seeds, add a hypodense mass beside the liver that is not liver
-            (like 3D-IRCADb patient 7's). Off by default, so seeds keep their anatomy.
+        anatomy: Harder anatomy (:class:`AnatomyOptions`): extrahepatic masses, long left
+            lobes. Off by default, so seeds keep their anatomy.
 
     Returns:
         A ``Case`` (format ``"phantom"``) with an int16 HU volume ``(n_slices, size, size)``,
@@ -88,7 +94,7 @@ def make_phantom_case(
     spacing = tuple(float(v) for v in (spacing_mm or default_spacing_mm(n_slices, size)))
     shape = (n_slices, size, size)
     origin = (-(size - 1) / 2 * spacing[2], -(size - 1) / 2 * spacing[1], 0.0)
-    hu, liver, labels = draw_patient(rng, shape, spacing, origin, lesions, masses)
+    hu, liver, labels = draw_patient(rng, shape, spacing, origin, lesions, anatomy)
     # Partial-volume blur, then scanner noise that is correlated between neighbouring pixels.
     hu = ndimage.gaussian_filter(hu, sigma=(0.5, 0.7, 0.7), output=np.float32)
     noise = ndimage.gaussian_filter(rng.standard_normal(shape, dtype=np.float32), (0, 0.6, 0.6))
@@ -107,11 +113,10 @@ def make_phantom_case(
 
 
 def _cohort_settings(
-    n_patients: int, seed: int, n_slices: int, size: int, masses: bool = False
+    n_patients: int, seed: int, n_slices: int, size: int, anatomy: AnatomyOptions
 ) -> dict:
-    extra = {"extrahepatic_masses": True} if masses else {}  # old cohorts stay valid
     return {
-        **extra,
+        **anatomy.changed(),  # only what differs, so default cohorts stay valid
         "generator": "liverseg_helpers.phantom",
         "version": PHANTOM_VERSION,
         "seed": seed,
@@ -128,7 +133,7 @@ def write_phantom_cohort(
     n_slices: int = 64,
     size: int = 256,
     overwrite: bool = False,
-    masses: bool = False,
+    anatomy: AnatomyOptions = DEFAULT_ANATOMY,
 ) -> list[Path]:
     """Write phantom patients ``phantom_001``... in the 3D-IRCADb DICOM layout.
 
@@ -143,7 +148,7 @@ def write_phantom_cohort(
         n_slices: Axial slices per patient.
         size: In-plane pixels per slice.
         overwrite: Replace existing patient folders.
-        masses: Add extrahepatic masses (see :func:`make_phantom_case`).
+        anatomy: Harder anatomy (see :func:`make_phantom_case`).
 
     Returns:
         The patient folders, in order.
@@ -159,12 +164,12 @@ def write_phantom_cohort(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / COHORT_FILE).unlink(missing_ok=True)  # incomplete until every patient is written
-    settings = _cohort_settings(n_patients, seed, n_slices, size, masses)
+    settings = _cohort_settings(n_patients, seed, n_slices, size, anatomy)
     paths = []
     for i, case_id in enumerate(settings["patients"], start=1):
         lesions = i % 4 != 2
         case = make_phantom_case(
-            seed + i - 1, n_slices, size, lesions, case_id=case_id, masses=masses
+            seed + i - 1, n_slices, size, lesions, case_id=case_id, anatomy=anatomy
         )
         paths.append(write_ircadb_patient(case, out_dir / case_id, overwrite=overwrite))
     write_json_atomic(settings, out_dir / COHORT_FILE)
@@ -180,14 +185,16 @@ def read_cohort_settings(out_dir: str | os.PathLike) -> dict | None:
         return None
 
 
-def ensure_phantom_cohort(out_dir: str | os.PathLike, profile, masses: bool = False) -> Path:
+def ensure_phantom_cohort(
+    out_dir: str | os.PathLike, profile, anatomy: AnatomyOptions = DEFAULT_ANATOMY
+) -> Path:
     """Generate the profile's phantom cohort once; reuse it while it is complete and current.
 
     Args:
         out_dir: Cohort folder.
         profile: A ``config.Profile``; uses ``phantom_patients``, ``phantom_slices`` and
             ``phantom_size`` (seed 42).
-        masses: Add extrahepatic masses (see :func:`make_phantom_case`).
+        anatomy: Harder anatomy (see :func:`make_phantom_case`).
 
     Returns:
         ``out_dir`` as a Path.
@@ -199,7 +206,7 @@ def ensure_phantom_cohort(out_dir: str | os.PathLike, profile, masses: bool = Fa
     if out_dir.exists() and not out_dir.is_dir():
         raise DataError(f"{out_dir}: expected a phantom cohort folder, found a file")
     wanted = _cohort_settings(
-        profile.phantom_patients, 42, profile.phantom_slices, profile.phantom_size, masses
+        profile.phantom_patients, 42, profile.phantom_slices, profile.phantom_size, anatomy
     )
     found = read_cohort_settings(out_dir)
     if found == wanted and all((out_dir / name).is_dir() for name in wanted["patients"]):
@@ -211,7 +218,7 @@ def ensure_phantom_cohort(out_dir: str | os.PathLike, profile, masses: bool = Fa
         profile.phantom_slices,
         profile.phantom_size,
         overwrite=True,
-        masses=masses,
+        anatomy=anatomy,
     )
     return out_dir
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from liverseg_helpers.phantom_anatomy import DEFAULT_ANATOMY, AnatomyOptions
+
 
 @dataclass(frozen=True)
 class Variant:
@@ -23,8 +25,8 @@ class Variant:
         preprocess: PreprocessSettings changes, e.g. ``{"target_spacing_mm": 2.0}``.
         overrides: Profile changes, e.g. ``{"context_slices": 1}``.
         phantom_train: Phantom patients added to the training set (``phantom_002`` ...).
-        phantom_masses: The phantoms get extrahepatic masses (``phantom.make_phantom_case``);
-            they live in their own cohort, ``phantom_masses/``.
+        anatomy: Harder phantom anatomy (``phantom_anatomy.AnatomyOptions``); such phantoms
+            live in their own folders, e.g. ``phantom_masses/``.
     """
 
     name: str
@@ -33,12 +35,12 @@ class Variant:
     preprocess: dict = field(default_factory=dict)
     overrides: dict = field(default_factory=dict)
     phantom_train: int = 0
-    phantom_masses: bool = False
+    anatomy: AnatomyOptions = DEFAULT_ANATOMY
 
     @property
     def cohort_suffix(self) -> str:
         """Suffix of this variant's phantom, cohort and slice-cache folders."""
-        return "_masses" if self.phantom_masses else ""
+        return self.anatomy.suffix
 
 
 def _ladder() -> dict[str, Variant]:
@@ -90,7 +92,20 @@ def _ladder() -> dict[str, Variant]:
         variants["phantom_long"],
         name="masses",
         change="phantom_long + extrahepatic masses in the phantoms",
-        phantom_masses=True,
+        anatomy=AnatomyOptions(extrahepatic_masses=True),
+    )
+    # Also from error analysis: both real patients' left lobes were cut short at the stomach.
+    variants["lobe"] = dataclasses.replace(
+        variants["masses"],
+        name="lobe",
+        change="masses + long left lobes in the phantoms",
+        anatomy=AnatomyOptions(extrahepatic_masses=True, long_left_lobe=True),
+    )
+    variants["lobe_long"] = dataclasses.replace(
+        variants["lobe"],
+        name="lobe_long",
+        change="lobe recipe trained 45 epochs instead of 30",
+        overrides={"epochs": 45},
     )
     return variants
 

@@ -13,6 +13,7 @@ from liverseg_helpers.config import get_profile
 
 # Small grids keep the suite fast; the default spacing keeps the body in millimetres the same.
 N_SLICES, SIZE = 32, 96
+MASSES = phantom.AnatomyOptions(extrahepatic_masses=True)
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -100,11 +101,11 @@ def test_threshold_is_not_enough(cases):
 
 
 def test_extrahepatic_masses_are_dark_and_never_liver():
-    """With ``masses=True`` some seeds lose liver to a hypodense mass; others are unchanged."""
+    """With extrahepatic masses some seeds lose liver to a hypodense mass; others are unchanged."""
     carved = []
     for seed in range(6):
         plain = phantom.make_phantom_case(seed, N_SLICES, SIZE)
-        with_mass = phantom.make_phantom_case(seed, N_SLICES, SIZE, masses=True)
+        with_mass = phantom.make_phantom_case(seed, N_SLICES, SIZE, anatomy=MASSES)
         liver = with_mass.masks["liver"]
         assert not (liver & ~plain.masks["liver"]).any()  # a mass only removes liver
         lost = plain.masks["liver"] & ~liver
@@ -116,11 +117,35 @@ def test_extrahepatic_masses_are_dark_and_never_liver():
     assert 0 < sum(c > 100 for c in carved) < len(carved)  # in some patients, not all
 
 
+def test_long_left_lobes_reach_further_left():
+    """Column 0 is the patient's right, so a longer left lobe reaches a higher column."""
+    lobe = phantom.AnatomyOptions(long_left_lobe=True)
+    longer = 0
+    for seed in range(6):
+        plain = phantom.make_phantom_case(seed, N_SLICES, SIZE).masks["liver"]
+        with_tail = phantom.make_phantom_case(seed, N_SLICES, SIZE, anatomy=lobe).masks["liver"]
+        reach_mm = [
+            np.flatnonzero(m.any(axis=(0, 1))).max() * phantom.FOV_MM / SIZE
+            for m in (plain, with_tail)
+        ]
+        longer += reach_mm[1] > reach_mm[0] + 10
+    assert longer >= 2
+
+
+def test_anatomy_options_name_their_folders():
+    assert phantom.AnatomyOptions().suffix == "" and phantom.AnatomyOptions().changed() == {}
+    both = phantom.AnatomyOptions(extrahepatic_masses=True, long_left_lobe=True)
+    assert both.suffix == "_masses_lobe" and set(both.changed()) == {
+        "extrahepatic_masses",
+        "long_left_lobe",
+    }
+
+
 def test_masses_keep_the_plain_cohort_valid(tmp_path):
     profile = get_profile("smoke", phantom_patients=1, phantom_slices=12, phantom_size=48)
     phantom.ensure_phantom_cohort(tmp_path / "plain", profile)
     assert "extrahepatic_masses" not in json.loads((tmp_path / "plain/cohort.json").read_text())
-    phantom.ensure_phantom_cohort(tmp_path / "plain", profile, masses=True)  # settings differ
+    phantom.ensure_phantom_cohort(tmp_path / "plain", profile, MASSES)  # settings differ
     assert json.loads((tmp_path / "plain/cohort.json").read_text())["extrahepatic_masses"]
 
 
