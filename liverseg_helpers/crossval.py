@@ -24,6 +24,7 @@ Files written under ``out_dir``::
     cohort/                     symlinks to the real patients and the phantom patients
     phantom/                    generated phantom cohort (phantom_001 ...)
     slice_cache/                per-settings slice caches
+    cohort_masses_lobe/ ...     the same three, once per harder phantom anatomy a variant uses
     <variant>/fold_<patient>/   a run folder of ``train.train`` + ``metrics.json``
     <variant>/per_patient_metrics.csv   one row per test patient, then mean / std / n_valid
     ablation.csv, ablation.md   one row per variant: per-fold Dice and ASSD, training time
@@ -253,6 +254,11 @@ def format_markdown(df: pd.DataFrame, digits: int = 3) -> str:
     return "\n".join(lines) + "\n"
 
 
+def slice_cache_dir(out_dir: Path, variant: Variant) -> Path:
+    """The slice cache of a variant's cohort (phantoms with other anatomy get their own)."""
+    return out_dir / f"slice_cache{variant.cohort_suffix}"
+
+
 def prepare_cohort(
     data_dir: Path, out_dir: Path, profile_name: str, variant: Variant
 ) -> tuple[Path, list, list]:
@@ -324,7 +330,7 @@ def run_leave_one_out(
                 run_dir,
                 profile,
                 seed,
-                out_dir / f"slice_cache{variant.cohort_suffix}",
+                slice_cache_dir(out_dir, variant),
                 checkpoint,
                 overrides,
             )
@@ -388,7 +394,7 @@ def train_reference(
         seed=seed,
         loss=chosen.loss,
         overrides=dict(chosen.overrides),
-        cache_dir=out_dir / f"slice_cache{chosen.cohort_suffix}",
+        cache_dir=slice_cache_dir(out_dir, chosen),
         split=split,
         preprocess=dict(chosen.preprocess),
     )
@@ -437,6 +443,7 @@ __all__ = [
     "CrossvalResult",
     "make_cohort_dir",
     "make_loo_folds",
+    "slice_cache_dir",
     "evaluate_fold",
     "run_fold",
     "summarise_ablation",
