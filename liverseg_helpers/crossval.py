@@ -158,6 +158,13 @@ def evaluate_fold(model_path: Path, case_path: Path, postprocess: bool = True) -
     return metrics, raw
 
 
+def real_repeat(variant: Variant, train_ids: list[str], real_ids: list[str]) -> dict[str, int]:
+    """``TrainConfig.case_repeat`` for a variant: its ``real_repeat`` for each real patient."""
+    if variant.real_repeat == 1:
+        return {}
+    return {cid: variant.real_repeat for cid in train_ids if cid in set(real_ids)}
+
+
 def run_fold(
     variant: Variant,
     split: dict[str, list[str]],
@@ -168,8 +175,12 @@ def run_fold(
     cache_dir: Path,
     checkpoint: str = "last",
     overrides: dict | None = None,
+    real_ids: list[str] | None = None,
 ) -> dict:
     """Train one fold (or reuse a finished one) and evaluate it on its test patient.
+
+    ``real_ids`` names the real patients, whose slices a variant with ``real_repeat`` shows
+    more often (None: no patient is oversampled).
 
     Returns:
         Row dict: variant, test case_id, metrics, ``raw_*`` metrics without post-processing,
@@ -193,6 +204,7 @@ def run_fold(
         cache_dir=cache_dir,
         split=split,
         preprocess=dict(variant.preprocess),
+        case_repeat=real_repeat(variant, split["train"], real_ids or []),
     )
     result = train.train(cfg)
     used = json.loads((run_dir / "split.json").read_text())
@@ -333,6 +345,7 @@ def run_leave_one_out(
                 slice_cache_dir(out_dir, variant),
                 checkpoint,
                 overrides,
+                real_ids,
             )
             print(
                 f"{name:<10} test {row['case_id']}: dice {row['dice']:.4f} "
@@ -397,6 +410,7 @@ def train_reference(
         cache_dir=slice_cache_dir(out_dir, chosen),
         split=split,
         preprocess=dict(chosen.preprocess),
+        case_repeat=real_repeat(chosen, split["train"], real_ids),
     )
     return train.train(cfg)
 

@@ -66,6 +66,8 @@ class TrainConfig:
         cache_dir: Slice cache folder; None = ``run_dir/../slice_cache/<cohort>``.
         foreground_repeat: Show training slices whose mask has foreground this many times
             per epoch (1 = as selected): oversampling of the rare tumour slices.
+        case_repeat: Show the slices of these training patients this many times per epoch,
+            e.g. ``{"3Dircadb1.1": 4}``: oversampling of scarce real patients among phantoms.
         batch_norm: Batch normalisation in the UNet; None = the paper's UNet without it for
             the liver, with it for tumours (without it the tumour stage collapses to an
             all-zero output: the sigmoid saturates and Dice gradients vanish).
@@ -86,6 +88,7 @@ class TrainConfig:
     overrides: dict = field(default_factory=dict)
     cache_dir: Path | None = None
     foreground_repeat: int = 1
+    case_repeat: dict[str, int] = field(default_factory=dict)
     batch_norm: bool | None = None
     split: dict | None = None
     preprocess: dict = field(default_factory=dict)
@@ -252,6 +255,22 @@ def repeat_foreground_slices(
     return np.repeat(x, counts, axis=0), np.repeat(y, counts, axis=0)
 
 
+def repeat_cases(case_ids: list[str], repeat: dict[str, int]) -> list[str]:
+    """The training case ids with each id in ``repeat`` listed that many times.
+
+    Raises:
+        ValueError: A count below 1, or a repeated id that is not a training case (a typo would
+            otherwise silently train without the oversampling).
+    """
+    unknown = sorted(set(repeat) - set(case_ids))
+    if unknown:
+        raise ValueError(f"case_repeat names patients not in training: {unknown}")
+    bad = {cid: n for cid, n in repeat.items() if n < 1}
+    if bad:
+        raise ValueError(f"case_repeat counts must be >= 1, got {bad}")
+    return [cid for cid in case_ids for _ in range(repeat.get(cid, 1))]
+
+
 def _infinite(data: Any) -> bool:
     cardinality = getattr(data, "cardinality", None)
     return cardinality is not None and int(cardinality()) == -1  # tf.data.INFINITE_CARDINALITY
@@ -286,7 +305,9 @@ def train(cfg: TrainConfig) -> TrainResult:
     split, settings, cache_dir = prepare_data(cfg, profile, run_dir)
     from liverseg_helpers import dataset
 
-    x_train, y_train = dataset.load_cached_slices(cache_dir, split["train"])
+    x_train, y_train = dataset.load_cached_slices(
+        cache_dir, repeat_cases(split["train"], cfg.case_repeat)
+    )
     x_train, y_train = repeat_foreground_slices(x_train, y_train, cfg.foreground_repeat)
     x_val, y_val = dataset.load_cached_slices(cache_dir, split["val"])
     if keras.backend.backend() == "tensorflow":

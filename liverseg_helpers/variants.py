@@ -27,6 +27,8 @@ class Variant:
         phantom_train: Phantom patients added to the training set (``phantom_002`` ...).
         anatomy: Harder phantom anatomy (``phantom_anatomy.AnatomyOptions``); such phantoms
             live in their own folders, e.g. ``phantom_masses/``.
+        real_repeat: Times each real training patient's slices are shown per epoch (the
+            phantoms once), so scarce real CT is not outnumbered by synthetic CT.
     """
 
     name: str
@@ -36,6 +38,7 @@ class Variant:
     overrides: dict = field(default_factory=dict)
     phantom_train: int = 0
     anatomy: AnatomyOptions = DEFAULT_ANATOMY
+    real_repeat: int = 1
 
     @property
     def cohort_suffix(self) -> str:
@@ -106,6 +109,16 @@ def _ladder() -> dict[str, Variant]:
         name="lobe_long",
         change="lobe recipe trained 45 epochs instead of 30",
         overrides={"epochs": 45},
+    )
+    # One real patient's ~120 slices are under a fifth of the "lobe" training set. Show them 4
+    # times per epoch (about half of all slices) and train 20 epochs instead of 30, so the
+    # number of training steps stays about the same.
+    variants["real4"] = dataclasses.replace(
+        variants["lobe"],
+        name="real4",
+        change="lobe + real slices 4x per epoch, 20 epochs (about the same steps)",
+        overrides={"epochs": 20},
+        real_repeat=4,
     )
     return variants
 
