@@ -110,6 +110,14 @@ def _ladder() -> dict[str, Variant]:
         change="lobe recipe trained 45 epochs instead of 30",
         overrides={"epochs": 45},
     )
+    # From the real patients' HU: their livers (median 112 and 120 HU) sit at the top of the
+    # phantom's 60-115 HU range, so the phantom is given strongly enhancing livers too.
+    variants["enhanced"] = dataclasses.replace(
+        variants["lobe"],
+        name="enhanced",
+        change="lobe + livers at 60-140 HU in the phantoms (portal venous enhancement)",
+        anatomy=AnatomyOptions(extrahepatic_masses=True, long_left_lobe=True, enhanced_liver=True),
+    )
     # One real patient's ~120 slices are under a fifth of the "lobe" training set. Show them 4
     # times per epoch (about half of all slices) and train 20 epochs instead of 30, so the
     # number of training steps stays about the same.

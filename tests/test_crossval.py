@@ -58,6 +58,50 @@ def test_check_split_rejects_overlap_and_unknown_ids():
         train.check_split({"train": ["a"], "val": ["zz"]}, ids, Path("x"))
 
 
+def test_real_repeat_oversamples_only_the_real_training_patients():
+    variant = crossval.VARIANTS["real4"]
+    train_ids = ["pat_b", "phantom_002", "phantom_003"]
+    repeat = crossval.real_repeat(variant, train_ids, ["pat_a", "pat_b"])
+    assert repeat == {"pat_b": 4}  # the test patient pat_a is not in training: not listed
+    assert train.repeat_cases(train_ids, repeat) == ["pat_b"] * 4 + train_ids[1:]
+    assert crossval.real_repeat(crossval.VARIANTS["lobe"], train_ids, ["pat_b"]) == {}
+
+
+def test_repeat_cases_refuses_unknown_ids_and_bad_counts():
+    with pytest.raises(ValueError, match="not in training"):
+        train.repeat_cases(["a", "b"], {"typo": 2})
+    with pytest.raises(ValueError, match=">= 1"):
+        train.repeat_cases(["a", "b"], {"a": 0})
+
+
+@pytest.mark.slow
+def test_case_repeat_reaches_the_training_slices(tmp_path, monkeypatch):
+    """train.train loads each repeated patient's cached slices that many times."""
+    from liverseg_helpers import dataset
+
+    data = write_tiny_cohort(tmp_path / "data", ["pa", "pb", "pc"])
+    loaded = []
+    real_load = dataset.load_cached_slices
+
+    def spy(cache_dir, case_ids=None, *args, **kwargs):
+        loaded.append(list(case_ids))
+        return real_load(cache_dir, case_ids, *args, **kwargs)
+
+    monkeypatch.setattr(dataset, "load_cached_slices", spy)
+    cfg = train.TrainConfig(
+        data_dir=data,
+        run_dir=tmp_path / "run",
+        profile="smoke",
+        overrides=TINY,
+        cache_dir=tmp_path / "cache",
+        split={"train": ["pa", "pb"], "val": ["pc"]},
+        case_repeat={"pb": 3},
+    )
+    train.train(cfg)
+    assert loaded[0] == ["pa", "pb", "pb", "pb"]
+    assert loaded[1] == ["pc"]  # validation is never oversampled
+
+
 def test_masses_variant_gets_its_own_phantoms_and_cohort(tmp_path, monkeypatch):
     """Phantoms with masses must not share folders (or cached slices) with the plain ones."""
     import dataclasses

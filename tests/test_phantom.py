@@ -132,6 +132,22 @@ def test_long_left_lobes_reach_further_left():
     assert longer >= 2
 
 
+def test_enhanced_livers_are_brighter_with_the_same_shapes():
+    """Only the liver's (and lesions') HU range changes: masks stay those of the plain seed."""
+    enhanced = phantom.AnatomyOptions(enhanced_liver=True)
+    medians = []
+    for seed in range(6):
+        plain = phantom.make_phantom_case(seed, N_SLICES, SIZE)
+        bright = phantom.make_phantom_case(seed, N_SLICES, SIZE, anatomy=enhanced)
+        for name in ("liver", "tumour"):
+            assert np.array_equal(plain.masks[name], bright.masks[name])
+        tissue = plain.masks["liver"] & ~plain.masks["tumour"].astype(bool)
+        pair = [np.median(c.volume[tissue]) for c in (plain, bright)]
+        assert pair[1] >= pair[0] - 2  # the same draw, mapped onto a wider range
+        medians.append(pair)
+    assert max(b for _, b in medians) > 115 >= max(p for p, _ in medians) - 5
+
+
 def test_anatomy_options_name_their_folders():
     assert phantom.AnatomyOptions().suffix == "" and phantom.AnatomyOptions().changed() == {}
     both = phantom.AnatomyOptions(extrahepatic_masses=True, long_left_lobe=True)
