@@ -95,6 +95,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", default="last", choices=["last", "best"], help="model tested")
     p.add_argument("--reference", default=None, help="train this variant on all patients")
     p.add_argument("--export", default=None, help="with --reference: copy the model here")
+    p.add_argument(
+        "--ensemble-of",
+        nargs="+",
+        default=None,
+        metavar="DIR",
+        help="crossval folders (one per seed): score the average of their --variant folds, "
+        "or with --reference and --export average their reference models",
+    )
     return parser
 
 

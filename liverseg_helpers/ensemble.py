@@ -1,0 +1,148 @@
+"""Ensembles: several trained UNets whose probabilities are averaged, saved as one model.
+
+Two models trained with different seeds make different mistakes; averaging their probability
+maps before the 0.5 threshold cancels part of them. :func:`average_models` wraps the members
+in one Keras model (input -> each member -> mean), so prediction, evaluation and the shipped
+``.keras`` file need no special case: an ensemble *is* a model.
+
+:func:`run_ensemble_lopo` scores such ensembles leave-one-patient-out: for each test patient it
+averages the fold models that never saw that patient (one per seed, from several
+``liverseg crossval --seed N`` output folders).
+
+Command: ``liverseg crossval --data DIR --out DIR --variant NAME --ensemble-of CV1 CV2 ...``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import keras
+
+from liverseg_helpers import model as model_lib
+from liverseg_helpers.atomic import write_json_atomic
+from liverseg_helpers.errors import DataError, ModelFileError
+
+
+def average_models(members: list[keras.Model], name: str = "ensemble") -> keras.Model:
+    """One model whose output is the mean of the members' outputs.
+
+    Args:
+        members: Trained models with the same input and output shapes (renamed in place to
+            ``member_1`` ... so that their names are unique inside the ensemble).
+        name: Name of the ensemble model.
+
+    Raises:
+        ValueError: No members, or members with different input or output shapes.
+    """
+    if not members:
+        raise ValueError("an ensemble needs at least one model")
+    shapes = {(tuple(m.input.shape[1:]), tuple(m.output.shape[1:])) for m in members}
+    if len(shapes) > 1:
+        raise ValueError(f"ensemble members differ in input/output shape: {sorted(shapes)}")
+    for index, member in enumerate(members, start=1):
+        member.name = f"member_{index}"
+    inputs = keras.Input(members[0].input.shape[1:], name="image")
+    outputs = [member(inputs) for member in members]
+    mean = outputs[0] if len(outputs) == 1 else keras.layers.Average(name="mean")(outputs)
+    return keras.Model(inputs, mean, name=name)
+
+
+def export_ensemble(model_paths: list[str | os.PathLike], dest: str | os.PathLike) -> Path:
+    """Average saved models into one ``.keras`` file (no optimizer state) with its sidecar.
+
+    Args:
+        model_paths: ``.keras`` files with sidecars, trained with the same preprocessing.
+        dest: Where to write the ensemble, e.g. ``models/liver_unet.keras``.
+
+    Returns:
+        The written path.
+
+    Raises:
+        ModelFileError: A member has no sidecar, or members differ in preprocessing or task
+            (an ensemble of models that expect different inputs would be silently wrong).
+    """
+    sidecars = []
+    for path in model_paths:
+        side = model_lib.read_sidecar(path)
+        if side is None:
+            raise ModelFileError(f"{path}: no sidecar (.keras.json); cannot check its inputs")
+        sidecars.append(side)
+    for path, side in zip(model_paths[1:], sidecars[1:], strict=True):
+        for key in ("preprocess", "task"):
+            if side.get(key) != sidecars[0].get(key):
+                raise ModelFileError(
+                    f"{path}: {key} {side.get(key)} differs from {model_paths[0]}'s "
+                    f"{sidecars[0].get(key)}; ensemble members must match"
+                )
+    members = [model_lib.load_model(p, compile=False) for p in model_paths]
+    ensemble = average_models(members)
+    return model_lib.save_model(
+        ensemble, dest, sidecars[0]["preprocess"], task=sidecars[0].get("task", "liver")
+    )
+
+
+def fold_members(run_roots: list[Path], variant: str, test_id: str) -> list[Path]:
+    """The ``last.keras`` of one fold in each crossval folder, checked never to have seen it.
+
+    Raises:
+        DataError: A fold is missing, or its split.json has the test patient in train or val.
+    """
+    paths = []
+    for root in run_roots:
+        fold = Path(root) / variant / f"fold_{test_id}"
+        model_path, split_path = fold / "last.keras", fold / "split.json"
+        if not (model_path.exists() and split_path.exists()):
+            raise DataError(f"{fold}: no finished fold (run liverseg crossval --out {root} first)")
+        split = json.loads(split_path.read_text())
+        if test_id in split["train"] + split["val"]:
+            raise DataError(f"{split_path}: test patient {test_id} was used in training")
+        paths.append(model_path)
+    return paths
+
+
+def run_ensemble_lopo(
+    data_dir: str | os.PathLike,
+    run_roots: list[str | os.PathLike],
+    variant: str,
+    out_dir: str | os.PathLike,
+):
+    """Leave-one-patient-out scores of the ensemble of one variant's folds over several seeds.
+
+    Args:
+        data_dir: The real patients (each is the test patient once).
+        run_roots: ``liverseg crossval`` output folders, one per seed, each with
+            ``<variant>/fold_<patient>/``.
+        variant: Variant name.
+        out_dir: Output folder; ``ensemble_<variant>/fold_<patient>/`` gets the ensemble model
+            and ``metrics.json``, ``ensemble_<variant>/per_patient_metrics.csv`` the table.
+
+    Returns:
+        The per-patient table (``evaluate.evaluate_cohort``).
+    """
+    from liverseg_helpers import crossval, evaluate, io
+
+    roots = [Path(r) for r in run_roots]
+    folder = Path(out_dir) / f"ensemble_{variant}"
+    rows = []
+    for case_path in io.list_case_paths(data_dir):
+        fold = folder / f"fold_{case_path.name}"
+        members = fold_members(roots, variant, case_path.name)
+        model_path = export_ensemble(members, fold / "ensemble.keras")
+        metrics, raw = crossval.evaluate_fold(model_path, case_path)
+        row = {
+            "case_id": case_path.name,
+            **metrics,
+            **{f"raw_{k}": v for k, v in raw.items() if k in ("dice", "assd_mm", "hd95_mm")},
+        }
+        write_json_atomic({**row, "members": [str(p) for p in members]}, fold / "metrics.json")
+        print(
+            f"ensemble {variant} test {row['case_id']}: dice {row['dice']:.4f} "
+            f"assd {row['assd_mm']:.2f} mm ({len(members)} models)",
+            flush=True,
+        )
+        rows.append(row)
+    table = evaluate.evaluate_cohort(rows)
+    evaluate.save_metrics_csv(table, folder / "per_patient_metrics.csv")
+    return table

@@ -1,0 +1,79 @@
+"""Ensembles (ensemble.py): averaged models, their export, and leak-checked fold members."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+
+from liverseg_helpers import ensemble  # noqa: E402
+from liverseg_helpers import model as model_lib  # noqa: E402
+from liverseg_helpers.errors import DataError, ModelFileError  # noqa: E402
+
+SETTINGS = {"image_size": 32, "window_level_hu": 50.0}
+
+
+def tiny_unet(seed: int, size: int = 32) -> keras.Model:
+    keras.utils.set_random_seed(seed)
+    return model_lib.build_unet((size, size, 1), base_filters=4, depth=2)
+
+
+def test_average_models_outputs_the_mean_of_its_members():
+    a, b = tiny_unet(1), tiny_unet(2)
+    x = np.random.default_rng(0).random((3, 32, 32, 1)).astype("float32")
+    expected = (a.predict(x, verbose=0) + b.predict(x, verbose=0)) / 2
+    averaged = ensemble.average_models([a, b])
+    np.testing.assert_allclose(averaged.predict(x, verbose=0), expected, atol=1e-6)
+    assert not np.allclose(expected, a.predict(x, verbose=0))  # the members really differ
+
+
+def test_average_models_refuses_mismatched_members():
+    with pytest.raises(ValueError, match="shape"):
+        ensemble.average_models([tiny_unet(1, 32), tiny_unet(2, 64)])
+    with pytest.raises(ValueError, match="at least one"):
+        ensemble.average_models([])
+
+
+def test_export_ensemble_round_trips_and_checks_preprocessing(tmp_path):
+    paths = [
+        model_lib.save_model(tiny_unet(seed), tmp_path / f"m{seed}.keras", SETTINGS)
+        for seed in (1, 2)
+    ]
+    dest = ensemble.export_ensemble(paths, tmp_path / "ens.keras")
+    loaded = model_lib.load_model(dest, compile=False)
+    x = np.random.default_rng(1).random((2, 32, 32, 1)).astype("float32")
+    members = [model_lib.load_model(p, compile=False) for p in paths]
+    expected = np.mean([m.predict(x, verbose=0) for m in members], axis=0)
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), expected, atol=1e-6)
+    assert model_lib.read_sidecar(dest)["preprocess"] == SETTINGS
+
+    other = model_lib.save_model(
+        tiny_unet(3), tmp_path / "other.keras", {**SETTINGS, "window_level_hu": 70.0}
+    )
+    with pytest.raises(ModelFileError, match="other.keras: preprocess"):
+        ensemble.export_ensemble([paths[0], other], tmp_path / "bad.keras")
+    assert not (tmp_path / "bad.keras").exists()
+
+
+def _fake_fold(root: Path, variant: str, test_id: str, train: list[str]) -> None:
+    fold = root / variant / f"fold_{test_id}"
+    fold.mkdir(parents=True)
+    (fold / "last.keras").write_bytes(b"model")
+    (fold / "split.json").write_text(json.dumps({"train": train, "val": ["phantom_001"]}))
+
+
+def test_fold_members_refuse_a_fold_that_saw_the_test_patient(tmp_path):
+    _fake_fold(tmp_path / "seed42", "lobe", "p1", ["p2"])
+    _fake_fold(tmp_path / "seed43", "lobe", "p1", ["p1", "p2"])
+    roots = [tmp_path / "seed42", tmp_path / "seed43"]
+    assert ensemble.fold_members(roots[:1], "lobe", "p1") == [
+        tmp_path / "seed42/lobe/fold_p1/last.keras"
+    ]
+    with pytest.raises(DataError, match="p1 was used in training"):
+        ensemble.fold_members(roots, "lobe", "p1")
+    with pytest.raises(DataError, match="no finished fold"):
+        ensemble.fold_members(roots, "lobe", "p2")
