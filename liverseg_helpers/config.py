@@ -49,6 +49,9 @@ class Profile:
         phantom_size: In-plane pixels of the phantom CT (real CT: 512).
         val_patients: Patients held out for validation.
         test_patients: Patients held out for the final test.
+        lr_schedule: ``"plateau"`` (the paper: halve the learning rate when val loss stalls)
+            or ``"cosine"`` (decay from ``learning_rate`` towards 0 over ``epochs``, for
+            fixed-length runs without a trustworthy val set).
     """
 
     name: str
@@ -69,6 +72,7 @@ class Profile:
     phantom_size: int
     val_patients: int
     test_patients: int
+    lr_schedule: str = "plateau"
 
     def to_dict(self) -> dict:
         """Plain dict, for JSON files in a run folder."""

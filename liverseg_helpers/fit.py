@@ -104,6 +104,30 @@ class RunCheckpoint(keras.callbacks.Callback):
         write_json_atomic(self.state, self.run_dir / STATE_FILE)
 
 
+def cosine_learning_rate(epoch: int, epochs: int, peak: float) -> float:
+    """Learning rate of ``epoch`` (0-based) under cosine decay from ``peak`` towards 0."""
+    return 0.5 * peak * (1.0 + math.cos(math.pi * epoch / max(epochs, 1)))
+
+
+def lr_schedule_callback(profile: Any, epochs: int) -> keras.callbacks.Callback | None:
+    """A per-epoch learning-rate schedule for ``profile.lr_schedule``, or None for "plateau".
+
+    The rate depends on the epoch number only, so a resumed run continues the same curve.
+
+    Raises:
+        ValueError: An unknown schedule name.
+    """
+    name = getattr(profile, "lr_schedule", "plateau")
+    if name == "plateau":
+        return None
+    if name != "cosine":
+        raise ValueError(f"unknown lr_schedule {name!r}; choose 'plateau' or 'cosine'")
+    peak = profile.learning_rate
+    return keras.callbacks.LearningRateScheduler(
+        lambda epoch, lr: cosine_learning_rate(epoch, epochs, peak)
+    )
+
+
 def _fit_arguments(data: Any) -> dict:
     """``x``/``y`` for numpy (x, y) tuples, ``x`` alone for tf.data / PyDataset."""
     if isinstance(data, tuple) and len(data) == 2:
@@ -177,9 +201,11 @@ def fit_model(
         min_lr=1e-6,
         verbose=1,
     )
+    schedule = lr_schedule_callback(profile, epochs if epochs is not None else profile.epochs)
     callbacks = [
         early_stopping,
         reduce_lr,
+        *([schedule] if schedule else []),
         keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=initial_epoch > 0),
         RunCheckpoint(run_dir, settings, task, state, early_stopping, reduce_lr),
     ]

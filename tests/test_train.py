@@ -98,6 +98,32 @@ def test_resume_continues_epoch_count_and_optimizer(tmp_path):
     assert json.loads((tmp_path / train.STATE_FILE).read_text())["epoch"] == 3
 
 
+def test_cosine_schedule_decays_the_learning_rate_each_epoch(tmp_path):
+    from liverseg_helpers import fit
+
+    assert fit.cosine_learning_rate(0, 10, 1e-3) == pytest.approx(1e-3)
+    assert fit.cosine_learning_rate(5, 10, 1e-3) == pytest.approx(5e-4)
+    assert 0 < fit.cosine_learning_rate(9, 10, 1e-3) < 3e-5
+    with pytest.raises(ValueError, match="lr_schedule"):
+        fit.lr_schedule_callback(config.get_profile("smoke", lr_schedule="step"), 4)
+    assert fit.lr_schedule_callback(config.get_profile("smoke"), 4) is None  # the paper's
+
+    profile = config.get_profile("smoke", **{**TINY, "epochs": 4}, lr_schedule="cosine")
+    config.set_seeds(7)
+    x, y = make_slices()
+    history = train.fit_model(
+        model_mod.model_from_profile(profile),
+        (x, y),
+        make_slices(4, 1),
+        tmp_path,
+        profile,
+        "dice",
+        verbose=0,
+    )
+    expected = [fit.cosine_learning_rate(e, 4, profile.learning_rate) for e in range(4)]
+    np.testing.assert_allclose(history["learning_rate"], expected, rtol=1e-5)
+
+
 def test_train_resume_without_checkpoint_raises(tmp_path):
     cfg = train.TrainConfig(data_dir=None, run_dir=tmp_path / "run", profile="smoke", resume=True)
     with pytest.raises(ModelFileError, match="last.keras: nothing to resume"):
