@@ -100,8 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         default=None,
         metavar="DIR",
-        help="crossval folders (one per seed): score the average of their --variant folds, "
-        "or with --reference and --export average their reference models",
+        help="crossval folders (one per seed): score the average of their --variant folds "
+        "(--export: also save the average of all those folds), or with --reference and "
+        "--export save the average of their reference models",
     )
     return parser
 

@@ -438,7 +438,9 @@ def run_crossval_cli(args: argparse.Namespace) -> int:
     """``liverseg crossval``: LOPO cross-validation (or ``--reference``: the shipped model)."""
     profile = args.profile or "real"
     if args.ensemble_of:
-        return _run_ensemble_cli(args)
+        from liverseg_helpers import ensemble
+
+        return ensemble.run_ensemble_cli(args)
     if args.reference:
         result = train_reference(args.data, args.out, args.reference, profile, args.seed)
         print(f"reference model: {result.run_dir / 'last.keras'} ({result.elapsed_s / 60:.1f} min)")
@@ -450,26 +452,6 @@ def run_crossval_cli(args: argparse.Namespace) -> int:
     )
     print(format_markdown(result.ablation))
     print(f"tables: {result.out_dir / 'ablation.csv'}, {result.out_dir / 'ablation.md'}")
-    return 0
-
-
-def _run_ensemble_cli(args: argparse.Namespace) -> int:
-    """``--ensemble-of``: LOPO scores of an ensemble, or (``--reference``) its export."""
-    from liverseg_helpers import ensemble
-
-    if args.reference:
-        if not args.export:
-            raise DataError("--ensemble-of with --reference needs --export PATH")
-        paths = [Path(d) / f"reference_{args.reference}" / "last.keras" for d in args.ensemble_of]
-        missing = [str(p) for p in paths if not p.exists()]
-        if missing:
-            raise DataError(f"no reference model at {missing}; train each with --reference")
-        print(f"exported to {ensemble.export_ensemble(paths, args.export)}")
-        return 0
-    if not args.variant or len(args.variant) != 1:
-        raise DataError("--ensemble-of needs exactly one --variant")
-    table = ensemble.run_ensemble_lopo(args.data, args.ensemble_of, args.variant[0], args.out)
-    print(table.to_string(float_format=lambda v: f"{v:.4g}"))
     return 0
 
 

@@ -14,6 +14,7 @@ Command: ``liverseg crossval --data DIR --out DIR --variant NAME --ensemble-of C
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 from pathlib import Path
@@ -146,3 +147,49 @@ def run_ensemble_lopo(
     table = evaluate.evaluate_cohort(rows)
     evaluate.save_metrics_csv(table, folder / "per_patient_metrics.csv")
     return table
+
+
+def all_fold_models(run_roots: list[Path], variant: str) -> list[Path]:
+    """Every fold's ``last.keras`` of a variant in each crossval folder (sorted by patient).
+
+    Raises:
+        DataError: A folder has no finished fold of the variant.
+    """
+    paths = []
+    for root in run_roots:
+        found = sorted((Path(root) / variant).glob("fold_*/last.keras"))
+        if not found:
+            raise DataError(f"{Path(root) / variant}: no finished folds to average")
+        paths.extend(found)
+    return paths
+
+
+def run_ensemble_cli(args: argparse.Namespace) -> int:
+    """``liverseg crossval --ensemble-of DIR ...``: score or export an ensemble.
+
+    * with ``--variant V``: LOPO scores of the average of V's folds over the folders (one
+      per seed); with ``--export PATH`` also the average of *all* those fold models, which
+      together have seen every real patient (a model to ship, not one to score on them);
+    * with ``--reference V --export PATH``: the average of each folder's reference model.
+    """
+    roots = [Path(d) for d in args.ensemble_of]
+    if args.reference:
+        if not args.export:
+            raise DataError("--ensemble-of with --reference needs --export PATH")
+        paths = [root / f"reference_{args.reference}" / "last.keras" for root in roots]
+        missing = [str(p) for p in paths if not p.exists()]
+        if missing:
+            raise DataError(f"no reference model at {missing}; train each with --reference")
+        print(f"exported to {export_ensemble(paths, args.export)}")
+        return 0
+    if not args.variant or len(args.variant) != 1:
+        raise DataError("--ensemble-of needs exactly one --variant")
+    table = run_ensemble_lopo(args.data, roots, args.variant[0], args.out)
+    print(table.to_string(float_format=lambda v: f"{v:.4g}"))
+    if args.export:
+        paths = all_fold_models(roots, args.variant[0])
+        print(
+            f"exported the average of {len(paths)} fold models to "
+            f"{export_ensemble(paths, args.export)}"
+        )
+    return 0

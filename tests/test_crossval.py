@@ -175,6 +175,15 @@ def test_run_leave_one_out_smoke(tmp_path):
     assert (out / "ablation.md").read_text().startswith("| variant |")
     assert np.isfinite(result.ablation["dice_mean"]).all()
 
+    # An ensemble of a model with itself must score exactly what the model scores.
+    from liverseg_helpers import ensemble
+
+    table = ensemble.run_ensemble_lopo(data, [out, out], "baseline", tmp_path / "ens")
+    single = result.per_fold.set_index("case_id")["dice"]
+    for case_id in ("pat_a", "pat_b"):
+        assert float(table.loc[case_id, "dice"]) == pytest.approx(single[case_id], abs=1e-6)
+    assert len(ensemble.all_fold_models([out], "baseline")) == 2
+
 
 @pytest.mark.skipif(not REFERENCE_MODEL.exists(), reason="no shipped reference model")
 @pytest.mark.skipif(not (SHARED_DATA / "3Dircadb1").is_dir(), reason="no ../shared/data")
