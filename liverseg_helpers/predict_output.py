@@ -247,6 +247,15 @@ def resolve_model_path(model: str | None) -> Path:
     )
 
 
+def load_input_case(path: str | os.PathLike):
+    """Read the CT to segment (any format ``io.load_case`` reads) and say what was read."""
+    from liverseg_helpers import io
+
+    case = io.load_case(path)
+    print(f"read {case.case_id}: {case.shape} voxels, spacing {case.spacing_mm} mm", flush=True)
+    return case
+
+
 def run_predict_cli(args: argparse.Namespace) -> int:
     """``liverseg predict INPUT -o OUT``: segment the liver of a CT and write the mask.
 
@@ -263,7 +272,7 @@ def run_predict_cli(args: argparse.Namespace) -> int:
     Raises:
         OutputExistsError, ModelFileError, DataError: see the writers and loaders.
     """
-    from liverseg_helpers import io, predict
+    from liverseg_helpers import predict
 
     if args.tumours or args.tumour_model:  # the cascade: liver, then lesions inside it
         from liverseg_helpers import tumour
@@ -274,8 +283,7 @@ def run_predict_cli(args: argparse.Namespace) -> int:
     check_output_path(out, args.overwrite)
     model_path = resolve_model_path(args.model)
     start = time.perf_counter()
-    case = io.load_case(args.input)
-    print(f"read {case.case_id}: {case.shape} voxels, spacing {case.spacing_mm} mm", flush=True)
+    case = load_input_case(args.input)
     model, settings = predict.load_prediction_model(model_path)
     result = predict.predict_case(
         model,

@@ -335,7 +335,7 @@ def run_tumour_predict_cli(args: Any) -> int:
         DataError: Output not NIfTI (a 0/1/2 label map needs a format with labels).
         OutputExistsError, ModelFileError: see the writers and loaders.
     """
-    from liverseg_helpers import io, predict_output
+    from liverseg_helpers import predict_output
 
     out = Path(args.out)
     if predict_output.output_kind(args.out) != "nifti":
@@ -344,8 +344,7 @@ def run_tumour_predict_cli(args: Any) -> int:
     liver_path = predict_output.resolve_model_path(args.model)
     tumour_path = resolve_tumour_model_path(args.tumour_model)
     start = time.perf_counter()
-    case = io.load_case(args.input)
-    print(f"read {case.case_id}: {case.shape} voxels, spacing {case.spacing_mm} mm", flush=True)
+    case = predict_output.load_input_case(args.input)
     liver_model, liver_settings = predict.load_prediction_model(liver_path)
     liver = predict.predict_case(
         liver_model, case, settings=liver_settings, progress=sys.stderr.isatty()
