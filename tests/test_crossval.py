@@ -67,6 +67,18 @@ def test_real_repeat_oversamples_only_the_real_training_patients():
     assert crossval.real_repeat(crossval.VARIANTS["lobe"], train_ids, ["pat_b"]) == {}
 
 
+def test_every_variant_names_real_profile_and_preprocessing_fields():
+    """A typo in a recipe (e.g. "lr_shedule") must fail here, not after an hour of training."""
+    from liverseg_helpers import config, fit, preprocess
+
+    for variant in crossval.VARIANTS.values():
+        profile = config.get_profile("real", **variant.overrides)
+        fit.lr_schedule_callback(profile, profile.epochs)  # a known schedule
+        assert profile.image_size % 2**profile.depth == 0, variant.name
+        preprocess.settings_from_profile(profile, **variant.preprocess)
+        assert variant.real_repeat >= 1
+
+
 def test_repeat_cases_refuses_unknown_ids_and_bad_counts():
     with pytest.raises(ValueError, match="not in training"):
         train.repeat_cases(["a", "b"], {"typo": 2})
