@@ -162,7 +162,14 @@ def real_repeat(variant: Variant, train_ids: list[str], real_ids: list[str]) -> 
     """``TrainConfig.case_repeat`` for a variant: its ``real_repeat`` for each real patient."""
     if variant.real_repeat == 1:
         return {}
-    return {cid: variant.real_repeat for cid in train_ids if cid in set(real_ids)}
+    real = set(real_ids)
+    return {cid: variant.real_repeat for cid in train_ids if cid in real}
+
+
+def fold_row(case_id: str, metrics: dict, raw: dict) -> dict:
+    """One test patient's table row: its metrics and the ``raw_*`` ones without post-processing."""
+    raw_kept = {f"raw_{k}": v for k, v in raw.items() if k in ("dice", "assd_mm", "hd95_mm")}
+    return {"case_id": case_id, **metrics, **raw_kept}
 
 
 def run_fold(
@@ -175,12 +182,11 @@ def run_fold(
     cache_dir: Path,
     checkpoint: str = "last",
     overrides: dict | None = None,
-    real_ids: list[str] | None = None,
+    case_repeat: dict[str, int] | None = None,
 ) -> dict:
     """Train one fold (or reuse a finished one) and evaluate it on its test patient.
 
-    ``real_ids`` names the real patients, whose slices a variant with ``real_repeat`` shows
-    more often (None: no patient is oversampled).
+    ``case_repeat`` is ``TrainConfig.case_repeat`` (see :func:`real_repeat`; None: none).
 
     Returns:
         Row dict: variant, test case_id, metrics, ``raw_*`` metrics without post-processing,
@@ -204,7 +210,7 @@ def run_fold(
         cache_dir=cache_dir,
         split=split,
         preprocess=dict(variant.preprocess),
-        case_repeat=real_repeat(variant, split["train"], real_ids or []),
+        case_repeat=dict(case_repeat or {}),
     )
     result = train.train(cfg)
     used = json.loads((run_dir / "split.json").read_text())
@@ -214,9 +220,7 @@ def run_fold(
     metrics, raw = evaluate_fold(run_dir / f"{checkpoint}.keras", cohort_dir / test_id)
     row = {
         "variant": variant.name,
-        "case_id": test_id,
-        **metrics,
-        **{f"raw_{k}": v for k, v in raw.items() if k in ("dice", "assd_mm", "hd95_mm")},
+        **fold_row(test_id, metrics, raw),
         "train_s": result.elapsed_s,
         "epochs": len(result.history.get("loss", [])),
         "train_patients": used["train"],
@@ -345,7 +349,7 @@ def run_leave_one_out(
                 slice_cache_dir(out_dir, variant),
                 checkpoint,
                 overrides,
-                real_ids,
+                real_repeat(variant, split["train"], real_ids),
             )
             print(
                 f"{name:<10} test {row['case_id']}: dice {row['dice']:.4f} "

@@ -132,11 +132,7 @@ def run_ensemble_lopo(
         members = fold_members(roots, variant, case_path.name)
         model_path = export_ensemble(members, fold / "ensemble.keras")
         metrics, raw = crossval.evaluate_fold(model_path, case_path)
-        row = {
-            "case_id": case_path.name,
-            **metrics,
-            **{f"raw_{k}": v for k, v in raw.items() if k in ("dice", "assd_mm", "hd95_mm")},
-        }
+        row = crossval.fold_row(case_path.name, metrics, raw)
         write_json_atomic({**row, "members": [str(p) for p in members]}, fold / "metrics.json")
         print(
             f"ensemble {variant} test {row['case_id']}: dice {row['dice']:.4f} "
