@@ -32,7 +32,7 @@ from liverseg_helpers.augment import AugmentSettings, augment_batch_numpy, augme
 from liverseg_helpers.errors import DataError
 from liverseg_helpers.io.case import LIVER, Case
 
-CACHE_FORMAT_VERSION = 1
+CACHE_FORMAT_VERSION = 2  # 2: masks resized by area share, aligned with the images
 MANIFEST_NAME = "manifest.json"
 
 

@@ -219,3 +219,27 @@ def test_real_ircadb_patient_preprocesses():
     assert int(y.any(axis=(1, 2, 3)).sum()) == 98  # README: liver on 98 slices
     liver_mean = float(x[y[..., 0] == 1].mean())
     assert 0.35 < liver_mean < 0.85  # liver (~40-150 HU) sits mid-window
+
+
+@pytest.mark.parametrize("size", [128, 96])
+def test_resize_mask_stays_on_the_image_grid(size):
+    # An off-centre block: nearest neighbour (top-left sample of each block) moved it 1.5 px.
+    mask = np.zeros((1, 512, 512), dtype=np.uint8)
+    mask[0, 101:299, 150:347] = 1
+    small = pp.resize_mask(mask, size)
+    scale = 512 / size
+    centre_small = (np.argwhere(small[0]).mean(axis=0) + 0.5) * scale - 0.5
+    centre_full = np.argwhere(mask[0]).mean(axis=0)
+    np.testing.assert_allclose(centre_small, centre_full, atol=0.5)
+    # Growing back the way predictions are (linear, then 0.5) restores the outline to within
+    # the coarse grid's steps.
+    restored = pp.resize_slices(small.astype(np.float32), 512) >= 0.5
+    truth = mask == 1
+    assert (restored & truth).sum() / (restored | truth).sum() > 0.97
+
+
+def test_resize_mask_refuses_labels():
+    labels = np.zeros((1, 8, 8), dtype=np.uint8)
+    labels[0, :4] = 2
+    with pytest.raises(DataError, match="not binary"):
+        pp.resize_mask(labels, 4)
