@@ -12,7 +12,8 @@ slice in a notebook. The steps, in the order :func:`preprocess_volume` applies t
 
 :func:`preprocess_volume` is the ONE function that both the training cache and prediction
 call, so the network always sees identical inputs. :func:`restore_slices` undoes the
-geometry for predictions. Patient-level splitting lives in :mod:`liverseg_helpers.split`.
+geometry for predictions. The in-plane geometry steps live in
+:mod:`liverseg_helpers.slice_geometry`, patient-level splitting in :mod:`liverseg_helpers.split`.
 
 This module does not import TensorFlow or Keras.
 """
@@ -26,6 +27,14 @@ import cv2
 import numpy as np
 
 from liverseg_helpers.errors import DataError
+from liverseg_helpers.slice_geometry import (
+    crop_inplane,
+    find_crop_box,
+    pad_or_crop_square,
+    resample_inplane,
+    resize_mask,
+    resize_slices,
+)
 from liverseg_helpers.split import kfold_patients, slice_level_leak_report, split_patients
 
 __all__ = [
@@ -228,99 +237,6 @@ def apply_clahe(images: np.ndarray, clip_limit: float = 2.0, tile_grid: int = 8)
     return out[0] if images.ndim == 2 else out
 
 
-def _resize_stack(stack: np.ndarray, rows: int, cols: int, interpolation: int) -> np.ndarray:
-    out = np.empty((len(stack), rows, cols), dtype=stack.dtype)
-    for i, image in enumerate(stack):
-        out[i] = cv2.resize(image, (cols, rows), interpolation=interpolation)  # cv2: (w, h)
-    return out
-
-
-def resize_slices(images: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
-    """Resize every slice with linear interpolation (for images and probabilities).
-
-    Args:
-        images: float, shape ``(n, rows, cols)``.
-        size: Output side, or ``(rows, cols)``.
-
-    Returns:
-        float32, shape ``(n, size, size)`` or ``(n, rows, cols)``.
-    """
-    rows, cols = (size, size) if isinstance(size, int) else size
-    return _resize_stack(images.astype(np.float32, copy=False), rows, cols, cv2.INTER_LINEAR)
-
-
-def resize_mask(mask: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
-    """Resize binary mask slices on the same pixel grid as :func:`resize_slices`.
-
-    A new pixel is foreground when at least half of the area it covers is (OpenCV's area
-    average when shrinking, linear when growing, then ``>= 0.5``). OpenCV's nearest neighbour
-    is NOT used: it samples the top-left source pixel of each block, so at 512 -> 128 px the
-    mask would sit 1.5 source pixels up and left of the image, and a model trained on such
-    pairs learns to draw every outline shifted by about 1 mm.
-
-    Args:
-        mask: 0/1 or bool, shape ``(n, rows, cols)``.
-        size: Output side, or ``(rows, cols)``.
-
-    Returns:
-        uint8 0/1, shape ``(n, size, size)`` or ``(n, rows, cols)``.
-
-    Raises:
-        DataError: A mask that is not binary (labels cannot be averaged).
-    """
-    check_binary_mask(mask, "resize_mask")
-    rows, cols = (size, size) if isinstance(size, int) else size
-    shrinking = rows <= mask.shape[1] and cols <= mask.shape[2]
-    interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
-    covered = _resize_stack(mask.astype(np.float32), rows, cols, interpolation)
-    return (covered >= 0.5).astype(np.uint8)
-
-
-def resample_inplane(
-    stack: np.ndarray,
-    spacing_rc_mm: tuple[float, float],
-    target_spacing_mm: float,
-    is_mask: bool = False,
-) -> np.ndarray:
-    """Resample slices to a square pixel of ``target_spacing_mm`` (slices are left alone).
-
-    Args:
-        stack: shape ``(n, rows, cols)``.
-        spacing_rc_mm: Pixel size ``(row, col)`` in mm.
-        target_spacing_mm: New pixel size in mm.
-        is_mask: A binary mask (:func:`resize_mask`) instead of an image.
-
-    Returns:
-        shape ``(n, rows * row_mm / target, cols * col_mm / target)`` (rounded).
-    """
-    rows = max(1, round(stack.shape[1] * spacing_rc_mm[0] / target_spacing_mm))
-    cols = max(1, round(stack.shape[2] * spacing_rc_mm[1] / target_spacing_mm))
-    resize = resize_mask if is_mask else resize_slices
-    return resize(stack, (rows, cols))
-
-
-def pad_or_crop_square(stack: np.ndarray, size: int) -> np.ndarray:
-    """Centre-crop or zero-pad slices to ``size x size`` (the field of view stays centred).
-
-    Args:
-        stack: shape ``(n, rows, cols)``; 0 is the pad value (below the window: black).
-        size: Output side in pixels.
-    """
-    out = np.zeros((len(stack), size, size), dtype=stack.dtype)
-    src, dst = [], []
-    for length in stack.shape[1:]:
-        if length >= size:
-            start = (length - size) // 2
-            src.append(slice(start, start + size))
-            dst.append(slice(0, size))
-        else:
-            start = (size - length) // 2
-            src.append(slice(0, length))
-            dst.append(slice(start, start + length))
-    out[:, dst[0], dst[1]] = stack[:, src[0], src[1]]
-    return out
-
-
 def add_context_channels(images: np.ndarray, context_slices: int) -> np.ndarray:
     """Stack neighbouring slices as channels (2.5D); edge slices are replicated.
 
@@ -463,38 +379,3 @@ def select_slices(
     n_bg = min(len(bg), int(math.ceil(non_liver_fraction * len(fg)))) if len(fg) else 0
     chosen_bg = rng.choice(bg, size=n_bg, replace=False) if n_bg else bg[:0]
     return np.sort(np.concatenate([fg, chosen_bg])).astype(np.int64)
-
-
-def find_crop_box(mask: np.ndarray, margin_px: int = 16) -> tuple[int, int, int, int]:
-    """Square in-plane bounding box of a mask over all slices, with a margin.
-
-    Used by a cascaded tumour stage: crop each slice to the liver, then segment tumours.
-
-    Args:
-        mask: shape ``(n_slices, rows, cols)``, nonzero = inside.
-        margin_px: Pixels added on each side before squaring.
-
-    Returns:
-        ``(row_start, row_stop, col_start, col_stop)``, clipped to the image.
-
-    Raises:
-        DataError: The mask is empty.
-    """
-    rows_any = np.flatnonzero(mask.any(axis=(0, 2)))
-    cols_any = np.flatnonzero(mask.any(axis=(0, 1)))
-    if len(rows_any) == 0:
-        raise DataError("find_crop_box: mask is empty, nothing to crop to")
-    n_rows, n_cols = mask.shape[1:]
-    r0, r1 = rows_any[0] - margin_px, rows_any[-1] + 1 + margin_px
-    c0, c1 = cols_any[0] - margin_px, cols_any[-1] + 1 + margin_px
-    side = min(max(r1 - r0, c1 - c0), n_rows, n_cols)  # square keeps the aspect ratio
-    r_mid, c_mid = (r0 + r1) // 2, (c0 + c1) // 2
-    r0 = int(np.clip(r_mid - side // 2, 0, n_rows - side))
-    c0 = int(np.clip(c_mid - side // 2, 0, n_cols - side))
-    return r0, r0 + side, c0, c0 + side
-
-
-def crop_inplane(stack: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
-    """Crop every slice to ``box = (row_start, row_stop, col_start, col_stop)``."""
-    r0, r1, c0, c1 = box
-    return stack[:, r0:r1, c0:c1]

@@ -238,8 +238,9 @@ def test_resize_mask_stays_on_the_image_grid(size):
     assert (restored & truth).sum() / (restored | truth).sum() > 0.97
 
 
-def test_resize_mask_refuses_labels():
+def test_resize_mask_treats_nonzero_as_foreground():
     labels = np.zeros((1, 8, 8), dtype=np.uint8)
-    labels[0, :4] = 2
-    with pytest.raises(DataError, match="not binary"):
-        pp.resize_mask(labels, 4)
+    labels[0, :4] = 255
+    small = pp.resize_mask(labels, 4)
+    np.testing.assert_array_equal(small[0, :2], 1)
+    np.testing.assert_array_equal(small[0, 2:], 0)
