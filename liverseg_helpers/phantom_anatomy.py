@@ -34,11 +34,15 @@ class AnatomyOptions:
         enhanced_liver: Liver drawn at 60-140 HU instead of 60-115 HU, and its lesions at up to
             100 HU instead of 60 HU: a strongly enhancing portal venous phase, as in
             3D-IRCADb (median liver 112 and 120 HU in patients 1 and 7).
+        large_lesions: Lesion radii drawn from 4-45 mm instead of 4-24 mm, so some lesions
+            are large (patient 1's largest is about 5.4 cm across). Only the lesions change: the
+            liver mask of every seed stays the same.
     """
 
     extrahepatic_masses: bool = False
     long_left_lobe: bool = False
     enhanced_liver: bool = False
+    large_lesions: bool = False
 
     def changed(self) -> dict:
         """The options that differ from the default (what a cohort.json records)."""
@@ -48,7 +52,12 @@ class AnatomyOptions:
     @property
     def suffix(self) -> str:
         """Folder-name suffix: ``""`` by default, e.g. ``"_masses_lobe"``."""
-        short = {"extrahepatic_masses": "masses", "long_left_lobe": "lobe", "enhanced_liver": "enh"}
+        short = {
+            "extrahepatic_masses": "masses",
+            "long_left_lobe": "lobe",
+            "enhanced_liver": "enh",
+            "large_lesions": "big",
+        }
         return "".join(f"_{short[f.name]}" for f in fields(self) if getattr(self, f.name))
 
 
@@ -319,7 +328,8 @@ def draw_patient(
     labels = np.zeros(shape, np.int32)
     if lesions:
         max_hu = 100.0 if anatomy.enhanced_liver else 60.0
-        labels = _draw_lesions(rng, liver, hu, hu_liver, spacing_mm, texture, max_hu)
+        max_radius_mm = 45.0 if anatomy.large_lesions else 24.0
+        labels = _draw_lesions(rng, liver, hu, hu_liver, spacing_mm, texture, max_hu, max_radius_mm)
 
     # Great vessels, spine, ribs and the CT table.
     hu[ivc & (z < z_dome) & cavity] = hu_vessel - u(0, 30)
@@ -347,8 +357,13 @@ def _extrahepatic_mass(rng, x, y, z, y_vb, z_kidney, cavity) -> np.ndarray | Non
     return (_ellipsoid(x, y, z, centre, radii) < 1) & cavity
 
 
-def _draw_lesions(rng, liver, hu, hu_liver, spacing_mm, texture, max_hu=60.0) -> np.ndarray:
-    """Paint 0-5 hypodense lesions (at most ``max_hu``) inside ``liver`` in place; return labels."""
+def _draw_lesions(
+    rng, liver, hu, hu_liver, spacing_mm, texture, max_hu=60.0, max_radius_mm=24.0
+) -> np.ndarray:
+    """Paint 0-5 hypodense lesions (at most ``max_hu``) inside ``liver`` in place; return labels.
+
+    Radii are log-uniform from 4 mm to ``max_radius_mm``.
+    """
     labels = np.zeros(liver.shape, np.int32)
     n_lesions = rng.choice(6, p=[0.25, 0.2, 0.2, 0.15, 0.1, 0.1])
     inside = np.flatnonzero(liver)
@@ -359,7 +374,9 @@ def _draw_lesions(rng, liver, hu, hu_liver, spacing_mm, texture, max_hu=60.0) ->
     for lesion_id in range(1, n_lesions + 1):
         pool = edge if rng.uniform() < 0.35 and edge.size else inside
         centre = np.array(np.unravel_index(rng.choice(pool), liver.shape))
-        radii_mm = np.exp(rng.uniform(np.log(4), np.log(24))) * rng.uniform(0.75, 1.25, 3)
+        radii_mm = np.exp(rng.uniform(np.log(4), np.log(max_radius_mm))) * rng.uniform(
+            0.75, 1.25, 3
+        )
         half = np.ceil(radii_mm * 1.3 / spacing).astype(int)
         box = tuple(
             slice(max(c - h, 0), min(c + h + 1, n))

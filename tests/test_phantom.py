@@ -148,8 +148,23 @@ def test_enhanced_livers_are_brighter_with_the_same_shapes():
     assert max(b for _, b in medians) > 115 >= max(p for p, _ in medians) - 5
 
 
+def test_large_lesions_grow_the_tumours_not_the_liver():
+    big = phantom.AnatomyOptions(large_lesions=True)
+    volumes = []
+    for seed in range(6):
+        plain = phantom.make_phantom_case(seed, N_SLICES, SIZE)
+        large = phantom.make_phantom_case(seed, N_SLICES, SIZE, anatomy=big)
+        assert np.array_equal(plain.masks["liver"], large.masks["liver"])
+        assert not (large.masks["tumour"].astype(bool) & ~large.masks["liver"]).any()
+        volumes.append([int(c.masks["tumour"].sum()) for c in (plain, large)])
+    plain_total, large_total = np.sum(volumes, axis=0)
+    assert large_total > 1.5 * plain_total
+    assert all(b >= p for p, b in volumes)  # the same draws, each radius scaled up
+
+
 def test_anatomy_options_name_their_folders():
     assert phantom.AnatomyOptions().suffix == "" and phantom.AnatomyOptions().changed() == {}
+    assert phantom.AnatomyOptions(large_lesions=True).suffix == "_big"
     both = phantom.AnatomyOptions(extrahepatic_masses=True, long_left_lobe=True)
     assert both.suffix == "_masses_lobe" and set(both.changed()) == {
         "extrahepatic_masses",
