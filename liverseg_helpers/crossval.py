@@ -44,6 +44,7 @@ from pathlib import Path
 import pandas as pd
 
 from liverseg_helpers import config as config_mod
+from liverseg_helpers.ablation_table import format_markdown, read_finished_rows, summarise_ablation
 from liverseg_helpers.atomic import atomic_file, write_json_atomic, write_text_atomic
 from liverseg_helpers.errors import DataError
 from liverseg_helpers.variants import VARIANTS, Variant
@@ -57,7 +58,7 @@ class CrossvalResult:
 
     Attributes:
         per_fold: One row per (variant, test patient): metrics, train seconds, epochs.
-        ablation: One row per variant (see :func:`summarise_ablation`).
+        ablation: One row per variant (``ablation_table.summarise_ablation``).
         out_dir: The output folder.
     """
 
@@ -230,46 +231,6 @@ def run_fold(
     return row
 
 
-def summarise_ablation(per_fold: pd.DataFrame, variants: dict[str, Variant]) -> pd.DataFrame:
-    """One row per variant: per-fold Dice and ASSD, means, and training minutes.
-
-    Args:
-        per_fold: Rows of :func:`run_fold`.
-        variants: The variants (for the ``change`` text), in table order.
-
-    Returns:
-        DataFrame indexed by variant with ``change``, ``dice_<case>``, ``assd_mm_<case>``,
-        ``dice_mean``, ``assd_mm_mean``, ``dice_raw_mean`` (no post-processing),
-        ``train_min`` (all folds) columns.
-    """
-    rows = []
-    for name in [n for n in variants if n in set(per_fold["variant"])]:
-        part = per_fold[per_fold["variant"] == name].set_index("case_id")
-        row = {"variant": name, "change": variants[name].change}
-        for case_id in part.index:
-            row[f"dice_{case_id}"] = part.loc[case_id, "dice"]
-            row[f"assd_mm_{case_id}"] = part.loc[case_id, "assd_mm"]
-        row["dice_mean"] = part["dice"].mean()
-        row["assd_mm_mean"] = part["assd_mm"].mean()
-        row["dice_raw_mean"] = part["raw_dice"].mean()
-        row["train_min"] = part["train_s"].sum() / 60.0
-        rows.append(row)
-    return pd.DataFrame(rows).set_index("variant")
-
-
-def format_markdown(df: pd.DataFrame, digits: int = 3) -> str:
-    """A table as GitHub markdown (no extra dependency: pandas' to_markdown needs tabulate)."""
-    columns = [df.index.name or ""] + [str(c) for c in df.columns]
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    for index, values in df.iterrows():
-        cells = [str(index)]
-        for value in values:
-            is_number = isinstance(value, float)
-            cells.append(f"{value:.{digits}f}" if is_number else str(value))
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
-
-
 def slice_cache_dir(out_dir: Path, variant: Variant) -> Path:
     """The slice cache of a variant's cohort (phantoms with other anatomy get their own)."""
     return out_dir / f"slice_cache{variant.cohort_suffix}"
@@ -366,21 +327,12 @@ def run_leave_one_out(
         evaluate.save_metrics_csv(table, out_dir / name / "per_patient_metrics.csv")
         rows.extend(variant_rows)
     per_fold = pd.DataFrame(rows)
-    all_rows = pd.DataFrame([{**r, "variant": r["variant"]} for r in _read_all_rows(out_dir)])
+    all_rows = pd.DataFrame([{**r, "variant": r["variant"]} for r in read_finished_rows(out_dir)])
     ablation = summarise_ablation(all_rows if len(all_rows) else per_fold, VARIANTS)
     with atomic_file(out_dir / "ablation.csv") as tmp:
         ablation.to_csv(tmp, float_format="%.4g")
     write_text_atomic(out_dir / "ablation.md", format_markdown(ablation))
     return CrossvalResult(per_fold=per_fold, ablation=ablation, out_dir=out_dir)
-
-
-def _read_all_rows(out_dir: Path) -> list[dict]:
-    """Rows of every finished fold under ``out_dir`` (so the ablation covers earlier runs)."""
-    rows = []
-    for name in VARIANTS:
-        for path in sorted((out_dir / name).glob("fold_*/metrics.json")):
-            rows.append(json.loads(path.read_text()))
-    return rows
 
 
 def train_reference(
