@@ -9,7 +9,12 @@ For one model and one 3D-IRCADb patient, prints one JSON line with:
   includes them);
 * ``ceiling_dice``, ``ceiling_assd_mm``: the best any model with this input size could do, from
   the true mask area-averaged down to the input size (a perfect soft prediction), resized back
-  with the same code as inference and thresholded at 0.5.
+  with the same code as inference and thresholded at 0.5;
+* ``dice_shifted_minus``, ``dice_shifted_plus``: the Dice after moving the model's probability
+  map by -/+ (f - 1) / 2 native pixels in rows and columns (f: native size / input size, 1.5 px
+  at 512 -> 128). A model trained on masks that sat off their images' pixel grid (the course
+  before commit 830a6a7, see ``slice_geometry.resize_mask``) scores clearly better with
+  ``minus`` than as it is; a model trained on aligned masks scores best unshifted.
 
 Usage::
 
@@ -27,6 +32,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
+from scipy import ndimage  # noqa: E402
 
 from liverseg_helpers import evaluate, predict, preprocess  # noqa: E402
 from liverseg_helpers.io import ircadb  # noqa: E402
@@ -45,6 +51,19 @@ def resolution_ceiling(truth: np.ndarray, settings, spacing_mm) -> dict:
     return evaluate.evaluate_masks(back, truth, spacing_mm)
 
 
+def grid_shift_dice(probs: np.ndarray, truth: np.ndarray, settings, spacing_mm) -> dict:
+    """Dice of the probability map moved by -/+ half a block less half a pixel, in-plane."""
+    half = (truth.shape[1] / settings.image_size - 1) / 2
+    scores = {}
+    for label, shift in (("minus", -half), ("plus", half)):
+        moved = ndimage.shift(probs, (0, shift, shift), order=1, mode="nearest")
+        pred = predict.postprocess_mask(moved > 0.5)
+        scores[f"dice_shifted_{label}"] = round(
+            evaluate.evaluate_masks(pred, truth, spacing_mm)["dice"], 4
+        )
+    return scores
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", help=".keras liver model")
@@ -55,7 +74,8 @@ def main() -> None:
     case = ircadb.load_ircadb_patient(args.case, extra_structures=args.structure)
     truth = case.masks["liver"]
     model, settings = predict.load_prediction_model(args.model)
-    pred = predict.predict_case(model, case, settings=settings).pred
+    result = predict.predict_case(model, case, settings=settings)
+    pred = result.pred
     scores = evaluate.evaluate_masks(pred, truth, case.spacing_mm)
     false_pos, false_neg = pred & ~truth, truth & ~pred
     ceiling = resolution_ceiling(truth, settings, case.spacing_mm)
@@ -70,6 +90,8 @@ def main() -> None:
         "ceiling_dice": round(ceiling["dice"], 4),
         "ceiling_assd_mm": round(ceiling["assd_mm"], 2),
     }
+    if settings.target_spacing_mm is None:
+        row.update(grid_shift_dice(result.probs, truth, settings, case.spacing_mm))
     for name in args.structure:
         if name not in case.masks:
             raise SystemExit(f"{args.case}: no structure {name!r} in MASKS_DICOM")
