@@ -137,6 +137,13 @@ def _ladder() -> dict[str, Variant]:
         change="aligned + phantom lesions up to 45 mm radius instead of 24 mm",
         anatomy=AnatomyOptions(extrahepatic_masses=True, long_left_lobe=True, large_lesions=True),
     )
+    # 2.5D was only tried on the weak "baseline" recipe; try it on the strong one.
+    variants["aligned_context"] = dataclasses.replace(
+        variants["aligned"],
+        name="aligned_context",
+        change="aligned + 2.5D: 1 slice of context on each side",
+        overrides={**variants["aligned"].overrides, "context_slices": 1},
+    )
     # From the real patients' HU: their livers (median 112 and 120 HU) sit at the top of the
     # phantom's 60-115 HU range, so the phantom is given strongly enhancing livers too.
     variants["enhanced"] = dataclasses.replace(
