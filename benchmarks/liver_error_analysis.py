@@ -30,7 +30,6 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 from scipy import ndimage  # noqa: E402
 
@@ -42,11 +41,7 @@ def resolution_ceiling(truth: np.ndarray, settings, spacing_mm) -> dict:
     """Scores of a perfect soft prediction at the model's input size."""
     if settings.target_spacing_mm is not None:
         raise SystemExit("ceiling: only for models that resize whole slices")
-    size = settings.image_size
-    area = cv2.INTER_AREA  # each small pixel = the liver fraction it covers
-    small = np.stack(
-        [cv2.resize(m.astype(np.float32), (size, size), interpolation=area) for m in truth]
-    )
+    small = preprocess.mask_coverage(truth, settings.image_size)  # the liver share of each pixel
     back = preprocess.restore_slices(small, truth.shape[1:], settings, spacing_mm) > 0.5
     return evaluate.evaluate_masks(back, truth, spacing_mm)
 

@@ -28,8 +28,10 @@ import numpy as np
 
 from liverseg_helpers.errors import DataError
 from liverseg_helpers.slice_geometry import (
+    centre_in_source_px,
     crop_inplane,
     find_crop_box,
+    mask_coverage,
     pad_or_crop_square,
     resample_inplane,
     resize_mask,
@@ -48,6 +50,8 @@ __all__ = [
     "apply_clahe",
     "resize_slices",
     "resize_mask",
+    "mask_coverage",
+    "centre_in_source_px",
     "resample_inplane",
     "pad_or_crop_square",
     "add_context_channels",

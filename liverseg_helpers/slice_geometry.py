@@ -35,14 +35,33 @@ def resize_slices(images: np.ndarray, size: int | tuple[int, int]) -> np.ndarray
     return _resize_stack(images.astype(np.float32, copy=False), rows, cols, cv2.INTER_LINEAR)
 
 
+def mask_coverage(mask: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
+    """Share of each new pixel that the mask covers, on the pixel grid of :func:`resize_slices`.
+
+    OpenCV's area average when shrinking, linear when growing: a soft mask, e.g. the best
+    probability map a network with this input size could output.
+
+    Args:
+        mask: shape ``(n, rows, cols)``; nonzero is foreground.
+        size: Output side, or ``(rows, cols)``.
+
+    Returns:
+        float32 in ``[0, 1]``, shape ``(n, size, size)`` or ``(n, rows, cols)``.
+    """
+    rows, cols = (size, size) if isinstance(size, int) else size
+    shrinking = rows <= mask.shape[1] and cols <= mask.shape[2]
+    interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
+    return _resize_stack((mask != 0).astype(np.float32), rows, cols, interpolation)
+
+
 def resize_mask(mask: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
     """Resize binary mask slices on the same pixel grid as :func:`resize_slices`.
 
-    A new pixel is foreground when at least half of the area it covers is (OpenCV's area
-    average when shrinking, linear when growing, then ``>= 0.5``). OpenCV's nearest neighbour
-    is NOT used: it samples the top-left source pixel of each block, so at 512 -> 128 px the
-    mask would sit 1.5 source pixels up and left of the image, and a model trained on such
-    pairs learns to draw every outline shifted by about 1 mm.
+    A new pixel is foreground when at least half of the area it covers is
+    (:func:`mask_coverage` ``>= 0.5``). OpenCV's nearest neighbour is NOT used: it samples the
+    top-left source pixel of each block, so at 512 -> 128 px the mask would sit 1.5 source
+    pixels up and left of the image, and a model trained on such pairs learns to draw every
+    outline shifted by about 1 mm.
 
     Args:
         mask: shape ``(n, rows, cols)``; nonzero is foreground.
@@ -51,11 +70,17 @@ def resize_mask(mask: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
     Returns:
         uint8 0/1, shape ``(n, size, size)`` or ``(n, rows, cols)``.
     """
-    rows, cols = (size, size) if isinstance(size, int) else size
-    shrinking = rows <= mask.shape[1] and cols <= mask.shape[2]
-    interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
-    covered = _resize_stack((mask != 0).astype(np.float32), rows, cols, interpolation)
-    return (covered >= 0.5).astype(np.uint8)
+    return (mask_coverage(mask, size) >= 0.5).astype(np.uint8)
+
+
+def centre_in_source_px(mask: np.ndarray, scale: float) -> np.ndarray:
+    """Centre of mass ``(row, col)`` of a resized 2D mask, in the pixels of its source.
+
+    Pixel ``i`` of a slice resized by ``1 / scale`` covers source pixels around
+    ``(i + 0.5) * scale - 0.5`` (the grid of :func:`resize_slices`); ``scale=1`` gives the
+    plain centre of mass. Comparing the two shows whether a resize moved the mask.
+    """
+    return (np.argwhere(mask).mean(axis=0) + 0.5) * scale - 0.5
 
 
 def resample_inplane(
