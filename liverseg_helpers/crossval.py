@@ -327,7 +327,7 @@ def run_leave_one_out(
         evaluate.save_metrics_csv(table, out_dir / name / "per_patient_metrics.csv")
         rows.extend(variant_rows)
     per_fold = pd.DataFrame(rows)
-    all_rows = pd.DataFrame([{**r, "variant": r["variant"]} for r in read_finished_rows(out_dir)])
+    all_rows = pd.DataFrame(read_finished_rows(out_dir))
     ablation = summarise_ablation(all_rows if len(all_rows) else per_fold, VARIANTS)
     with atomic_file(out_dir / "ablation.csv") as tmp:
         ablation.to_csv(tmp, float_format="%.4g")
