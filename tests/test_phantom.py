@@ -100,12 +100,16 @@ def test_threshold_is_not_enough(cases):
         assert dice(oracle, liver) < 0.8
 
 
-def test_extrahepatic_masses_are_dark_and_never_liver():
+def plain_and_changed(cases: dict, anatomy, seeds=range(6)):
+    """``(plain, with anatomy)`` phantom pairs drawn from the same seeds (plain: the fixture)."""
+    for seed in seeds:
+        yield cases[seed], phantom.make_phantom_case(seed, N_SLICES, SIZE, anatomy=anatomy)
+
+
+def test_extrahepatic_masses_are_dark_and_never_liver(cases):
     """With extrahepatic masses some seeds lose liver to a hypodense mass; others are unchanged."""
     carved = []
-    for seed in range(6):
-        plain = phantom.make_phantom_case(seed, N_SLICES, SIZE)
-        with_mass = phantom.make_phantom_case(seed, N_SLICES, SIZE, anatomy=MASSES)
+    for plain, with_mass in plain_and_changed(cases, MASSES):
         liver = with_mass.masks["liver"]
         assert not (liver & ~plain.masks["liver"]).any()  # a mass only removes liver
         lost = plain.masks["liver"] & ~liver
@@ -117,28 +121,24 @@ def test_extrahepatic_masses_are_dark_and_never_liver():
     assert 0 < sum(c > 100 for c in carved) < len(carved)  # in some patients, not all
 
 
-def test_long_left_lobes_reach_further_left():
+def test_long_left_lobes_reach_further_left(cases):
     """Column 0 is the patient's right, so a longer left lobe reaches a higher column."""
     lobe = phantom.AnatomyOptions(long_left_lobe=True)
     longer = 0
-    for seed in range(6):
-        plain = phantom.make_phantom_case(seed, N_SLICES, SIZE).masks["liver"]
-        with_tail = phantom.make_phantom_case(seed, N_SLICES, SIZE, anatomy=lobe).masks["liver"]
+    for plain, with_tail in plain_and_changed(cases, lobe):
         reach_mm = [
-            np.flatnonzero(m.any(axis=(0, 1))).max() * phantom.FOV_MM / SIZE
-            for m in (plain, with_tail)
+            np.flatnonzero(c.masks["liver"].any(axis=(0, 1))).max() * phantom.FOV_MM / SIZE
+            for c in (plain, with_tail)
         ]
         longer += reach_mm[1] > reach_mm[0] + 10
     assert longer >= 2
 
 
-def test_enhanced_livers_are_brighter_with_the_same_shapes():
+def test_enhanced_livers_are_brighter_with_the_same_shapes(cases):
     """Only the liver's (and lesions') HU range changes: masks stay those of the plain seed."""
     enhanced = phantom.AnatomyOptions(enhanced_liver=True)
     medians = []
-    for seed in range(6):
-        plain = phantom.make_phantom_case(seed, N_SLICES, SIZE)
-        bright = phantom.make_phantom_case(seed, N_SLICES, SIZE, anatomy=enhanced)
+    for plain, bright in plain_and_changed(cases, enhanced):
         for name in ("liver", "tumour"):
             assert np.array_equal(plain.masks[name], bright.masks[name])
         tissue = plain.masks["liver"] & ~plain.masks["tumour"].astype(bool)
@@ -148,12 +148,10 @@ def test_enhanced_livers_are_brighter_with_the_same_shapes():
     assert max(b for _, b in medians) > 115 >= max(p for p, _ in medians) - 5
 
 
-def test_large_lesions_grow_the_tumours_not_the_liver():
+def test_large_lesions_grow_the_tumours_not_the_liver(cases):
     big = phantom.AnatomyOptions(large_lesions=True)
     volumes = []
-    for seed in range(6):
-        plain = phantom.make_phantom_case(seed, N_SLICES, SIZE)
-        large = phantom.make_phantom_case(seed, N_SLICES, SIZE, anatomy=big)
+    for plain, large in plain_and_changed(cases, big):
         assert np.array_equal(plain.masks["liver"], large.masks["liver"])
         assert not (large.masks["tumour"].astype(bool) & ~large.masks["liver"]).any()
         volumes.append([int(c.masks["tumour"].sum()) for c in (plain, large)])
