@@ -52,6 +52,9 @@ class Profile:
         lr_schedule: ``"plateau"`` (the paper: halve the learning rate when val loss stalls)
             or ``"cosine"`` (decay from ``learning_rate`` towards 0 over ``epochs``, for
             fixed-length runs without a trustworthy val set).
+        zoom_range: Smallest and largest random zoom of the augmentation (< 1 zooms out).
+            Real CT is taken with fields of view of about 300 to 500 mm, so one organ
+            fills a different share of the 512 px slice from one scanner to the next.
     """
 
     name: str
@@ -73,6 +76,7 @@ class Profile:
     val_patients: int
     test_patients: int
     lr_schedule: str = "plateau"
+    zoom_range: tuple[float, float] = (0.9, 1.1)
 
     def to_dict(self) -> dict:
         """Plain dict, for JSON files in a run folder."""

@@ -37,6 +37,7 @@ import numpy as np
 from liverseg_helpers import config as config_mod
 from liverseg_helpers import model as model_mod
 from liverseg_helpers.atomic import write_json_atomic
+from liverseg_helpers.augment import AugmentSettings
 from liverseg_helpers.errors import DataError, ModelFileError
 from liverseg_helpers.fit import (  # noqa: F401  (re-exported: train.fit_model etc.)
     STATE_FILE,
@@ -310,14 +311,15 @@ def train(cfg: TrainConfig) -> TrainResult:
     )
     x_train, y_train = repeat_foreground_slices(x_train, y_train, cfg.foreground_repeat)
     x_val, y_val = dataset.load_cached_slices(cache_dir, split["val"])
+    zoom = AugmentSettings(scale_min=profile.zoom_range[0], scale_max=profile.zoom_range[1])
     if keras.backend.backend() == "tensorflow":
         train_ds = dataset.make_train_ds(
-            x_train, y_train, profile.batch_size, cfg.seed, augment=profile.augment
+            x_train, y_train, profile.batch_size, cfg.seed, profile.augment, zoom
         )
         val_ds = dataset.make_val_ds(x_val, y_val, profile.batch_size)
     else:
         train_ds = dataset.make_numpy_sequence(
-            x_train, y_train, profile.batch_size, cfg.seed, profile.augment
+            x_train, y_train, profile.batch_size, cfg.seed, profile.augment, zoom
         )
         val_ds = dataset.make_numpy_sequence(x_val, y_val, profile.batch_size, cfg.seed, False)
     per_epoch = math.ceil(len(x_train) / profile.batch_size)

@@ -144,6 +144,16 @@ def _ladder() -> dict[str, Variant]:
         change="aligned + 2.5D: 1 slice of context on each side",
         overrides={**variants["aligned"].overrides, "context_slices": 1},
     )
+    # The two real patients were scanned with fields of view of 292 and 400 mm (pixels of 0.57
+    # and 0.78 mm), the phantoms with 358 mm: the same liver fills 1.37 times more of the slice
+    # in one patient than in the other, beyond the +-10 % zoom of the default augmentation.
+    # Chosen from the scans' pixel spacing (header data, not the test patients' masks).
+    variants["zoom"] = dataclasses.replace(
+        variants["aligned"],
+        name="zoom",
+        change="aligned + random zoom 0.7-1.4 instead of 0.9-1.1 (fields of view 290-400 mm)",
+        overrides={**variants["aligned"].overrides, "zoom_range": (0.7, 1.4)},
+    )
     # From the real patients' HU: their livers (median 112 and 120 HU) sit at the top of the
     # phantom's 60-115 HU range, so the phantom is given strongly enhancing livers too.
     variants["enhanced"] = dataclasses.replace(

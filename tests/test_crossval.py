@@ -77,6 +77,7 @@ def test_every_variant_names_real_profile_and_preprocessing_fields():
         assert profile.image_size % 2**profile.depth == 0, variant.name
         preprocess.settings_from_profile(profile, **variant.preprocess)
         assert variant.real_repeat >= 1
+        assert 0 < profile.zoom_range[0] <= 1 <= profile.zoom_range[1], variant.name
 
 
 def test_repeat_cases_refuses_unknown_ids_and_bad_counts():
@@ -87,24 +88,32 @@ def test_repeat_cases_refuses_unknown_ids_and_bad_counts():
 
 
 @pytest.mark.slow
-def test_case_repeat_reaches_the_training_slices(tmp_path, monkeypatch):
-    """train.train loads each repeated patient's cached slices that many times."""
+def test_case_repeat_and_zoom_range_reach_the_training_data(tmp_path, monkeypatch):
+    """train.train loads each repeated patient's cached slices that many times, and augments
+    them with the profile's zoom range."""
     from liverseg_helpers import dataset
 
     data = write_tiny_cohort(tmp_path / "data", ["pa", "pb", "pc"])
-    loaded = []
+    loaded, augment_settings = [], []
     real_load = dataset.load_cached_slices
+    builder = "make_train_ds" if keras.backend.backend() == "tensorflow" else "make_numpy_sequence"
+    real_build = getattr(dataset, builder)
 
-    def spy(cache_dir, case_ids=None, *args, **kwargs):
+    def spy_load(cache_dir, case_ids=None, *args, **kwargs):
         loaded.append(list(case_ids))
         return real_load(cache_dir, case_ids, *args, **kwargs)
 
-    monkeypatch.setattr(dataset, "load_cached_slices", spy)
+    def spy_build(x, y, batch_size, seed, augment=True, settings=None):
+        augment_settings.append(settings)
+        return real_build(x, y, batch_size, seed, augment, settings)
+
+    monkeypatch.setattr(dataset, "load_cached_slices", spy_load)
+    monkeypatch.setattr(dataset, builder, spy_build)
     cfg = train.TrainConfig(
         data_dir=data,
         run_dir=tmp_path / "run",
         profile="smoke",
-        overrides=TINY,
+        overrides={**TINY, "zoom_range": (0.6, 1.5)},
         cache_dir=tmp_path / "cache",
         split={"train": ["pa", "pb"], "val": ["pc"]},
         case_repeat={"pb": 3},
@@ -112,6 +121,8 @@ def test_case_repeat_reaches_the_training_slices(tmp_path, monkeypatch):
     train.train(cfg)
     assert loaded[0] == ["pa", "pb", "pb", "pb"]
     assert loaded[1] == ["pc"]  # validation is never oversampled
+    zoom = augment_settings[0]
+    assert (zoom.scale_min, zoom.scale_max) == (0.6, 1.5)
 
 
 def test_masses_variant_gets_its_own_phantoms_and_cohort(tmp_path, monkeypatch):
