@@ -269,6 +269,37 @@ def predict_volume(
     return probs
 
 
+def smooth_across_slices(probs: np.ndarray, slice_mm: float, sigma_mm: float) -> np.ndarray:
+    """Blur a probability map along z only, with a Gaussian of ``sigma_mm``.
+
+    A 2D network sees each slice alone, so its outline can jump from one slice to the next
+    where the anatomy does not. Averaging each voxel's probability with its neighbours above
+    and below (before thresholding) makes the 3D surface consistent again.
+
+    Args:
+        probs: float ``[z, y, x]`` in [0, 1].
+        slice_mm: Distance between slices in mm.
+        sigma_mm: Standard deviation of the Gaussian in mm; 0 returns ``probs`` unchanged.
+
+    Returns:
+        float32 ``[z, y, x]``.
+
+    Raises:
+        DataError: A negative ``sigma_mm``, a ``slice_mm`` that is not positive, or a
+            ``probs`` that is not 3D.
+    """
+    if sigma_mm < 0 or slice_mm <= 0:
+        raise DataError(
+            f"smooth_across_slices: need sigma_mm >= 0 and slice_mm > 0, got {sigma_mm}, {slice_mm}"
+        )
+    if np.ndim(probs) != 3:
+        raise DataError(f"smooth_across_slices: expected [z, y, x], got shape {np.shape(probs)}")
+    probs = np.asarray(probs, dtype=np.float32)
+    if sigma_mm == 0:
+        return probs
+    return ndimage.gaussian_filter1d(probs, sigma_mm / slice_mm, axis=0, mode="nearest")
+
+
 def keep_largest_component(mask: np.ndarray) -> np.ndarray:
     """The largest 26-connected component of a 3D mask (empty stays empty).
 

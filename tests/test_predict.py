@@ -94,6 +94,23 @@ def test_postprocess_mask_steps():
         predict.postprocess_mask(np.zeros((4, 4)))
 
 
+def test_smooth_across_slices_repairs_one_slice_that_disagrees():
+    """A square 12 px wide on every slice but one, where the 2D network lost half of it:
+    smoothing along z, then thresholding, gives that slice back its neighbours' outline and
+    leaves the slices that agree as they were."""
+    probs = np.zeros((9, 20, 20), np.float32)
+    probs[:, 2:18, :12] = 1.0
+    probs[4, 2:18, 6:12] = 0.0  # the outlier slice
+    smooth = predict.smooth_across_slices(probs, slice_mm=1.6, sigma_mm=3.2)
+    assert np.array_equal(smooth > 0.5, np.broadcast_to(probs[0] > 0.5, probs.shape))
+    assert np.array_equal(smooth[:, :, :6], probs[:, :, :6])  # agreeing voxels stay as they are
+    assert np.array_equal(predict.smooth_across_slices(probs, 1.6, 0.0), probs)
+    with pytest.raises(DataError, match="sigma_mm"):
+        predict.smooth_across_slices(probs, 1.6, -1.0)
+    with pytest.raises(DataError, match="shape"):
+        predict.smooth_across_slices(probs[0], 1.6, 3.2)
+
+
 def test_model_must_fit_settings():
     settings = PreprocessSettings(image_size=SIZE)
     with pytest.raises(ModelFileError, match="3 input channels"):
