@@ -71,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--out", required=True, help="output .nii.gz, PNG folder, or .dcm (SEG)")
     p.add_argument("--threshold", type=float, default=0.5, help="probability threshold")
     p.add_argument("--no-postprocess", action="store_true", help="skip 3D post-processing")
+    p.add_argument(
+        "--smooth-z-mm", type=float, default=0.0, help="blur probabilities along z first (mm)"
+    )
     p.add_argument("--tumours", action="store_true", help="also segment liver tumours (0/1/2)")
     p.add_argument("--tumour-model", default=None, help="tumour .keras model")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")

@@ -403,6 +403,7 @@ def predict_case(
     settings: PreprocessSettings | None = None,
     progress: bool = False,
     precision: str = "auto",
+    smooth_z_mm: float = 0.0,
 ) -> PredictionResult:
     """Segment the liver of one case.
 
@@ -415,6 +416,8 @@ def predict_case(
         settings: Override the settings found for the model.
         progress: Show a tqdm bar over batches.
         precision: ``"float32"``, ``"bfloat16"`` or ``"auto"`` (:func:`choose_precision`).
+        smooth_z_mm: With ``postprocess``, first blur the probabilities along z by this
+            many mm (:func:`smooth_across_slices`); 0 = off. ``probs`` stays unblurred.
 
     Returns:
         :class:`PredictionResult` on the case's grid.
@@ -439,9 +442,11 @@ def predict_case(
         precision,
     )
     post_start = time.perf_counter()
-    pred = probs > threshold
     if postprocess:
-        pred = postprocess_mask(pred)
+        smooth = smooth_across_slices(probs, case.spacing_mm[0], smooth_z_mm)
+        pred = postprocess_mask(smooth > threshold)
+    else:
+        pred = probs > threshold
     stage_seconds["postprocess"] = time.perf_counter() - post_start
     return PredictionResult(
         probs=probs,

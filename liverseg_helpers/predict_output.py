@@ -261,7 +261,7 @@ def run_predict_cli(args: argparse.Namespace) -> int:
 
     Args:
         args: Parsed arguments: ``input``, ``model``, ``out``, ``threshold``,
-            ``no_postprocess``, ``tumours``, ``tumour_model``, ``overwrite``.
+            ``no_postprocess``, ``smooth_z_mm``, ``tumours``, ``tumour_model``, ``overwrite``.
 
     Returns:
         Exit code 0.
@@ -291,6 +291,7 @@ def run_predict_cli(args: argparse.Namespace) -> int:
         threshold=args.threshold,
         postprocess=not args.no_postprocess,
         settings=settings,
+        smooth_z_mm=args.smooth_z_mm,
         progress=sys.stderr.isatty(),
     )
     written = write_prediction(result.pred, case, args.out, args.overwrite)

@@ -72,6 +72,11 @@ def test_predict_case_postprocessing_removes_blob(toy_case):
     )
     assert set(clean.stage_seconds) == {"preprocess", "model", "resize", "postprocess"}
     assert clean.seconds > 0
+    smoothed = predict.predict_case(model, toy_case, settings=settings, smooth_z_mm=6.0)
+    blurred = predict.smooth_across_slices(raw.probs, toy_case.spacing_mm[0], 6.0)
+    assert np.array_equal(smoothed.pred, predict.postprocess_mask(blurred > 0.5))
+    assert not np.array_equal(smoothed.pred, clean.pred)  # the blur changed the outline
+    assert np.array_equal(smoothed.probs, raw.probs)  # probs are returned unblurred
     with pytest.raises(DataError, match="threshold"):
         predict.predict_case(model, toy_case, threshold=1.5, settings=settings)
 
@@ -194,6 +199,7 @@ def cli_args(input_path, out, model, **kw) -> Namespace:
         out=str(out),
         threshold=0.5,
         no_postprocess=False,
+        smooth_z_mm=0.0,
         tumours=False,
         tumour_model=None,
         overwrite=False,
