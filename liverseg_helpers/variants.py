@@ -59,6 +59,16 @@ def _ladder() -> dict[str, Variant]:
         ),
     ]
     variants: dict[str, Variant] = {}
+
+    def vary(name: str, base: str, change: str, overrides: dict | None = None, **fields) -> None:
+        """Add ``variants[name]``: ``variants[base]`` with ``overrides`` merged into its profile
+        changes and ``fields`` replaced."""
+        parent = variants[base]
+        merged = {**parent.overrides, **(overrides or {})}
+        variants[name] = dataclasses.replace(
+            parent, name=name, change=change, overrides=merged, **fields
+        )
+
     previous: dict = {"loss": "dice_bce"}
     for name, change, delta in steps:
         values = {**previous, **delta}
@@ -91,31 +101,31 @@ def _ladder() -> dict[str, Variant]:
     # Found by error analysis of patient 7 (a 0.7 L extrahepatic mass segmented as liver): the
     # phantom only had hypodense lesions *inside* the liver mask. Chosen after seeing the test
     # patient, so its LOPO score is optimistic; the README says so.
-    variants["masses"] = dataclasses.replace(
-        variants["phantom_long"],
-        name="masses",
+    vary(
+        "masses",
+        "phantom_long",
         change="phantom_long + extrahepatic masses in the phantoms",
         anatomy=AnatomyOptions(extrahepatic_masses=True),
     )
     # Also from error analysis: both real patients' left lobes were cut short at the stomach.
-    variants["lobe"] = dataclasses.replace(
-        variants["masses"],
-        name="lobe",
+    vary(
+        "lobe",
+        "masses",
         change="masses + long left lobes in the phantoms",
         anatomy=AnatomyOptions(extrahepatic_masses=True, long_left_lobe=True),
     )
-    variants["lobe_long"] = dataclasses.replace(
-        variants["lobe"],
-        name="lobe_long",
+    vary(
+        "lobe_long",
+        "lobe",
         change="lobe recipe trained 45 epochs instead of 30",
         overrides={"epochs": 45},
     )
     # One real patient's ~120 slices are under a fifth of the "lobe" training set. Show them 4
     # times per epoch (about half of all slices) and train 20 epochs instead of 30, so the
     # number of training steps stays about the same.
-    variants["real4"] = dataclasses.replace(
-        variants["lobe"],
-        name="real4",
+    vary(
+        "real4",
+        "lobe",
         change="lobe + real slices 4x per epoch, 20 epochs (about the same steps)",
         overrides={"epochs": 20},
         real_repeat=4,
@@ -124,75 +134,75 @@ def _ladder() -> dict[str, Variant]:
     # cv2's nearest neighbour put every training mask 1.5 source pixels up and left of its
     # image (``preprocess.resize_mask``). All variants run since train on aligned masks; the
     # rows measured before the fix keep their old figures.
-    variants["aligned"] = dataclasses.replace(
-        variants["real4"],
-        name="aligned",
+    vary(
+        "aligned",
+        "real4",
         change="real4 retrained with masks on the image's pixel grid (mask-resize fix)",
     )
     # From error analysis of patient 1: most of its missed tumour volume is one 84 mL lesion,
     # larger than nearly all phantom lesions (radius up to 24 mm).
-    variants["big_lesions"] = dataclasses.replace(
-        variants["aligned"],
-        name="big_lesions",
+    vary(
+        "big_lesions",
+        "aligned",
         change="aligned + phantom lesions up to 45 mm radius instead of 24 mm",
         anatomy=AnatomyOptions(extrahepatic_masses=True, long_left_lobe=True, large_lesions=True),
     )
     # 2.5D was only tried on the weak "baseline" recipe; try it on the strong one.
-    variants["aligned_context"] = dataclasses.replace(
-        variants["aligned"],
-        name="aligned_context",
+    vary(
+        "aligned_context",
+        "aligned",
         change="aligned + 2.5D: 1 slice of context on each side",
-        overrides={**variants["aligned"].overrides, "context_slices": 1},
+        overrides={"context_slices": 1},
     )
     # The two real patients were scanned with fields of view of 292 and 400 mm (pixels of 0.57
     # and 0.78 mm), the phantoms with 358 mm: the same liver fills 1.37 times more of the slice
     # in one patient than in the other, beyond the +-10 % zoom of the default augmentation.
     # Chosen from the scans' pixel spacing (header data, not the test patients' masks).
-    variants["zoom"] = dataclasses.replace(
-        variants["aligned"],
-        name="zoom",
+    vary(
+        "zoom",
+        "aligned",
         change="aligned + random zoom 0.7-1.4 instead of 0.9-1.1 (fields of view 290-400 mm)",
-        overrides={**variants["aligned"].overrides, "zoom_range": (0.7, 1.4)},
+        overrides={"zoom_range": (0.7, 1.4)},
     )
     # The "aligned" folds were still learning at epoch 20 (training Dice 0.928 at epoch 16,
     # 0.945 at epoch 20; phantom validation Dice 0.84 -> 0.87): train twice as long.
-    variants["aligned_long"] = dataclasses.replace(
-        variants["aligned"],
-        name="aligned_long",
+    vary(
+        "aligned_long",
+        "aligned",
         change="aligned trained 40 epochs instead of 20",
-        overrides={**variants["aligned"].overrides, "epochs": 40},
+        overrides={"epochs": 40},
     )
     # Loss choice on the strong recipe: the paper's soft Dice loss alone (at this recipe's
     # Adam 3e-4; at the paper's 1e-3 the first real-data fold collapsed to an empty mask).
-    variants["aligned_dice"] = dataclasses.replace(
-        variants["aligned"],
-        name="aligned_dice",
+    vary(
+        "aligned_dice",
+        "aligned",
         change="aligned with the paper's soft Dice loss instead of Dice + BCE",
         loss="dice",
     )
     # From the real patients' HU: their livers (median 112 and 120 HU) sit at the top of the
     # phantom's 60-115 HU range, so the phantom is given strongly enhancing livers too.
-    variants["enhanced"] = dataclasses.replace(
-        variants["real4"],
-        name="enhanced",
+    vary(
+        "enhanced",
+        "real4",
         change="real4 + livers at 60-140 HU in the phantoms (portal venous enhancement)",
         anatomy=AnatomyOptions(extrahepatic_masses=True, long_left_lobe=True, enhanced_liver=True),
     )
     # Every fold trains a fixed number of epochs (no real val patient to stop on), so the
     # plateau reducer never fires: decay the learning rate on a fixed curve instead.
-    variants["cosine"] = dataclasses.replace(
-        variants["enhanced"],
-        name="cosine",
+    vary(
+        "cosine",
+        "enhanced",
         change="enhanced + cosine learning-rate decay over the 20 epochs",
-        overrides={**variants["enhanced"].overrides, "lr_schedule": "cosine"},
+        overrides={"lr_schedule": "cosine"},
     )
     # Most remaining errors lie within 5 mm of the liver's surface, about one input pixel at
     # 128 px (2.3-3.1 mm on these patients): a finer input places the boundary better.
-    variants["hires"] = dataclasses.replace(
-        variants["cosine"],
-        name="hires",
+    vary(
+        "hires",
+        "cosine",
         change="cosine + 192 px input instead of 128 px (about 2.2x the training time)",
-        overrides={**variants["cosine"].overrides, "image_size": 192},
+        overrides={"image_size": 192},
     )
     return variants
 
