@@ -37,16 +37,15 @@ from liverseg_helpers.ablation_table import format_markdown  # noqa: E402
 
 def step_masks(probs: np.ndarray, slice_mm: float, sigmas_mm: list[float]) -> dict:
     """Each post-processing step's mask, named as in the table."""
-    raw = probs > 0.5
-    largest = predict.postprocess_mask(raw, keep_largest=True, fill_holes=False)
+    raw = predict.mask_from_probs(probs, slice_mm, postprocess=False)
     masks = {
         "threshold": raw,
-        "+ largest component": largest,
-        "+ filled holes": predict.postprocess_mask(raw),
+        "+ largest component": predict.postprocess_mask(raw, fill_holes=False),
+        "+ filled holes": predict.mask_from_probs(probs, slice_mm),
     }
     for sigma in sigmas_mm:
-        smooth = predict.smooth_across_slices(probs, slice_mm, sigma)
-        masks[f"+ z smoothing {sigma:g} mm"] = predict.postprocess_mask(smooth > 0.5)
+        step = f"+ z smoothing {sigma:g} mm"
+        masks[step] = predict.mask_from_probs(probs, slice_mm, smooth_z_mm=sigma)
     return masks
 
 

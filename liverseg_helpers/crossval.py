@@ -148,9 +148,9 @@ def evaluate_fold(model_path: Path, case_path: Path, postprocess: bool = True) -
 
     case = io.load_case(case_path)
     result = predict.predict_case(model_path, case, postprocess=False)
-    raw_pred = result.probs > 0.5
+    raw_pred = result.pred  # thresholded only: postprocess=False
     start = time.perf_counter()
-    pred = predict.postprocess_mask(raw_pred) if postprocess else raw_pred
+    pred = predict.mask_from_probs(result.probs, case.spacing_mm[0], postprocess=postprocess)
     post_s = time.perf_counter() - start
     truth = case.masks["liver"]
     metrics = evaluate.evaluate_masks(pred, truth, case.spacing_mm)

@@ -364,6 +364,31 @@ def postprocess_mask(
     return out
 
 
+def mask_from_probs(
+    probs: np.ndarray,
+    slice_mm: float,
+    threshold: float = 0.5,
+    postprocess: bool = True,
+    smooth_z_mm: float = 0.0,
+) -> np.ndarray:
+    """The final mask of a probability map, as :func:`predict_case` makes it.
+
+    Args:
+        probs: float ``[z, y, x]`` in [0, 1].
+        slice_mm: Distance between slices in mm.
+        threshold: Probability above which a voxel is liver.
+        postprocess: Blur along z by ``smooth_z_mm`` (:func:`smooth_across_slices`), then
+            threshold and :func:`postprocess_mask`; False = the threshold alone.
+        smooth_z_mm: Width of that blur in mm; 0 = off.
+
+    Returns:
+        bool ``[z, y, x]``.
+    """
+    if not postprocess:
+        return probs > threshold
+    return postprocess_mask(smooth_across_slices(probs, slice_mm, smooth_z_mm) > threshold)
+
+
 def load_prediction_model(
     model_or_path: Any, settings: PreprocessSettings | None = None
 ) -> tuple[Any, PreprocessSettings]:
@@ -442,11 +467,7 @@ def predict_case(
         precision,
     )
     post_start = time.perf_counter()
-    if postprocess:
-        smooth = smooth_across_slices(probs, case.spacing_mm[0], smooth_z_mm)
-        pred = postprocess_mask(smooth > threshold)
-    else:
-        pred = probs > threshold
+    pred = mask_from_probs(probs, case.spacing_mm[0], threshold, postprocess, smooth_z_mm)
     stage_seconds["postprocess"] = time.perf_counter() - post_start
     return PredictionResult(
         probs=probs,

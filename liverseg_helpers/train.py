@@ -311,15 +311,16 @@ def train(cfg: TrainConfig) -> TrainResult:
     )
     x_train, y_train = repeat_foreground_slices(x_train, y_train, cfg.foreground_repeat)
     x_val, y_val = dataset.load_cached_slices(cache_dir, split["val"])
-    zoom = AugmentSettings(scale_min=profile.zoom_range[0], scale_max=profile.zoom_range[1])
+    zoom_min, zoom_max = profile.zoom_range
+    augment_settings = AugmentSettings(scale_min=zoom_min, scale_max=zoom_max)
     if keras.backend.backend() == "tensorflow":
         train_ds = dataset.make_train_ds(
-            x_train, y_train, profile.batch_size, cfg.seed, profile.augment, zoom
+            x_train, y_train, profile.batch_size, cfg.seed, profile.augment, augment_settings
         )
         val_ds = dataset.make_val_ds(x_val, y_val, profile.batch_size)
     else:
         train_ds = dataset.make_numpy_sequence(
-            x_train, y_train, profile.batch_size, cfg.seed, profile.augment, zoom
+            x_train, y_train, profile.batch_size, cfg.seed, profile.augment, augment_settings
         )
         val_ds = dataset.make_numpy_sequence(x_val, y_val, profile.batch_size, cfg.seed, False)
     per_epoch = math.ceil(len(x_train) / profile.batch_size)
