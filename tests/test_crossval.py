@@ -223,5 +223,5 @@ def test_reference_model_regression_on_patient_7():
     assert metrics["dice"] > REFERENCE_MIN_DICE_PATIENT_7
 
 
-# Measured 0.972 (models/liver_unet.md); a broken file or preprocessing falls far below.
+# Measured 0.974 (models/liver_unet.md); a broken file or preprocessing falls far below.
 REFERENCE_MIN_DICE_PATIENT_7 = 0.95
