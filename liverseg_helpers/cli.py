@@ -104,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="DIR",
         help="crossval folders (one per seed): score the average of their --variant folds "
+        "(repeat --variant to mix recipes) "
         "(--export: also save the average of all those folds), or with --reference and "
         "--export save the average of their reference models",
     )

@@ -9,7 +9,8 @@ in one Keras model (input -> each member -> mean), so prediction, evaluation and
 averages the fold models that never saw that patient (one per seed, from several
 ``liverseg crossval --seed N`` output folders).
 
-Command: ``liverseg crossval --data DIR --out DIR --variant NAME --ensemble-of CV1 CV2 ...``.
+Command: ``liverseg crossval --data DIR --out DIR --variant NAME --ensemble-of CV1 CV2 ...``
+(repeat ``--variant`` to average several recipes' folds).
 """
 
 from __future__ import annotations
@@ -84,14 +85,24 @@ def export_ensemble(model_paths: list[str | os.PathLike], dest: str | os.PathLik
     )
 
 
-def fold_members(run_roots: list[Path], variant: str, test_id: str) -> list[Path]:
-    """The ``last.keras`` of one fold in each crossval folder, checked never to have seen it.
+def _as_list(variants: str | list[str]) -> list[str]:
+    return [variants] if isinstance(variants, str) else list(variants)
+
+
+def fold_members(run_roots: list[Path], variants: str | list[str], test_id: str) -> list[Path]:
+    """The ``last.keras`` of one fold per crossval folder and variant, each never shown it.
+
+    Args:
+        run_roots: ``liverseg crossval`` output folders (one per seed).
+        variants: One variant or several (recipes may be mixed: every folder must hold each).
+        test_id: The test patient.
 
     Raises:
         DataError: A fold is missing, or its split.json has the test patient in train or val.
     """
+    names = _as_list(variants)
     paths = []
-    for root in run_roots:
+    for root, variant in ((root, variant) for root in run_roots for variant in names):
         fold = Path(root) / variant / f"fold_{test_id}"
         model_path, split_path = fold / "last.keras", fold / "split.json"
         if not (model_path.exists() and split_path.exists()):
@@ -103,21 +114,26 @@ def fold_members(run_roots: list[Path], variant: str, test_id: str) -> list[Path
     return paths
 
 
+def ensemble_name(variants: str | list[str]) -> str:
+    """Folder name of an ensemble: ``ensemble_aligned``, ``ensemble_aligned+aligned_long``."""
+    return "ensemble_" + "+".join(_as_list(variants))
+
+
 def run_ensemble_lopo(
     data_dir: str | os.PathLike,
     run_roots: list[str | os.PathLike],
-    variant: str,
+    variants: str | list[str],
     out_dir: str | os.PathLike,
 ):
-    """Leave-one-patient-out scores of the ensemble of one variant's folds over several seeds.
+    """Leave-one-patient-out scores of the ensemble of one or more variants' folds over seeds.
 
     Args:
         data_dir: The real patients (each is the test patient once).
         run_roots: ``liverseg crossval`` output folders, one per seed, each with
-            ``<variant>/fold_<patient>/``.
-        variant: Variant name.
-        out_dir: Output folder; ``ensemble_<variant>/fold_<patient>/`` gets the ensemble model
-            and ``metrics.json``, ``ensemble_<variant>/per_patient_metrics.csv`` the table.
+            ``<variant>/fold_<patient>/`` for every variant.
+        variants: Variant name, or several to mix recipes (one member per folder and variant).
+        out_dir: Output folder; ``<ensemble_name>/fold_<patient>/`` gets the ensemble model
+            and ``metrics.json``, ``<ensemble_name>/per_patient_metrics.csv`` the table.
 
     Returns:
         The per-patient table (``evaluate.evaluate_cohort``).
@@ -125,17 +141,17 @@ def run_ensemble_lopo(
     from liverseg_helpers import crossval, evaluate, io
 
     roots = [Path(r) for r in run_roots]
-    folder = Path(out_dir) / f"ensemble_{variant}"
+    folder = Path(out_dir) / ensemble_name(variants)
     rows = []
     for case_path in io.list_case_paths(data_dir):
         fold = folder / f"fold_{case_path.name}"
-        members = fold_members(roots, variant, case_path.name)
+        members = fold_members(roots, variants, case_path.name)
         model_path = export_ensemble(members, fold / "ensemble.keras")
         metrics, raw = crossval.evaluate_fold(model_path, case_path)
         row = crossval.fold_row(case_path.name, metrics, raw)
         write_json_atomic({**row, "members": [str(p) for p in members]}, fold / "metrics.json")
         print(
-            f"ensemble {variant} test {row['case_id']}: dice {row['dice']:.4f} "
+            f"{folder.name} test {row['case_id']}: dice {row['dice']:.4f} "
             f"assd {row['assd_mm']:.2f} mm ({len(members)} models)",
             flush=True,
         )
@@ -145,14 +161,15 @@ def run_ensemble_lopo(
     return table
 
 
-def all_fold_models(run_roots: list[Path], variant: str) -> list[Path]:
-    """Every fold's ``last.keras`` of a variant in each crossval folder (sorted by patient).
+def all_fold_models(run_roots: list[Path], variants: str | list[str]) -> list[Path]:
+    """Every fold's ``last.keras`` of the variants in each crossval folder (sorted by patient).
 
     Raises:
-        DataError: A folder has no finished fold of the variant.
+        DataError: A folder has no finished fold of a variant.
     """
+    names = _as_list(variants)
     paths = []
-    for root in run_roots:
+    for root, variant in ((root, variant) for root in run_roots for variant in names):
         found = sorted((Path(root) / variant).glob("fold_*/last.keras"))
         if not found:
             raise DataError(f"{Path(root) / variant}: no finished folds to average")
@@ -164,8 +181,9 @@ def run_ensemble_cli(args: argparse.Namespace) -> int:
     """``liverseg crossval --ensemble-of DIR ...``: score or export an ensemble.
 
     * with ``--variant V``: LOPO scores of the average of V's folds over the folders (one
-      per seed); with ``--export PATH`` also the average of *all* those fold models, which
-      together have seen every real patient (a model to ship, not one to score on them);
+      per seed; several ``--variant`` mix recipes: one member per folder and variant); with
+      ``--export PATH`` also the average of *all* those fold models, which together have
+      seen every real patient (a model to ship, not one to score on them);
     * with ``--reference V --export PATH``: the average of each folder's reference model.
     """
     roots = [Path(d) for d in args.ensemble_of]
@@ -178,12 +196,12 @@ def run_ensemble_cli(args: argparse.Namespace) -> int:
             raise DataError(f"no reference model at {missing}; train each with --reference")
         print(f"exported to {export_ensemble(paths, args.export)}")
         return 0
-    if not args.variant or len(args.variant) != 1:
-        raise DataError("--ensemble-of needs exactly one --variant")
-    table = run_ensemble_lopo(args.data, roots, args.variant[0], args.out)
+    if not args.variant:
+        raise DataError("--ensemble-of needs --variant (one, or several to mix recipes)")
+    table = run_ensemble_lopo(args.data, roots, args.variant, args.out)
     print(table.to_string(float_format=lambda v: f"{v:.4g}"))
     if args.export:
-        paths = all_fold_models(roots, args.variant[0])
+        paths = all_fold_models(roots, args.variant)
         print(
             f"exported the average of {len(paths)} fold models to "
             f"{export_ensemble(paths, args.export)}"

@@ -77,3 +77,26 @@ def test_fold_members_refuse_a_fold_that_saw_the_test_patient(tmp_path):
         ensemble.fold_members(roots, "lobe", "p1")
     with pytest.raises(DataError, match="no finished fold"):
         ensemble.fold_members(roots, "lobe", "p2")
+
+
+def test_fold_members_mix_recipes_one_member_per_folder_and_variant(tmp_path):
+    for seed in ("seed42", "seed43"):
+        _fake_fold(tmp_path / seed, "lobe", "p1", ["p2"])
+        _fake_fold(tmp_path / seed, "long", "p1", ["p2"])
+    _fake_fold(tmp_path / "seed44", "lobe", "p1", ["p2"])
+    roots = [tmp_path / "seed42", tmp_path / "seed43"]
+    members = ensemble.fold_members(roots, ["lobe", "long"], "p1")
+    assert [p.relative_to(tmp_path).parts[:2] for p in members] == [
+        ("seed42", "lobe"),
+        ("seed42", "long"),
+        ("seed43", "lobe"),
+        ("seed43", "long"),
+    ]
+    assert ensemble.ensemble_name(["lobe", "long"]) == "ensemble_lobe+long"
+    assert ensemble.ensemble_name("lobe") == ensemble.ensemble_name(["lobe"]) == "ensemble_lobe"
+    with pytest.raises(DataError, match="seed44/long/fold_p1: no finished fold"):
+        ensemble.fold_members([tmp_path / "seed44"], ["lobe", "long"], "p1")
+    _fake_fold(tmp_path / "seed45", "lobe", "p1", ["p2"])
+    _fake_fold(tmp_path / "seed45", "long", "p1", ["p1"])
+    with pytest.raises(DataError, match="p1 was used in training"):
+        ensemble.fold_members([tmp_path / "seed45"], ["lobe", "long"], "p1")
