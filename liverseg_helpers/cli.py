@@ -96,7 +96,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--variant", action="append", default=None, help="variant (repeatable)")
     p.add_argument("--seed", type=int, default=42, help="random seed")
     p.add_argument("--checkpoint", default="last", choices=["last", "best"], help="model tested")
-    p.add_argument("--reference", default=None, help="train this variant on all patients")
+    p.add_argument(
+        "--reference",
+        action="append",
+        default=None,
+        help="train this variant on all patients (with --ensemble-of: repeatable)",
+    )
     p.add_argument("--export", default=None, help="with --reference: copy the model here")
     p.add_argument(
         "--ensemble-of",

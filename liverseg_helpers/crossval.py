@@ -398,7 +398,9 @@ def run_crossval_cli(args: argparse.Namespace) -> int:
 
         return ensemble.run_ensemble_cli(args)
     if args.reference:
-        result = train_reference(args.data, args.out, args.reference, profile, args.seed)
+        if len(args.reference) > 1:
+            raise DataError("--reference trains one variant; several need --ensemble-of")
+        result = train_reference(args.data, args.out, args.reference[0], profile, args.seed)
         print(f"reference model: {result.run_dir / 'last.keras'} ({result.elapsed_s / 60:.1f} min)")
         if args.export:
             print(f"exported to {export_model(result.run_dir / 'last.keras', args.export)}")

@@ -184,13 +184,18 @@ def run_ensemble_cli(args: argparse.Namespace) -> int:
       per seed; several ``--variant`` mix recipes: one member per folder and variant); with
       ``--export PATH`` also the average of *all* those fold models, which together have
       seen every real patient (a model to ship, not one to score on them);
-    * with ``--reference V --export PATH``: the average of each folder's reference model.
+    * with ``--reference V --export PATH``: the average of each folder's reference model
+      (repeat ``--reference`` to mix recipes: every folder must hold each).
     """
     roots = [Path(d) for d in args.ensemble_of]
     if args.reference:
         if not args.export:
             raise DataError("--ensemble-of with --reference needs --export PATH")
-        paths = [root / f"reference_{args.reference}" / "last.keras" for root in roots]
+        paths = [
+            root / f"reference_{variant}" / "last.keras"
+            for root in roots
+            for variant in _as_list(args.reference)
+        ]
         missing = [str(p) for p in paths if not p.exists()]
         if missing:
             raise DataError(f"no reference model at {missing}; train each with --reference")

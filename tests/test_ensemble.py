@@ -100,3 +100,25 @@ def test_fold_members_mix_recipes_one_member_per_folder_and_variant(tmp_path):
     _fake_fold(tmp_path / "seed45", "long", "p1", ["p1"])
     with pytest.raises(DataError, match="p1 was used in training"):
         ensemble.fold_members([tmp_path / "seed45"], ["lobe", "long"], "p1")
+
+
+def test_cli_exports_the_reference_models_of_several_recipes(tmp_path, capsys):
+    from liverseg_helpers import cli
+
+    roots = [tmp_path / "seed42", tmp_path / "seed43"]
+    seed = 0
+    for root in roots:
+        for variant in ("lobe", "long"):
+            seed += 1
+            model_lib.save_model(
+                tiny_unet(seed), root / f"reference_{variant}" / "last.keras", SETTINGS
+            )
+    dest = tmp_path / "shipped.keras"
+    argv = ["crossval", "--data", str(tmp_path), "--out", str(tmp_path / "ens")]
+    argv += ["--reference", "lobe", "--reference", "long", "--export", str(dest)]
+    assert cli.main([*argv, "--ensemble-of", *map(str, roots)]) == 0
+    members = [layer.name for layer in model_lib.load_model(dest, compile=False).layers]
+    assert members == ["image", "member_1", "member_2", "member_3", "member_4", "mean"]
+    # Training takes one recipe at a time: two without --ensemble-of is an error, not a guess.
+    assert cli.main(argv) == 2
+    assert "several need --ensemble-of" in capsys.readouterr().err
