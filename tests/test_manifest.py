@@ -227,7 +227,7 @@ def _tar_with(path: Path, members: list[tarfile.TarInfo]) -> Path:
     return path
 
 
-@pytest.mark.parametrize("member", ["../evil.txt", "good/../../evil.txt", "/tmp/evil.txt"])
+@pytest.mark.parametrize("member", ["../evil.txt", "good/../../evil.txt", "/evil.txt"])
 def test_unsafe_zip_refused_nothing_extracted(tmp_path, member):
     archive = _zip_with(tmp_path / "bad.zip", [member])
     dest = tmp_path / "dest"
@@ -246,7 +246,7 @@ def _tar_member(name: str, kind: bytes = tarfile.REGTYPE, link: str = "") -> tar
     "member",
     [
         _tar_member("../evil.txt"),
-        _tar_member("/tmp/evil.txt"),
+        _tar_member("/evil.txt"),
         _tar_member("good/link", tarfile.SYMTYPE, "../../etc/passwd"),
         _tar_member("good/abslink", tarfile.SYMTYPE, "/etc/passwd"),
         _tar_member("hard", tarfile.LNKTYPE, "../outside"),
