@@ -7,11 +7,19 @@ fold's unseen test patient once and scores, in 3D at native resolution:
 * ``+ largest component``: only the largest 3D connected component kept;
 * ``+ filled holes``: holes filled slice by slice (the course's post-processing up to here);
 * ``+ z smoothing S mm``: the probability map first blurred along z
-  (``predict.smooth_across_slices``, Gaussian of S mm), then the two steps above.
+  (``predict.smooth_across_slices``, Gaussian of S mm), then the two steps above;
+* ``+ random walker B mm``: the course's mask refined on the CT itself, the nearest this
+  course comes to the 3D CRF of the published 3D-IRCADb reference: slice by slice, pixels more
+  than B mm inside the mask are liver seeds, pixels more than B mm outside it background
+  seeds, and ``skimage.segmentation.random_walker`` decides the band between them from the
+  CT's intensities (window -100..250 HU), then the course's post-processing again.
 
 Prints one markdown table: a row per step and fold, then the mean of each step over all
 folds. Each fold's test patient comes from its ``split.json``, so no model is scored on a
 patient it was trained on.
+
+A fold folder of an ensemble (``runs/cv_ens_mix/ensemble_aligned+aligned_long``) is scored
+through its ``ensemble.keras``.
 
 Usage::
 
@@ -30,13 +38,51 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from scipy import ndimage  # noqa: E402
+from skimage.segmentation import random_walker  # noqa: E402
 
 from liverseg_helpers import evaluate, io, predict  # noqa: E402
 from liverseg_helpers.ablation_table import format_markdown  # noqa: E402
 
+HU_WINDOW = (-100.0, 250.0)  # liver, vessels and neighbours; bone and air clipped
+RANDOM_WALKER_BETA = 1000.0  # edge weight: higher = boundaries follow intensity steps more
 
-def step_masks(probs: np.ndarray, slice_mm: float, sigmas_mm: list[float]) -> dict:
+
+def random_walker_refine(mask: np.ndarray, volume: np.ndarray, band_px: int) -> np.ndarray:
+    """Re-decide a band of ``band_px`` pixels each side of every slice's mask edge from the CT.
+
+    Args:
+        mask: bool ``[z, y, x]``, the course's post-processed mask.
+        volume: CT in HU, same shape.
+        band_px: Half-width of the undecided band, in pixels.
+
+    Returns:
+        bool ``[z, y, x]``, post-processed again.
+    """
+    lo, hi = HU_WINDOW
+    refined = mask.copy()
+    for z in np.flatnonzero(mask.reshape(len(mask), -1).any(axis=1)):
+        inside = ndimage.binary_erosion(mask[z], iterations=band_px)
+        near = ndimage.binary_dilation(mask[z], iterations=band_px + 2)
+        if not inside.any():
+            continue
+        box = ndimage.find_objects(near.astype(np.uint8))[0]
+        seeds = np.where(inside[box], 1, 0)
+        seeds[~ndimage.binary_dilation(mask[z], iterations=band_px)[box]] = 2
+        image = (np.clip(volume[z][box], lo, hi) - lo) / (hi - lo)
+        refined[z][box] = random_walker(image, seeds, beta=RANDOM_WALKER_BETA, tol=1e-3) == 1
+    return predict.postprocess_mask(refined)
+
+
+def step_masks(
+    probs: np.ndarray,
+    spacing_mm: tuple[float, float, float],
+    sigmas_mm: list[float],
+    volume: np.ndarray,
+    bands_mm: list[float],
+) -> dict:
     """Each post-processing step's mask, named as in the table."""
+    slice_mm, pixel_mm = spacing_mm[0], spacing_mm[1]
     raw = predict.mask_from_probs(probs, slice_mm, postprocess=False)
     masks = {
         "threshold": raw,
@@ -46,19 +92,31 @@ def step_masks(probs: np.ndarray, slice_mm: float, sigmas_mm: list[float]) -> di
     for sigma in sigmas_mm:
         step = f"+ z smoothing {sigma:g} mm"
         masks[step] = predict.mask_from_probs(probs, slice_mm, smooth_z_mm=sigma)
+    for band_mm in bands_mm:
+        band_px = max(1, round(band_mm / pixel_mm))
+        masks[f"+ random walker {band_mm:g} mm"] = random_walker_refine(
+            masks["+ filled holes"], volume, band_px
+        )
     return masks
 
 
-def score_fold(fold_dir: Path, data_dir: Path, sigmas_mm: list[float]) -> list[dict]:
+def score_fold(
+    model_path: Path, data_dir: Path, sigmas_mm: list[float], bands_mm: list[float]
+) -> list[dict]:
     """Rows of one fold: every step's metrics on the fold's test patient."""
-    split = json.loads((fold_dir / "split.json").read_text())
-    (test_id,) = split["test"]
-    if test_id in split["train"] or test_id in split["val"]:
-        raise SystemExit(f"{fold_dir}: test patient {test_id} was also trained on")
+    fold_dir = model_path.parent
+    if model_path.name == "ensemble.keras":  # members checked by `crossval --ensemble-of`
+        test_id = fold_dir.name.removeprefix("fold_")
+    else:
+        split = json.loads((fold_dir / "split.json").read_text())
+        (test_id,) = split["test"]
+        if test_id in split["train"] or test_id in split["val"]:
+            raise SystemExit(f"{fold_dir}: test patient {test_id} was also trained on")
     case = io.load_case(data_dir / test_id)
-    probs = predict.predict_case(fold_dir / "last.keras", case, postprocess=False).probs
+    probs = predict.predict_case(model_path, case, postprocess=False).probs
     rows = []
-    for step, mask in step_masks(probs, case.spacing_mm[0], sigmas_mm).items():
+    steps = step_masks(probs, case.spacing_mm, sigmas_mm, case.volume, bands_mm)
+    for step, mask in steps.items():
         scores = evaluate.evaluate_masks(mask, case.masks["liver"], case.spacing_mm)
         rows.append(
             {
@@ -78,14 +136,23 @@ def main() -> None:
     parser.add_argument(
         "--sigma-mm", type=float, nargs="+", default=[1.6, 3.2, 4.8], help="z smoothing to try"
     )
+    parser.add_argument(
+        "--random-walker-mm",
+        type=float,
+        nargs="*",
+        default=[],
+        help="half-widths of the band the random walker re-decides (none by default)",
+    )
     args = parser.parse_args()
     rows = []
     for variant_dir in args.variant_dirs:
-        folds = sorted(variant_dir.glob("fold_*/last.keras"))
+        folds = sorted(variant_dir.glob("fold_*/last.keras")) or sorted(
+            variant_dir.glob("fold_*/ensemble.keras")
+        )
         if not folds:
-            raise SystemExit(f"{variant_dir}: no fold_*/last.keras")
+            raise SystemExit(f"{variant_dir}: no fold_*/last.keras or fold_*/ensemble.keras")
         for model_path in folds:
-            rows += score_fold(model_path.parent, args.data, args.sigma_mm)
+            rows += score_fold(model_path, args.data, args.sigma_mm, args.random_walker_mm)
     table = pd.DataFrame(rows)
     steps = list(dict.fromkeys(table["step"]))
     mean = table.groupby("step", sort=False)[["dice", "assd_mm", "hd95_mm"]].mean()

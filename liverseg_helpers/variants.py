@@ -180,6 +180,15 @@ def _ladder() -> dict[str, Variant]:
         change="aligned with the paper's soft Dice loss instead of Dice + BCE",
         loss="dice",
     )
+    # Width: the paper's UNet starts at 32 filters (32-64-128-256-512), this recipe at 16. Twice
+    # the filters is about 4x the multiply-adds and parameters; does capacity help, or does one
+    # real training patient make a wider network overfit?
+    vary(
+        "aligned_wide",
+        "aligned",
+        change="aligned with the paper's widths, 32-512 filters instead of 16-256",
+        overrides={"base_filters": 32},
+    )
     # From the real patients' HU: their livers (median 112 and 120 HU) sit at the top of the
     # phantom's 60-115 HU range, so the phantom is given strongly enhancing livers too.
     vary(
