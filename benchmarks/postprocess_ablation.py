@@ -15,8 +15,9 @@ fold's unseen test patient once and scores, in 3D at native resolution:
   CT's intensities (window -100..250 HU), then the course's post-processing again.
 
 Prints one markdown table: a row per step and fold, then the mean of each step over all
-folds. Each fold's test patient comes from its ``split.json``, so no model is scored on a
-patient it was trained on.
+folds. Each fold's test patient is checked against its ``split.json`` (an ensemble's: each
+member's; ``ensemble.fold_test_patient``), so no model is scored on a patient it was trained
+on.
 
 A fold folder of an ensemble (``runs/cv_ens_mix/ensemble_aligned+aligned_long``) is scored
 through its ``ensemble.keras``.
@@ -30,7 +31,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from pathlib import Path
 
@@ -41,7 +41,7 @@ import pandas as pd  # noqa: E402
 from scipy import ndimage  # noqa: E402
 from skimage.segmentation import random_walker  # noqa: E402
 
-from liverseg_helpers import evaluate, io, predict  # noqa: E402
+from liverseg_helpers import ensemble, evaluate, io, predict  # noqa: E402
 from liverseg_helpers.ablation_table import format_markdown  # noqa: E402
 
 HU_WINDOW = (-100.0, 250.0)  # liver, vessels and neighbours; bone and air clipped
@@ -105,13 +105,7 @@ def score_fold(
 ) -> list[dict]:
     """Rows of one fold: every step's metrics on the fold's test patient."""
     fold_dir = model_path.parent
-    if model_path.name == "ensemble.keras":  # members checked by `crossval --ensemble-of`
-        test_id = fold_dir.name.removeprefix("fold_")
-    else:
-        split = json.loads((fold_dir / "split.json").read_text())
-        (test_id,) = split["test"]
-        if test_id in split["train"] or test_id in split["val"]:
-            raise SystemExit(f"{fold_dir}: test patient {test_id} was also trained on")
+    test_id = ensemble.fold_test_patient(model_path)
     case = io.load_case(data_dir / test_id)
     probs = predict.predict_case(model_path, case, postprocess=False).probs
     rows = []

@@ -24,7 +24,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from pathlib import Path
 
@@ -34,7 +33,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from scipy import ndimage  # noqa: E402
 
-from liverseg_helpers import evaluate, io, predict, preprocess  # noqa: E402
+from liverseg_helpers import ensemble, evaluate, io, predict, preprocess  # noqa: E402
 from liverseg_helpers.ablation_table import format_markdown  # noqa: E402
 
 # name -> (zoom factor, (dy, dx) shift in input pixels)
@@ -76,10 +75,7 @@ def undo_transform(stack: np.ndarray, zoom: float, shift: tuple[int, int]) -> np
 
 def score_fold(fold_dir: Path, data_dir: Path) -> list[dict]:
     """Rows of one fold: every TTA set's metrics on the fold's test patient."""
-    split = json.loads((fold_dir / "split.json").read_text())
-    (test_id,) = split["test"]
-    if test_id in split["train"] or test_id in split["val"]:
-        raise SystemExit(f"{fold_dir}: test patient {test_id} was also trained on")
+    test_id = ensemble.fold_test_patient(fold_dir / "last.keras")
     case = io.load_case(data_dir / test_id)
     model, settings = predict.load_prediction_model(fold_dir / "last.keras")
     if settings.context_slices:

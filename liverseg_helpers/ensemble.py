@@ -107,11 +107,38 @@ def fold_members(run_roots: list[Path], variants: str | list[str], test_id: str)
         model_path, split_path = fold / "last.keras", fold / "split.json"
         if not (model_path.exists() and split_path.exists()):
             raise DataError(f"{fold}: no finished fold (run liverseg crossval --out {root} first)")
-        split = json.loads(split_path.read_text())
-        if test_id in split["train"] + split["val"]:
-            raise DataError(f"{split_path}: test patient {test_id} was used in training")
+        _check_unseen(split_path, test_id)
         paths.append(model_path)
     return paths
+
+
+def _check_unseen(split_path: Path, test_id: str) -> None:
+    split = json.loads(Path(split_path).read_text())
+    if test_id in split["train"] + split["val"]:
+        raise DataError(f"{split_path}: test patient {test_id} was used in training")
+
+
+def fold_test_patient(model_path: str | os.PathLike) -> str:
+    """The test patient of a crossval fold model, checked never to have been trained on.
+
+    Works for a fold's ``<variant>/fold_<id>/last.keras`` (checked against its ``split.json``)
+    and for an ensemble's ``fold_<id>/ensemble.keras`` (each member listed in the fold's
+    ``metrics.json`` checked against its own ``split.json``).
+
+    Raises:
+        DataError: The folder is not ``fold_<id>``, or the model (or a member) saw ``<id>``.
+    """
+    fold = Path(model_path).parent
+    if not fold.name.startswith("fold_"):
+        raise DataError(f"{model_path}: not inside a crossval fold_<patient> folder")
+    test_id = fold.name.removeprefix("fold_")
+    if Path(model_path).name == "ensemble.keras":
+        members = json.loads((fold / "metrics.json").read_text())["members"]
+    else:
+        members = [model_path]
+    for member in members:
+        _check_unseen(Path(member).parent / "split.json", test_id)
+    return test_id
 
 
 def ensemble_name(variants: str | list[str]) -> str:

@@ -122,3 +122,22 @@ def test_cli_exports_the_reference_models_of_several_recipes(tmp_path, capsys):
     # Training takes one recipe at a time: two without --ensemble-of is an error, not a guess.
     assert cli.main(argv) == 2
     assert "several need --ensemble-of" in capsys.readouterr().err
+
+
+def test_fold_test_patient_checks_a_fold_and_every_member_of_an_ensemble(tmp_path):
+    _fake_fold(tmp_path / "seed42", "lobe", "p1", ["p2"])
+    _fake_fold(tmp_path / "seed43", "lobe", "p1", ["p1", "p2"])
+    good = tmp_path / "seed42/lobe/fold_p1/last.keras"
+    bad = tmp_path / "seed43/lobe/fold_p1/last.keras"
+    assert ensemble.fold_test_patient(good) == "p1"
+    with pytest.raises(DataError, match="seed43/lobe/fold_p1/split.json: test patient p1"):
+        ensemble.fold_test_patient(bad)
+    fold = tmp_path / "ens/ensemble_lobe/fold_p1"
+    fold.mkdir(parents=True)
+    (fold / "metrics.json").write_text(json.dumps({"members": [str(good)]}))
+    assert ensemble.fold_test_patient(fold / "ensemble.keras") == "p1"
+    (fold / "metrics.json").write_text(json.dumps({"members": [str(good), str(bad)]}))
+    with pytest.raises(DataError, match="test patient p1 was used in training"):
+        ensemble.fold_test_patient(fold / "ensemble.keras")
+    with pytest.raises(DataError, match="not inside a crossval fold"):
+        ensemble.fold_test_patient(tmp_path / "model.keras")
