@@ -47,6 +47,7 @@ from liverseg_helpers import config as config_mod
 from liverseg_helpers.ablation_table import format_markdown, read_finished_rows, summarise_ablation
 from liverseg_helpers.atomic import atomic_file, write_json_atomic, write_text_atomic
 from liverseg_helpers.errors import DataError
+from liverseg_helpers.split import read_split_without
 from liverseg_helpers.variants import VARIANTS, Variant
 
 VAL_PHANTOM = "phantom_001"
@@ -214,10 +215,8 @@ def run_fold(
         case_repeat=dict(case_repeat or {}),
     )
     result = train.train(cfg)
-    used = json.loads((run_dir / "split.json").read_text())
     test_id = split["test"][0]
-    if test_id in used["train"] or test_id in used["val"]:
-        raise DataError(f"{run_dir / 'split.json'}: test patient {test_id} was used in training")
+    used = read_split_without(run_dir / "split.json", test_id)
     metrics, raw = evaluate_fold(run_dir / f"{checkpoint}.keras", cohort_dir / test_id)
     row = {
         "variant": variant.name,

@@ -25,6 +25,7 @@ import keras
 from liverseg_helpers import model as model_lib
 from liverseg_helpers.atomic import write_json_atomic
 from liverseg_helpers.errors import DataError, ModelFileError
+from liverseg_helpers.split import read_split_without
 
 
 def average_models(members: list[keras.Model], name: str = "ensemble") -> keras.Model:
@@ -107,15 +108,9 @@ def fold_members(run_roots: list[Path], variants: str | list[str], test_id: str)
         model_path, split_path = fold / "last.keras", fold / "split.json"
         if not (model_path.exists() and split_path.exists()):
             raise DataError(f"{fold}: no finished fold (run liverseg crossval --out {root} first)")
-        _check_unseen(split_path, test_id)
+        read_split_without(split_path, test_id)
         paths.append(model_path)
     return paths
-
-
-def _check_unseen(split_path: Path, test_id: str) -> None:
-    split = json.loads(Path(split_path).read_text())
-    if test_id in split["train"] + split["val"]:
-        raise DataError(f"{split_path}: test patient {test_id} was used in training")
 
 
 def fold_test_patient(model_path: str | os.PathLike) -> str:
@@ -137,7 +132,7 @@ def fold_test_patient(model_path: str | os.PathLike) -> str:
     else:
         members = [model_path]
     for member in members:
-        _check_unseen(Path(member).parent / "split.json", test_id)
+        read_split_without(Path(member).parent / "split.json", test_id)
     return test_id
 
 

@@ -11,7 +11,10 @@ This module does not import TensorFlow or Keras.
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -26,6 +29,21 @@ def _check_ids(case_ids: Sequence[str], needed: int, what: str) -> list[str]:
     if len(ids) < needed:
         raise DataError(f"{what}: {len(ids)} patients, need at least {needed}")
     return ids
+
+
+def read_split_without(split_path: str | os.PathLike, test_id: str) -> dict[str, list[str]]:
+    """Read a run's ``split.json``, checking that ``test_id`` was neither trained nor validated on.
+
+    Returns:
+        The split (``train``, ``val``, ``test`` lists of patient ids).
+
+    Raises:
+        DataError: ``test_id`` is in the split's train or val list.
+    """
+    split = json.loads(Path(split_path).read_text())
+    if test_id in split["train"] + split["val"]:
+        raise DataError(f"{split_path}: test patient {test_id} was used in training")
+    return split
 
 
 def split_patients(

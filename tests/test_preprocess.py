@@ -243,3 +243,13 @@ def test_resize_mask_treats_nonzero_as_foreground():
     small = pp.resize_mask(labels, 4)
     np.testing.assert_array_equal(small[0, :2], 1)
     np.testing.assert_array_equal(small[0, 2:], 0)
+
+
+def test_read_split_without_returns_the_split_or_names_the_leaking_file(tmp_path):
+    from liverseg_helpers.split import read_split_without
+
+    path = tmp_path / "split.json"
+    path.write_text('{"train": ["p2"], "val": ["p3"], "test": ["p1"]}')
+    assert read_split_without(path, "p1")["train"] == ["p2"]
+    with pytest.raises(DataError, match=r"split.json: test patient p3 was used in training"):
+        read_split_without(path, "p3")
