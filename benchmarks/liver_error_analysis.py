@@ -1,4 +1,4 @@
-"""Where does a liver model go wrong on a real patient? The error analysis behind the README.
+"""Where does a liver model go wrong on a real patient? The error analysis behind docs/real_ct_experiments.md.
 
 For one model and one 3D-IRCADb patient, prints one JSON line with:
 
