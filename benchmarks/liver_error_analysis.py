@@ -1,4 +1,5 @@
-"""Where does a liver model go wrong on a real patient? The error analysis behind docs/real_ct_experiments.md.
+"""Where does a liver model go wrong on a real patient? The error analysis behind the record
+in docs/real_ct_experiments.md.
 
 For one model and one 3D-IRCADb patient, prints one JSON line with:
 
