@@ -33,6 +33,23 @@ def test_notebook_starts_with_tagged_parameters_cell(name):
 
 
 @pytest.mark.parametrize("name", course.NOTEBOOKS)
+def test_papermill_sees_every_parameter(name):
+    """`papermill --help-notebook` lists each parameter; a comment holding "=" hides one."""
+    import ast
+
+    import papermill
+
+    first = next(cell for cell in read_notebook(name).cells if cell.cell_type == "code")
+    assigned = [
+        target.id
+        for node in ast.parse(first.source).body
+        if isinstance(node, ast.Assign)
+        for target in node.targets
+    ]
+    assert list(papermill.inspect_notebook(str(NOTEBOOK_DIR / name))) == assigned, name
+
+
+@pytest.mark.parametrize("name", course.NOTEBOOKS)
 def test_notebook_is_committed_without_outputs(name):
     nb = read_notebook(name)
     for cell in nb.cells:
