@@ -100,7 +100,7 @@ def _ladder() -> dict[str, Variant]:
     )
     # Found by error analysis of patient 7 (a 0.7 L extrahepatic mass segmented as liver): the
     # phantom only had hypodense lesions *inside* the liver mask. Chosen after seeing the test
-    # patient, so its LOPO score is optimistic; the README says so.
+    # patient, so its LOPO score is optimistic; the README and docs/real_ct_experiments.md say so.
     vary(
         "masses",
         "phantom_long",
