@@ -19,11 +19,13 @@ def read_notebook(name: str):
     return nbformat.read(NOTEBOOK_DIR / name, as_version=4)
 
 
+def first_code_cell(name: str):
+    return next(cell for cell in read_notebook(name).cells if cell.cell_type == "code")
+
+
 @pytest.mark.parametrize("name", course.NOTEBOOKS)
 def test_notebook_starts_with_tagged_parameters_cell(name):
-    nb = read_notebook(name)
-    code_cells = [cell for cell in nb.cells if cell.cell_type == "code"]
-    first = code_cells[0]
+    first = first_code_cell(name)
     assert "parameters" in first.metadata.get("tags", []), f"{name}: first code cell is not tagged"
     for parameter in SHARED_PARAMETERS:
         assert f"{parameter} = " in first.source, f"{name}: parameters cell lacks {parameter}"
@@ -39,7 +41,7 @@ def test_papermill_sees_every_parameter(name):
 
     import papermill
 
-    first = next(cell for cell in read_notebook(name).cells if cell.cell_type == "code")
+    first = first_code_cell(name)
     assigned = [
         target.id
         for node in ast.parse(first.source).body
