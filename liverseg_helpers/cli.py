@@ -104,6 +104,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--export", default=None, help="with --reference: copy the model here")
     p.add_argument(
+        "--int8",
+        action="store_true",
+        help="store convolution weights as int8 (a quarter of the size) in --export and "
+        "in the --ensemble-of models scored",
+    )
+    p.add_argument(
         "--ensemble-of",
         nargs="+",
         default=None,

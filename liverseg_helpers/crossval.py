@@ -370,20 +370,27 @@ def train_reference(
     return train.train(cfg)
 
 
-def export_model(model_path: str | os.PathLike, dest: str | os.PathLike) -> Path:
+def export_model(
+    model_path: str | os.PathLike, dest: str | os.PathLike, int8: bool = False
+) -> Path:
     """Copy a trained model without its optimizer state (a third of the size), with its sidecar.
 
     Args:
         model_path: A ``.keras`` file saved by training (``last.keras`` or ``best.keras``).
         dest: Where to write it, e.g. ``models/liver_unet.keras``.
+        int8: Store the convolution weights as int8 (``quantize.quantize_int8``: a quarter of
+            the size again).
 
     Returns:
         The written path.
     """
     from liverseg_helpers import model as model_lib
+    from liverseg_helpers import quantize
 
     side = model_lib.read_sidecar(model_path) or {}
     trained = model_lib.load_model(model_path, compile=False)
+    if int8:
+        trained = quantize.quantize_int8(trained)
     return model_lib.save_model(
         trained, dest, side.get("preprocess", {}), task=side.get("task", "liver")
     )
@@ -402,7 +409,8 @@ def run_crossval_cli(args: argparse.Namespace) -> int:
         result = train_reference(args.data, args.out, args.reference[0], profile, args.seed)
         print(f"reference model: {result.run_dir / 'last.keras'} ({result.elapsed_s / 60:.1f} min)")
         if args.export:
-            print(f"exported to {export_model(result.run_dir / 'last.keras', args.export)}")
+            dest = export_model(result.run_dir / "last.keras", args.export, args.int8)
+            print(f"exported to {dest}")
         return 0
     result = run_leave_one_out(
         args.data, args.out, profile, args.seed, args.variant, args.checkpoint

@@ -23,6 +23,7 @@ from pathlib import Path
 import keras
 
 from liverseg_helpers import model as model_lib
+from liverseg_helpers import quantize
 from liverseg_helpers.atomic import write_json_atomic
 from liverseg_helpers.errors import DataError, ModelFileError
 from liverseg_helpers.split import read_split_without
@@ -52,12 +53,16 @@ def average_models(members: list[keras.Model], name: str = "ensemble") -> keras.
     return keras.Model(inputs, mean, name=name)
 
 
-def export_ensemble(model_paths: list[str | os.PathLike], dest: str | os.PathLike) -> Path:
+def export_ensemble(
+    model_paths: list[str | os.PathLike], dest: str | os.PathLike, int8: bool = False
+) -> Path:
     """Average saved models into one ``.keras`` file (no optimizer state) with its sidecar.
 
     Args:
         model_paths: ``.keras`` files with sidecars, trained with the same preprocessing.
         dest: Where to write the ensemble, e.g. ``models/liver_unet.keras``.
+        int8: Store the members' convolution weights as int8 (``quantize.quantize_int8``), a
+            quarter of the float32 size, so that four wide UNets fit where one did.
 
     Returns:
         The written path.
@@ -81,6 +86,8 @@ def export_ensemble(model_paths: list[str | os.PathLike], dest: str | os.PathLik
                 )
     members = [model_lib.load_model(p, compile=False) for p in model_paths]
     ensemble = average_models(members)
+    if int8:
+        ensemble = quantize.quantize_int8(ensemble)
     return model_lib.save_model(
         ensemble, dest, sidecars[0]["preprocess"], task=sidecars[0].get("task", "liver")
     )
@@ -136,9 +143,12 @@ def fold_test_patient(model_path: str | os.PathLike) -> str:
     return test_id
 
 
-def ensemble_name(variants: str | list[str]) -> str:
-    """Folder name of an ensemble: ``ensemble_aligned``, ``ensemble_aligned+aligned_long``."""
-    return "ensemble_" + "+".join(_as_list(variants))
+def ensemble_name(variants: str | list[str], int8: bool = False) -> str:
+    """Folder name of an ensemble: ``ensemble_aligned``, ``ensemble_aligned+aligned_long``.
+
+    Int8 ensembles get the suffix ``_int8``, so both can be scored into one folder.
+    """
+    return "ensemble_" + "+".join(_as_list(variants)) + ("_int8" if int8 else "")
 
 
 def run_ensemble_lopo(
@@ -146,6 +156,7 @@ def run_ensemble_lopo(
     run_roots: list[str | os.PathLike],
     variants: str | list[str],
     out_dir: str | os.PathLike,
+    int8: bool = False,
 ):
     """Leave-one-patient-out scores of the ensemble of one or more variants' folds over seeds.
 
@@ -156,6 +167,7 @@ def run_ensemble_lopo(
         variants: Variant name, or several to mix recipes (one member per folder and variant).
         out_dir: Output folder; ``<ensemble_name>/fold_<patient>/`` gets the ensemble model
             and ``metrics.json``, ``<ensemble_name>/per_patient_metrics.csv`` the table.
+        int8: Score the int8-weight twin of each ensemble (what ``--int8 --export`` ships).
 
     Returns:
         The per-patient table (``evaluate.evaluate_cohort``).
@@ -163,12 +175,12 @@ def run_ensemble_lopo(
     from liverseg_helpers import crossval, evaluate, io
 
     roots = [Path(r) for r in run_roots]
-    folder = Path(out_dir) / ensemble_name(variants)
+    folder = Path(out_dir) / ensemble_name(variants, int8)
     rows = []
     for case_path in io.list_case_paths(data_dir):
         fold = folder / f"fold_{case_path.name}"
         members = fold_members(roots, variants, case_path.name)
-        model_path = export_ensemble(members, fold / "ensemble.keras")
+        model_path = export_ensemble(members, fold / "ensemble.keras", int8)
         metrics, raw = crossval.evaluate_fold(model_path, case_path)
         row = crossval.fold_row(case_path.name, metrics, raw)
         write_json_atomic({**row, "members": [str(p) for p in members]}, fold / "metrics.json")
@@ -221,16 +233,16 @@ def run_ensemble_cli(args: argparse.Namespace) -> int:
         missing = [str(p) for p in paths if not p.exists()]
         if missing:
             raise DataError(f"no reference model at {missing}; train each with --reference")
-        print(f"exported to {export_ensemble(paths, args.export)}")
+        print(f"exported to {export_ensemble(paths, args.export, args.int8)}")
         return 0
     if not args.variant:
         raise DataError("--ensemble-of needs --variant (one, or several to mix recipes)")
-    table = run_ensemble_lopo(args.data, roots, args.variant, args.out)
+    table = run_ensemble_lopo(args.data, roots, args.variant, args.out, args.int8)
     print(table.to_string(float_format=lambda v: f"{v:.4g}"))
     if args.export:
         paths = all_fold_models(roots, args.variant)
         print(
             f"exported the average of {len(paths)} fold models to "
-            f"{export_ensemble(paths, args.export)}"
+            f"{export_ensemble(paths, args.export, args.int8)}"
         )
     return 0

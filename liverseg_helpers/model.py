@@ -26,7 +26,7 @@ from typing import Any
 import keras
 from keras import layers
 
-from liverseg_helpers import losses
+from liverseg_helpers import losses, quantize
 from liverseg_helpers.atomic import atomic_file, write_json_atomic
 from liverseg_helpers.errors import ModelFileError
 
@@ -356,6 +356,7 @@ def save_model(
         "keras_version": keras.__version__,
         "backend": keras.backend.backend(),
         "input_shape": list(model.input.shape[1:]),
+        "weights": "int8" if quantize.has_int8_weights(model) else "float32",
     }
     write_json_atomic(sidecar, sidecar_path(path))
     return path
@@ -403,7 +404,10 @@ def load_model(path: str | os.PathLike, compile: bool = True) -> keras.Model:
         raise ModelFileError(f"{path}: not a valid .keras archive (corrupt or truncated file)")
     try:
         return keras.saving.load_model(
-            path, custom_objects=losses.get_custom_objects(), compile=compile, safe_mode=True
+            path,
+            custom_objects={**losses.get_custom_objects(), **quantize.get_custom_objects()},
+            compile=compile,
+            safe_mode=True,
         )
     except Exception as err:  # Keras raises many types (ValueError, KeyError, OSError, ...)
         raise ModelFileError(f"{path}: cannot load the model: {err}") from err

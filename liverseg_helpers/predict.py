@@ -164,14 +164,12 @@ def choose_precision(precision: str = "auto") -> str:
     return "bfloat16" if cpu_has_bfloat16() else "float32"
 
 
-def convert_to_bfloat16(model: Any) -> Any:
-    """A copy of a Keras model computing in bfloat16 (its output layer stays float32).
+def _set_bfloat16_policy(config: dict) -> None:
+    """Mark every layer of a model config ``mixed_bfloat16``, except its output layers.
 
-    Weights stay float32 (``mixed_bfloat16`` policy); probabilities move by about 1e-3,
-    which rarely flips a thresholded voxel. A model that cannot be rebuilt from its config
-    (a subclassed model) is returned unchanged.
+    Nested models (the members of an ensemble) are entered, so their convolutions compute in
+    bfloat16 too; their own output layers stay float32, like the outer model's.
     """
-    config = model.get_config()
     layers = config.get("layers", [])
     outputs = config.get("output_layers", [])
     if outputs and isinstance(outputs[0], str):  # one output: ["probs", 0, 0]
@@ -181,8 +179,21 @@ def convert_to_bfloat16(model: Any) -> Any:
         keep = {layers[-1].get("config", {}).get("name")}
     for layer in layers:
         layer_config = layer.get("config", {})
-        if layer.get("class_name") != "InputLayer" and layer_config.get("name") not in keep:
+        if "layers" in layer_config:  # a nested model: convert its layers instead
+            _set_bfloat16_policy(layer_config)
+        elif layer.get("class_name") != "InputLayer" and layer_config.get("name") not in keep:
             layer_config["dtype"] = "mixed_bfloat16"
+
+
+def convert_to_bfloat16(model: Any) -> Any:
+    """A copy of a Keras model computing in bfloat16 (its output layer stays float32).
+
+    Weights stay float32 (``mixed_bfloat16`` policy); probabilities move by about 1e-3,
+    which rarely flips a thresholded voxel. A model that cannot be rebuilt from its config
+    (a subclassed model) is returned unchanged.
+    """
+    config = model.get_config()
+    _set_bfloat16_policy(config)
     try:
         fast = model.__class__.from_config(config)
         fast.set_weights(model.get_weights())

@@ -206,6 +206,11 @@ def test_run_leave_one_out_smoke(tmp_path):
     for case_id in ("pat_a", "pat_b"):
         assert float(table.loc[case_id, "dice"]) == pytest.approx(single[case_id], abs=1e-6)
     assert len(ensemble.all_fold_models([out], "baseline")) == 2
+    # Its int8 twin (what --int8 ships) is scored in its own folder and scores about the same.
+    int8_table = ensemble.run_ensemble_lopo(data, [out], "baseline", tmp_path / "ens", int8=True)
+    assert (tmp_path / "ens" / "ensemble_baseline_int8" / "per_patient_metrics.csv").exists()
+    for case_id in ("pat_a", "pat_b"):
+        assert float(int8_table.loc[case_id, "dice"]) == pytest.approx(single[case_id], abs=0.02)
 
 
 @pytest.mark.skipif(not REFERENCE_MODEL.exists(), reason="no shipped reference model")

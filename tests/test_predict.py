@@ -304,6 +304,20 @@ def test_bfloat16_copy_predicts_like_float32(toy_case):
         predict.choose_precision("fp8")
 
 
+def test_bfloat16_copy_reaches_inside_an_int8_ensemble():
+    from liverseg_helpers import ensemble, quantize
+
+    net = quantize.quantize_int8(ensemble.average_models([build_tiny_unet(), build_tiny_unet()]))
+    fast = predict.convert_to_bfloat16(net)
+    member = fast.get_layer("member_1")
+    convs = [layer for layer in member.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert all(layer.compute_dtype == "bfloat16" for layer in convs[:-1])
+    assert convs[-1].compute_dtype == "float32"  # each member's sigmoid output stays float32
+    assert quantize.has_int8_weights(fast)
+    x = np.random.default_rng(0).random((2, SIZE, SIZE, 1)).astype("float32")
+    assert np.abs(fast.predict(x, verbose=0) - net.predict(x, verbose=0)).max() < 0.02
+
+
 @pytest.mark.real_data
 @pytest.mark.slow
 def test_cli_main_on_real_ircadb_patient(tmp_path, tiny_model_file, capsys):

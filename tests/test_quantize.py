@@ -1,0 +1,93 @@
+"""Int8 weights (quantize.py): rounding bounds, the int8 twin of a UNet, its file and ensembles."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+
+from liverseg_helpers import ensemble, quantize  # noqa: E402
+from liverseg_helpers import model as model_lib  # noqa: E402
+
+SETTINGS = {"image_size": 32, "window_level_hu": 50.0}
+
+
+def tiny_unet(seed: int, batch_norm: bool = False) -> keras.Model:
+    keras.utils.set_random_seed(seed)
+    return model_lib.build_unet((32, 32, 1), base_filters=8, depth=2, batch_norm=batch_norm)
+
+
+def slices(seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).random((3, 32, 32, 1)).astype("float32")
+
+
+@pytest.mark.parametrize("filter_axis", [-1, -2])
+def test_quantize_kernel_rounds_each_filter_within_half_a_step(filter_axis):
+    kernel = np.random.default_rng(0).normal(size=(3, 3, 5, 7)).astype("float32")
+    kernel[..., 2] *= 100  # filters of very different size each get their own scale
+    if filter_axis == -2:
+        kernel[:, :, 3, :] = 0  # an all-zero filter must not divide by zero
+    q, scale = quantize.quantize_kernel(kernel, filter_axis)
+
+    assert q.dtype == np.int8 and q.shape == kernel.shape
+    n_filters = kernel.shape[filter_axis]
+    assert scale.shape == (n_filters,)
+    broadcast = scale if filter_axis == -1 else scale[:, None]
+    error = np.abs(q * broadcast - kernel)
+    assert np.all(error <= broadcast / 2 + 1e-7)
+    # Each filter's largest weight maps to +-127 (the whole int8 range); a zero filter to 0.
+    peak_q = np.abs(np.moveaxis(q, filter_axis, -1)).reshape(-1, n_filters).max(axis=0)
+    peak = np.abs(np.moveaxis(kernel, filter_axis, -1)).reshape(-1, n_filters).max(axis=0)
+    np.testing.assert_array_equal(peak_q, np.where(peak > 0, 127, 0))
+
+
+@pytest.mark.parametrize("batch_norm", [False, True])
+def test_int8_twin_predicts_like_the_float_model(batch_norm):
+    float_model = tiny_unet(1, batch_norm)
+    twin = quantize.quantize_int8(float_model)
+    x = slices()
+    expected, got = float_model.predict(x, verbose=0), twin.predict(x, verbose=0)
+
+    assert quantize.has_int8_weights(twin) and not quantize.has_int8_weights(float_model)
+    assert [layer.name for layer in twin.layers] == [layer.name for layer in float_model.layers]
+    assert np.abs(got - expected).max() < 0.01
+    # The weights were really copied: a fresh network of the same shape predicts otherwise.
+    assert np.abs(tiny_unet(2, batch_norm).predict(x, verbose=0) - expected).max() > 0.01
+    with pytest.raises(ValueError, match="already has int8"):
+        quantize.quantize_int8(twin)
+
+
+def test_int8_file_is_smaller_and_reloads_the_same_predictions(tmp_path):
+    keras.utils.set_random_seed(3)
+    float_model = model_lib.build_unet((32, 32, 1), base_filters=16, depth=3)
+    float_path = model_lib.save_model(float_model, tmp_path / "float.keras", SETTINGS)
+    twin = quantize.quantize_int8(float_model)
+    int8_path = model_lib.save_model(twin, tmp_path / "int8.keras", SETTINGS)
+
+    ratio = float_path.stat().st_size / int8_path.stat().st_size
+    assert 3.0 < ratio < 4.1, ratio
+    assert model_lib.read_sidecar(int8_path)["weights"] == "int8"
+    assert model_lib.read_sidecar(float_path)["weights"] == "float32"
+    loaded = model_lib.load_model(int8_path, compile=False)
+    x = slices(1)
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), twin.predict(x, verbose=0))
+
+
+def test_int8_ensemble_export_matches_the_float_ensemble(tmp_path):
+    paths = [
+        model_lib.save_model(tiny_unet(seed), tmp_path / f"m{seed}.keras", SETTINGS)
+        for seed in (1, 2)
+    ]
+    float_path = ensemble.export_ensemble(paths, tmp_path / "ens.keras")
+    int8_path = ensemble.export_ensemble(paths, tmp_path / "ens_int8.keras", int8=True)
+    float_ens = model_lib.load_model(float_path, compile=False)
+    int8_ens = model_lib.load_model(int8_path, compile=False)
+
+    assert quantize.has_int8_weights(int8_ens)
+    assert not quantize.has_int8_weights(float_ens)
+    x = slices(2)
+    np.testing.assert_allclose(
+        int8_ens.predict(x, verbose=0), float_ens.predict(x, verbose=0), atol=0.01
+    )
+    assert ensemble.ensemble_name("aligned_wide", int8=True) == "ensemble_aligned_wide_int8"
