@@ -119,6 +119,14 @@ def test_cli_exports_the_reference_models_of_several_recipes(tmp_path, capsys):
     assert cli.main([*argv, "--ensemble-of", *map(str, roots)]) == 0
     members = [layer.name for layer in model_lib.load_model(dest, compile=False).layers]
     assert members == ["image", "member_1", "member_2", "member_3", "member_4", "mean"]
+    # --int8 ships the same average with int8 kernels (test_quantize.py checks the file size).
+    small = tmp_path / "shipped_int8.keras"
+    assert cli.main([*argv[:-1], str(small), "--int8", "--ensemble-of", *map(str, roots)]) == 0
+    assert model_lib.read_sidecar(small)["weights"] == "int8"
+    x = np.random.default_rng(3).random((2, 32, 32, 1)).astype("float32")
+    float_probs = model_lib.load_model(dest, compile=False).predict(x, verbose=0)
+    int8_probs = model_lib.load_model(small, compile=False).predict(x, verbose=0)
+    assert np.abs(int8_probs - float_probs).max() < 0.01
     # Training takes one recipe at a time: two without --ensemble-of is an error, not a guess.
     assert cli.main(argv) == 2
     assert "several need --ensemble-of" in capsys.readouterr().err
