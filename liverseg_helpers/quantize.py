@@ -1,11 +1,12 @@
 """Int8 weights: a trained UNet stored in a quarter of the space, computed in float32.
 
-A convolution kernel of the paper's UNet holds 7.8 million float32 numbers (31 MB). Stored as
-8-bit integers with one float32 scale per output filter (symmetric, per-channel quantization:
-``w ~ scale * round(w / scale)``, ``scale = max|w| / 127``), the file shrinks 4 times and
-the rounding error of each weight is at most half a step, 0.4 % of that filter's largest
-weight. The layers below turn the integers back into float32 at every call, so prediction
-runs the same float32 arithmetic on any backend (``keras.ops`` only); only storage changes.
+The convolution kernels of the paper's UNet hold 7.8 million float32 numbers (31 MB). Stored
+as 8-bit integers with one float32 scale per output filter (symmetric, per-channel
+quantization: ``w ~ scale * round(w / scale)``, ``scale = max|w| / 127``), the file shrinks 4
+times and the rounding error of each weight is at most half a step, 0.4 % of that filter's
+largest weight. The layers below turn the integers back into floats at every call, so
+prediction runs the same arithmetic as the float model on any backend (``keras.ops`` only);
+only storage changes.
 
 Keras 3 quantizes Dense and Embedding layers (``model.quantize("int8")``) but not
 convolutions, hence these two small subclasses. Biases and batch-norm statistics stay float32
@@ -150,14 +151,10 @@ def quantize_int8(model: keras.Model) -> keras.Model:
     Returns:
         A new model with the same architecture and layer names, every ``Conv2D`` and
         ``Conv2DTranspose`` replaced by its int8 twin. Its outputs differ from the float
-        model's by the rounding of the weights only (see ``tests/test_quantize.py``).
-
-    Raises:
-        ValueError: The model already holds int8 layers (quantizing twice loses nothing but
-            would hide a mistake in the caller).
+        model's by the rounding of the weights only (see ``tests/test_quantize.py``). Layers
+        that are int8 already are copied unchanged (rounding them again is exact), so an
+        ensemble may mix int8 and float32 members.
     """
-    if has_int8_weights(model):
-        raise ValueError(f"model {model.name!r} already has int8 weights")
     twin = keras.models.clone_model(model, clone_function=_twin_layer, recursive=True)
     _copy_weights(model, twin)
     return twin
