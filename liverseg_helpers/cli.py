@@ -94,7 +94,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder (run folders, tables)")
     p.add_argument("--profile", default=None, help="profile (default: real)")
     p.add_argument("--variant", action="append", default=None, help="variant (repeatable)")
-    p.add_argument("--seed", type=int, default=42, help="random seed")
+    p.add_argument(
+        "--seed",
+        type=int,
+        nargs="+",
+        default=[42],
+        help="random seed; several: run each and score (or, with --reference --export, ship) "
+        "the average of their models",
+    )
     p.add_argument("--checkpoint", default="last", choices=["last", "best"], help="model tested")
     p.add_argument(
         "--reference",

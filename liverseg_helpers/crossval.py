@@ -186,7 +186,7 @@ def run_fold(
     overrides: dict | None = None,
     case_repeat: dict[str, int] | None = None,
 ) -> dict:
-    """Train one fold (or reuse a finished one) and evaluate it on its test patient.
+    """Train one fold (or reuse a finished one of the same training) and evaluate it.
 
     ``case_repeat`` is ``TrainConfig.case_repeat`` (see :func:`real_repeat`; None: none).
 
@@ -195,12 +195,15 @@ def run_fold(
         train_s, epochs.
 
     Raises:
-        DataError: The run's split.json puts the test patient in train or val.
+        DataError: The run's split.json puts the test patient in train or val, or a finished
+            run folder holds another seed's or recipe's training (:func:`check_same_training`).
     """
     from liverseg_helpers import train
 
     done = run_dir / "metrics.json"
+    recipe = {**variant.overrides, **(overrides or {})}
     if done.exists():
+        check_same_training(run_dir, seed, profile, recipe)
         return json.loads(done.read_text())
     cfg = train.TrainConfig(
         data_dir=cohort_dir,
@@ -208,7 +211,7 @@ def run_fold(
         profile=profile,
         seed=seed,
         loss=variant.loss,
-        overrides={**variant.overrides, **(overrides or {})},
+        overrides=recipe,
         cache_dir=cache_dir,
         split=split,
         preprocess=dict(variant.preprocess),
@@ -340,13 +343,22 @@ def train_reference(
     variant: str,
     profile: str = "real",
     seed: int = config_mod.DEFAULT_SEED,
+    overrides: dict | None = None,
 ):
     """Train the shipped model: one variant on ALL real patients (no test patient left).
 
     Its accuracy on these patients is not a generalisation estimate; the LOPO folds are.
+    A run folder that already holds this recipe's training is resumed (``TrainConfig.resume``):
+    a finished one is reused as it is, an interrupted one continues from its last epoch.
+
+    Args:
+        overrides: Profile changes on top of the variant's (e.g. tiny models in tests).
 
     Returns:
         ``train.TrainResult`` of ``out_dir/reference_<variant>``.
+
+    Raises:
+        DataError: The run folder holds a training of another seed, profile or recipe.
     """
     from liverseg_helpers import train
 
@@ -355,19 +367,60 @@ def train_reference(
     cohort_dir, real_ids, phantom_ids = prepare_cohort(Path(data_dir), out_dir, profile, chosen)
     extra = phantom_ids[1 : 1 + chosen.phantom_train]
     split = {"train": real_ids + extra, "val": [phantom_ids[0]], "test": []}
+    run_dir = out_dir / f"reference_{variant}"
+    recipe = {**chosen.overrides, **(overrides or {})}
     cfg = train.TrainConfig(
         data_dir=cohort_dir,
-        run_dir=out_dir / f"reference_{variant}",
+        run_dir=run_dir,
         profile=profile,
         seed=seed,
         loss=chosen.loss,
-        overrides=dict(chosen.overrides),
+        overrides=recipe,
         cache_dir=slice_cache_dir(out_dir, chosen),
         split=split,
         preprocess=dict(chosen.preprocess),
         case_repeat=real_repeat(chosen, split["train"], real_ids),
+        resume=started_same_training(run_dir, seed, profile, recipe),
     )
     return train.train(cfg)
+
+
+def started_same_training(run_dir: Path, seed: int, profile: str, overrides: dict) -> bool:
+    """Whether ``run_dir`` holds a resumable training of this seed, profile and recipe.
+
+    Raises:
+        DataError: It holds a training of another seed, profile or recipe
+            (:func:`check_same_training`).
+    """
+    from liverseg_helpers.fit import STATE_FILE
+
+    if not ((run_dir / STATE_FILE).exists() and (run_dir / "last.keras").exists()):
+        return False
+    check_same_training(run_dir, seed, profile, overrides)
+    return True
+
+
+def check_same_training(run_dir: Path, seed: int, profile: str, overrides: dict) -> None:
+    """Refuse to reuse a run folder whose ``config.json`` records another training.
+
+    Reusing it would report (or ship) another seed's or recipe's model under this one's name;
+    resuming it would mix two recipes in one model.
+
+    Raises:
+        DataError: No ``config.json``, or another seed, profile or profile overrides.
+    """
+    config_path = run_dir / "config.json"
+    if not config_path.exists():
+        raise DataError(f"{run_dir}: a training without its config.json; move it away first")
+    saved = json.loads(config_path.read_text())
+    # Through JSON, as config.json stored it (tuples become lists).
+    wanted = json.loads(json.dumps({"seed": seed, "profile": profile, "overrides": overrides}))
+    differ = {k: saved.get(k) for k, v in wanted.items() if saved.get(k) != v}
+    if differ:
+        raise DataError(
+            f"{run_dir} holds another training ({differ}, wanted {wanted}); "
+            "choose another --out or move it away"
+        )
 
 
 def export_model(
@@ -403,18 +456,23 @@ def run_crossval_cli(args: argparse.Namespace) -> int:
         from liverseg_helpers import ensemble
 
         return ensemble.run_ensemble_cli(args)
+    if len(args.seed) > 1:
+        from liverseg_helpers import multiseed
+
+        return multiseed.run_multiseed_cli(args)
+    seed = args.seed[0]
     if args.reference:
         if len(args.reference) > 1:
             raise DataError("--reference trains one variant; several need --ensemble-of")
-        result = train_reference(args.data, args.out, args.reference[0], profile, args.seed)
+        result = train_reference(args.data, args.out, args.reference[0], profile, seed)
         print(f"reference model: {result.run_dir / 'last.keras'} ({result.elapsed_s / 60:.1f} min)")
         if args.export:
             dest = export_model(result.run_dir / "last.keras", args.export, args.int8)
             print(f"exported to {dest}")
         return 0
-    result = run_leave_one_out(
-        args.data, args.out, profile, args.seed, args.variant, args.checkpoint
-    )
+    if args.export:
+        raise DataError("--export saves a model trained with --reference (or --ensemble-of)")
+    result = run_leave_one_out(args.data, args.out, profile, seed, args.variant, args.checkpoint)
     print(format_markdown(result.ablation))
     print(f"tables: {result.out_dir / 'ablation.csv'}, {result.out_dir / 'ablation.md'}")
     return 0
