@@ -55,6 +55,8 @@ class Profile:
         zoom_range: Smallest and largest random zoom of the augmentation (< 1 zooms out).
             Real CT is taken with fields of view of about 300 to 500 mm, so one organ
             fills a different share of the 512 px slice from one scanner to the next.
+        elastic_alpha_fraction: Std of the augmentation's smooth elastic displacement, as a
+            share of the image side (``augment.AugmentSettings``).
     """
 
     name: str
@@ -77,6 +79,7 @@ class Profile:
     test_patients: int
     lr_schedule: str = "plateau"
     zoom_range: tuple[float, float] = (0.9, 1.1)
+    elastic_alpha_fraction: float = 0.01
 
     def to_dict(self) -> dict:
         """Plain dict, for JSON files in a run folder."""

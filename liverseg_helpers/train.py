@@ -312,7 +312,11 @@ def train(cfg: TrainConfig) -> TrainResult:
     x_train, y_train = repeat_foreground_slices(x_train, y_train, cfg.foreground_repeat)
     x_val, y_val = dataset.load_cached_slices(cache_dir, split["val"])
     zoom_min, zoom_max = profile.zoom_range
-    augment_settings = AugmentSettings(scale_min=zoom_min, scale_max=zoom_max)
+    augment_settings = AugmentSettings(
+        scale_min=zoom_min,
+        scale_max=zoom_max,
+        elastic_alpha_fraction=profile.elastic_alpha_fraction,
+    )
     if keras.backend.backend() == "tensorflow":
         train_ds = dataset.make_train_ds(
             x_train, y_train, profile.batch_size, cfg.seed, profile.augment, augment_settings

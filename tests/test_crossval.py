@@ -88,9 +88,9 @@ def test_repeat_cases_refuses_unknown_ids_and_bad_counts():
 
 
 @pytest.mark.slow
-def test_case_repeat_and_zoom_range_reach_the_training_data(tmp_path, monkeypatch):
+def test_case_repeat_and_augmentation_ranges_reach_the_training_data(tmp_path, monkeypatch):
     """train.train loads each repeated patient's cached slices that many times, and augments
-    them with the profile's zoom range."""
+    them with the profile's zoom range and elastic strength."""
     from liverseg_helpers import dataset
 
     data = write_tiny_cohort(tmp_path / "data", ["pa", "pb", "pc"])
@@ -113,7 +113,7 @@ def test_case_repeat_and_zoom_range_reach_the_training_data(tmp_path, monkeypatc
         data_dir=data,
         run_dir=tmp_path / "run",
         profile="smoke",
-        overrides={**TINY, "zoom_range": (0.6, 1.5)},
+        overrides={**TINY, "zoom_range": (0.6, 1.5), "elastic_alpha_fraction": 0.03},
         cache_dir=tmp_path / "cache",
         split={"train": ["pa", "pb"], "val": ["pc"]},
         case_repeat={"pb": 3},
@@ -121,8 +121,9 @@ def test_case_repeat_and_zoom_range_reach_the_training_data(tmp_path, monkeypatc
     train.train(cfg)
     assert loaded[0] == ["pa", "pb", "pb", "pb"]
     assert loaded[1] == ["pc"]  # validation is never oversampled
-    zoom = augment_settings[0]
-    assert (zoom.scale_min, zoom.scale_max) == (0.6, 1.5)
+    used = augment_settings[0]
+    assert (used.scale_min, used.scale_max) == (0.6, 1.5)
+    assert used.elastic_alpha_fraction == 0.03
 
 
 def test_masses_variant_gets_its_own_phantoms_and_cohort(tmp_path, monkeypatch):
