@@ -113,6 +113,9 @@ def run_multiseed_cli(args: argparse.Namespace) -> int:
         raise DataError("--export saves the average of --reference models; add --reference V")
     if not args.variant:
         raise DataError("--seed with several seeds needs --variant (or --reference)")
+    if args.checkpoint != "last":
+        # ensemble.fold_members averages each fold's last.keras.
+        raise DataError("several seeds are averaged at their last checkpoint; drop --checkpoint")
     tables = run_seeds_lopo(args.data, args.out, args.variant, args.seed, profile, args.int8)
     for name, table in tables.items():
         print(f"{ensemble.ensemble_name(name, args.int8)} (seeds {args.seed}):")

@@ -105,3 +105,5 @@ def test_export_without_reference_and_repeated_seeds_are_refused(tmp_path, capsy
     assert "add --reference" in capsys.readouterr().err
     assert cli.main([*argv, "--seed", "1", "1"]) == 2
     assert "seeds must differ" in capsys.readouterr().err
+    assert cli.main([*argv, "--seed", "1", "2", "--checkpoint", "best"]) == 2
+    assert "at their last checkpoint" in capsys.readouterr().err
