@@ -114,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--int8",
         action="store_true",
         help="store convolution weights as int8 (a quarter of the size) in --export and "
-        "in the --ensemble-of models scored",
+        "in the averaged models scored (--ensemble-of, several --seed)",
     )
     p.add_argument(
         "--ensemble-of",
