@@ -47,6 +47,7 @@ from liverseg_helpers import config as config_mod
 from liverseg_helpers.ablation_table import format_markdown, read_finished_rows, summarise_ablation
 from liverseg_helpers.atomic import atomic_file, write_json_atomic, write_text_atomic
 from liverseg_helpers.errors import DataError
+from liverseg_helpers.run_reuse import check_same_training
 from liverseg_helpers.split import read_split_without
 from liverseg_helpers.variants import VARIANTS, Variant
 
@@ -174,7 +175,7 @@ def fold_row(case_id: str, metrics: dict, raw: dict) -> dict:
     return {"case_id": case_id, **metrics, **raw_kept}
 
 
-def run_fold(
+def variant_train_config(
     variant: Variant,
     split: dict[str, list[str]],
     cohort_dir: Path,
@@ -182,13 +183,38 @@ def run_fold(
     profile: str,
     seed: int,
     cache_dir: Path,
-    checkpoint: str = "last",
     overrides: dict | None = None,
     case_repeat: dict[str, int] | None = None,
-) -> dict:
-    """Train one fold (or reuse a finished one of the same training) and evaluate it.
+):
+    """The ``train.TrainConfig`` of one variant's run: its loss, preprocessing and profile
+    changes, with ``overrides`` on top (tests shrink the model this way).
 
     ``case_repeat`` is ``TrainConfig.case_repeat`` (see :func:`real_repeat`; None: none).
+    """
+    from liverseg_helpers import train
+
+    return train.TrainConfig(
+        data_dir=cohort_dir,
+        run_dir=run_dir,
+        profile=profile,
+        seed=seed,
+        loss=variant.loss,
+        overrides={**variant.overrides, **(overrides or {})},
+        cache_dir=cache_dir,
+        split=split,
+        preprocess=dict(variant.preprocess),
+        case_repeat=dict(case_repeat or {}),
+    )
+
+
+def run_fold(variant_name: str, cfg, checkpoint: str = "last") -> dict:
+    """Train one fold (or reuse a finished one of the same training) and evaluate it.
+
+    Args:
+        variant_name: The recipe's name (for the row).
+        cfg: The fold's ``train.TrainConfig`` (:func:`variant_train_config`); its split has
+            one test patient.
+        checkpoint: ``"last"`` or ``"best"``: the model scored.
 
     Returns:
         Row dict: variant, test case_id, metrics, ``raw_*`` metrics without post-processing,
@@ -200,29 +226,17 @@ def run_fold(
     """
     from liverseg_helpers import train
 
+    run_dir, cohort_dir = Path(cfg.run_dir), Path(cfg.data_dir)
     done = run_dir / "metrics.json"
-    recipe = {**variant.overrides, **(overrides or {})}
     if done.exists():
-        check_same_training(run_dir, seed, profile, recipe)
+        check_same_training(run_dir, cfg.seed, cfg.profile, cfg.overrides)
         return json.loads(done.read_text())
-    cfg = train.TrainConfig(
-        data_dir=cohort_dir,
-        run_dir=run_dir,
-        profile=profile,
-        seed=seed,
-        loss=variant.loss,
-        overrides=recipe,
-        cache_dir=cache_dir,
-        split=split,
-        preprocess=dict(variant.preprocess),
-        case_repeat=dict(case_repeat or {}),
-    )
     result = train.train(cfg)
-    test_id = split["test"][0]
+    test_id = cfg.split["test"][0]
     used = read_split_without(run_dir / "split.json", test_id)
     metrics, raw = evaluate_fold(run_dir / f"{checkpoint}.keras", cohort_dir / test_id)
     row = {
-        "variant": variant.name,
+        "variant": variant_name,
         **fold_row(test_id, metrics, raw),
         "train_s": result.elapsed_s,
         "epochs": len(result.history.get("loss", [])),
@@ -302,7 +316,7 @@ def run_leave_one_out(
         variant_rows = []
         for split in folds:
             run_dir = out_dir / name / f"fold_{split['test'][0]}"
-            row = run_fold(
+            cfg = variant_train_config(
                 variant,
                 split,
                 cohort_dir,
@@ -310,10 +324,10 @@ def run_leave_one_out(
                 profile,
                 seed,
                 slice_cache_dir(out_dir, variant),
-                checkpoint,
                 overrides,
                 real_repeat(variant, split["train"], real_ids),
             )
+            row = run_fold(name, cfg, checkpoint)
             print(
                 f"{name:<10} test {row['case_id']}: dice {row['dice']:.4f} "
                 f"assd {row['assd_mm']:.2f} mm, trained {row['train_s'] / 60:.1f} min",
@@ -337,118 +351,6 @@ def run_leave_one_out(
     return CrossvalResult(per_fold=per_fold, ablation=ablation, out_dir=out_dir)
 
 
-def train_reference(
-    data_dir: str | os.PathLike,
-    out_dir: str | os.PathLike,
-    variant: str,
-    profile: str = "real",
-    seed: int = config_mod.DEFAULT_SEED,
-    overrides: dict | None = None,
-):
-    """Train the shipped model: one variant on ALL real patients (no test patient left).
-
-    Its accuracy on these patients is not a generalisation estimate; the LOPO folds are.
-    A run folder that already holds this recipe's training is resumed (``TrainConfig.resume``):
-    a finished one is reused as it is, an interrupted one continues from its last epoch.
-
-    Args:
-        overrides: Profile changes on top of the variant's (e.g. tiny models in tests).
-
-    Returns:
-        ``train.TrainResult`` of ``out_dir/reference_<variant>``.
-
-    Raises:
-        DataError: The run folder holds a training of another seed, profile or recipe.
-    """
-    from liverseg_helpers import train
-
-    out_dir = Path(out_dir)
-    chosen = VARIANTS[variant]
-    cohort_dir, real_ids, phantom_ids = prepare_cohort(Path(data_dir), out_dir, profile, chosen)
-    extra = phantom_ids[1 : 1 + chosen.phantom_train]
-    split = {"train": real_ids + extra, "val": [phantom_ids[0]], "test": []}
-    run_dir = out_dir / f"reference_{variant}"
-    recipe = {**chosen.overrides, **(overrides or {})}
-    cfg = train.TrainConfig(
-        data_dir=cohort_dir,
-        run_dir=run_dir,
-        profile=profile,
-        seed=seed,
-        loss=chosen.loss,
-        overrides=recipe,
-        cache_dir=slice_cache_dir(out_dir, chosen),
-        split=split,
-        preprocess=dict(chosen.preprocess),
-        case_repeat=real_repeat(chosen, split["train"], real_ids),
-        resume=started_same_training(run_dir, seed, profile, recipe),
-    )
-    return train.train(cfg)
-
-
-def started_same_training(run_dir: Path, seed: int, profile: str, overrides: dict) -> bool:
-    """Whether ``run_dir`` holds a resumable training of this seed, profile and recipe.
-
-    Raises:
-        DataError: It holds a training of another seed, profile or recipe
-            (:func:`check_same_training`).
-    """
-    from liverseg_helpers.fit import STATE_FILE
-
-    if not ((run_dir / STATE_FILE).exists() and (run_dir / "last.keras").exists()):
-        return False
-    check_same_training(run_dir, seed, profile, overrides)
-    return True
-
-
-def check_same_training(run_dir: Path, seed: int, profile: str, overrides: dict) -> None:
-    """Refuse to reuse a run folder whose ``config.json`` records another training.
-
-    Reusing it would report (or ship) another seed's or recipe's model under this one's name;
-    resuming it would mix two recipes in one model.
-
-    Raises:
-        DataError: No ``config.json``, or another seed, profile or profile overrides.
-    """
-    config_path = run_dir / "config.json"
-    if not config_path.exists():
-        raise DataError(f"{run_dir}: a training without its config.json; move it away first")
-    saved = json.loads(config_path.read_text())
-    # Through JSON, as config.json stored it (tuples become lists).
-    wanted = json.loads(json.dumps({"seed": seed, "profile": profile, "overrides": overrides}))
-    differ = {k: saved.get(k) for k, v in wanted.items() if saved.get(k) != v}
-    if differ:
-        raise DataError(
-            f"{run_dir} holds another training ({differ}, wanted {wanted}); "
-            "choose another --out or move it away"
-        )
-
-
-def export_model(
-    model_path: str | os.PathLike, dest: str | os.PathLike, int8: bool = False
-) -> Path:
-    """Copy a trained model without its optimizer state (a third of the size), with its sidecar.
-
-    Args:
-        model_path: A ``.keras`` file saved by training (``last.keras`` or ``best.keras``).
-        dest: Where to write it, e.g. ``models/liver_unet.keras``.
-        int8: Store the convolution weights as int8 (``quantize.quantize_int8``: a quarter of
-            the size again).
-
-    Returns:
-        The written path.
-    """
-    from liverseg_helpers import model as model_lib
-    from liverseg_helpers import quantize
-
-    side = model_lib.read_sidecar(model_path) or {}
-    trained = model_lib.load_model(model_path, compile=False)
-    if int8:
-        trained = quantize.quantize_int8(trained)
-    return model_lib.save_model(
-        trained, dest, side.get("preprocess", {}), task=side.get("task", "liver")
-    )
-
-
 def run_crossval_cli(args: argparse.Namespace) -> int:
     """``liverseg crossval``: LOPO cross-validation (or ``--reference``: the shipped model)."""
     profile = args.profile or "real"
@@ -462,6 +364,8 @@ def run_crossval_cli(args: argparse.Namespace) -> int:
         return multiseed.run_multiseed_cli(args)
     seed = args.seed[0]
     if args.reference:
+        from liverseg_helpers.reference import export_model, train_reference
+
         if len(args.reference) > 1:
             raise DataError("--reference trains one variant; several need --ensemble-of")
         result = train_reference(args.data, args.out, args.reference[0], profile, seed)
@@ -486,11 +390,10 @@ __all__ = [
     "make_loo_folds",
     "slice_cache_dir",
     "evaluate_fold",
+    "variant_train_config",
     "run_fold",
     "summarise_ablation",
     "format_markdown",
     "run_leave_one_out",
-    "train_reference",
-    "export_model",
     "run_crossval_cli",
 ]

@@ -20,8 +20,7 @@ import keras
 from liverseg_helpers import losses, viz
 from liverseg_helpers import model as model_mod
 from liverseg_helpers.atomic import write_json_atomic
-
-STATE_FILE = "training_state.json"
+from liverseg_helpers.run_reuse import STATE_FILE
 
 
 def read_history(run_dir: str | os.PathLike) -> dict[str, list[float]]:

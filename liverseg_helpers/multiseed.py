@@ -23,7 +23,7 @@ import argparse
 import os
 from pathlib import Path
 
-from liverseg_helpers import crossval, ensemble
+from liverseg_helpers import crossval, ensemble, reference
 from liverseg_helpers.errors import DataError
 
 
@@ -90,7 +90,7 @@ def train_seed_references(
     """
     paths = []
     for seed, folder in zip(seeds, seed_dirs(out_dir, seeds), strict=True):
-        result = crossval.train_reference(data_dir, folder, variant, profile, seed, overrides)
+        result = reference.train_reference(data_dir, folder, variant, profile, seed, overrides)
         path = result.run_dir / "last.keras"
         took = f"{result.elapsed_s / 60:.1f} min in this call; a finished run is reused"
         print(f"seed {seed}: reference model {path} ({took})", flush=True)

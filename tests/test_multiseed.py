@@ -12,7 +12,7 @@ keras = pytest.importorskip("keras")
 
 from test_crossval import TINY, write_tiny_cohort  # noqa: E402
 
-from liverseg_helpers import cli, config, crossval, multiseed  # noqa: E402
+from liverseg_helpers import cli, config, crossval, multiseed, reference  # noqa: E402
 from liverseg_helpers import model as model_lib  # noqa: E402
 from liverseg_helpers.errors import DataError  # noqa: E402
 
@@ -94,7 +94,7 @@ def test_one_command_ships_the_average_of_the_seeds_reference_models(tmp_path, t
     assert [p.stat().st_mtime_ns for p in references] == before
     # A folder holding another seed's training is refused, neither reused nor mixed.
     with pytest.raises(DataError, match="holds another training"):
-        crossval.train_reference(data, out / "seed_1", "baseline", "smoke", seed=9)
+        reference.train_reference(data, out / "seed_1", "baseline", "smoke", seed=9)
 
 
 def test_export_without_reference_and_repeated_seeds_are_refused(tmp_path, capsys):
