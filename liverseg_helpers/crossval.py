@@ -358,6 +358,12 @@ def run_crossval_cli(args: argparse.Namespace) -> int:
         from liverseg_helpers import ensemble
 
         return ensemble.run_ensemble_cli(args)
+    if args.reference and len(args.reference) > 1:
+        raise DataError("--reference trains one variant; several need --ensemble-of")
+    if args.export and not args.reference:
+        raise DataError(
+            "--export saves a model trained with --reference (or --ensemble-of); add --reference V"
+        )
     if len(args.seed) > 1:
         from liverseg_helpers import multiseed
 
@@ -366,16 +372,12 @@ def run_crossval_cli(args: argparse.Namespace) -> int:
     if args.reference:
         from liverseg_helpers.reference import export_model, train_reference
 
-        if len(args.reference) > 1:
-            raise DataError("--reference trains one variant; several need --ensemble-of")
         result = train_reference(args.data, args.out, args.reference[0], profile, seed)
         print(f"reference model: {result.run_dir / 'last.keras'} ({result.elapsed_s / 60:.1f} min)")
         if args.export:
             dest = export_model(result.run_dir / "last.keras", args.export, args.int8)
             print(f"exported to {dest}")
         return 0
-    if args.export:
-        raise DataError("--export saves a model trained with --reference (or --ensemble-of)")
     result = run_leave_one_out(args.data, args.out, profile, seed, args.variant, args.checkpoint)
     print(format_markdown(result.ablation))
     print(f"tables: {result.out_dir / 'ablation.csv'}, {result.out_dir / 'ablation.md'}")
