@@ -47,7 +47,7 @@ from liverseg_helpers import config as config_mod
 from liverseg_helpers.ablation_table import format_markdown, read_finished_rows, summarise_ablation
 from liverseg_helpers.atomic import atomic_file, write_json_atomic, write_text_atomic
 from liverseg_helpers.errors import DataError
-from liverseg_helpers.run_reuse import check_same_training
+from liverseg_helpers.run_reuse import check_same_training, started_same_training
 from liverseg_helpers.split import read_split_without
 from liverseg_helpers.variants import VARIANTS, Variant
 
@@ -210,6 +210,8 @@ def variant_train_config(
 def run_fold(variant_name: str, cfg, checkpoint: str = "last") -> dict:
     """Train one fold (or reuse a finished one of the same training) and evaluate it.
 
+    An interrupted fold of the same training continues from its last finished epoch.
+
     Args:
         variant_name: The recipe's name (for the row).
         cfg: The fold's ``train.TrainConfig`` (:func:`variant_train_config`); its split has
@@ -218,7 +220,7 @@ def run_fold(variant_name: str, cfg, checkpoint: str = "last") -> dict:
 
     Returns:
         Row dict: variant, test case_id, metrics, ``raw_*`` metrics without post-processing,
-        train_s, epochs.
+        train_s (over all calls, see ``train.TrainResult.total_s``), epochs.
 
     Raises:
         DataError: The run's split.json puts the test patient in train or val, or a finished
@@ -231,6 +233,7 @@ def run_fold(variant_name: str, cfg, checkpoint: str = "last") -> dict:
     if done.exists():
         check_same_training(run_dir, cfg.seed, cfg.profile, cfg.overrides)
         return json.loads(done.read_text())
+    cfg.resume = started_same_training(run_dir, cfg.seed, cfg.profile, cfg.overrides)
     result = train.train(cfg)
     test_id = cfg.split["test"][0]
     used = read_split_without(run_dir / "split.json", test_id)
@@ -238,7 +241,7 @@ def run_fold(variant_name: str, cfg, checkpoint: str = "last") -> dict:
     row = {
         "variant": variant_name,
         **fold_row(test_id, metrics, raw),
-        "train_s": result.elapsed_s,
+        "train_s": result.total_s,
         "epochs": len(result.history.get("loss", [])),
         "train_patients": used["train"],
         "checkpoint": checkpoint,
@@ -373,7 +376,7 @@ def run_crossval_cli(args: argparse.Namespace) -> int:
         from liverseg_helpers.reference import export_model, train_reference
 
         result = train_reference(args.data, args.out, args.reference[0], profile, seed)
-        print(f"reference model: {result.run_dir / 'last.keras'} ({result.elapsed_s / 60:.1f} min)")
+        print(f"reference model: {result.run_dir / 'last.keras'} ({result.describe_time()})")
         if args.export:
             dest = export_model(result.run_dir / "last.keras", args.export, args.int8)
             print(f"exported to {dest}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -45,7 +46,8 @@ def compile_model(model: keras.Model, profile: Any, loss_name: str) -> keras.Mod
 class RunCheckpoint(keras.callbacks.Callback):
     """Save ``last.keras`` every epoch and ``best.keras`` on a new lowest val_loss, atomically.
 
-    Also writes ``training_state.json`` and, when training resumes, puts the saved
+    Also writes ``training_state.json`` (with ``fit_s``, the seconds spent in fit over every
+    call so far) and, when training resumes, puts the saved
     early-stopping and LR-plateau counters back (it must come after those callbacks in the
     list, because their ``on_train_begin`` resets them).
     """
@@ -67,8 +69,11 @@ class RunCheckpoint(keras.callbacks.Callback):
         self.early_stopping = early_stopping
         self.reduce_lr = reduce_lr
         self.best = self.state.get("best_val_loss", math.inf)
+        self.fit_s_before = float(self.state.get("fit_s", 0.0))  # earlier calls (resume)
+        self.began = time.perf_counter()
 
     def on_train_begin(self, logs: dict | None = None) -> None:
+        self.began = time.perf_counter()
         if not self.state:
             return
         self.early_stopping.best = self.state.get("best_val_loss")
@@ -99,6 +104,8 @@ class RunCheckpoint(keras.callbacks.Callback):
             reduce_lr_wait=int(self.reduce_lr.wait),
             reduce_lr_cooldown=int(self.reduce_lr.cooldown_counter),
             stopped_early=bool(self.model.stop_training),
+            # Seconds in fit over every call, up to this epoch: a resumed run's true cost.
+            fit_s=self.fit_s_before + time.perf_counter() - self.began,
         )
         write_json_atomic(self.state, self.run_dir / STATE_FILE)
 

@@ -92,8 +92,8 @@ def train_seed_references(
     for seed, folder in zip(seeds, seed_dirs(out_dir, seeds), strict=True):
         result = reference.train_reference(data_dir, folder, variant, profile, seed, overrides)
         path = result.run_dir / "last.keras"
-        took = f"{result.elapsed_s / 60:.1f} min in this call; a finished run is reused"
-        print(f"seed {seed}: reference model {path} ({took})", flush=True)
+        took = result.describe_time()
+        print(f"seed {seed}: reference model {path} ({took}; a finished run is reused)", flush=True)
         paths.append(path)
     return paths
 

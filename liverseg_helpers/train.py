@@ -106,6 +106,8 @@ class TrainResult:
             history.csv: ``{"loss": [...], "val_loss": [...], "val_dice_metric": [...], ...}``.
         best_val_dice: Thresholded val Dice at the best-val_loss epoch (None without val data).
         elapsed_s: Wall-clock seconds of this call.
+        earlier_s: Seconds earlier calls spent in fit on the epochs this one resumed from
+            (``fit_s`` of training_state.json); 0 for a fresh run.
     """
 
     run_dir: Path
@@ -113,6 +115,18 @@ class TrainResult:
     history: dict[str, list[float]]
     best_val_dice: float | None = None
     elapsed_s: float = 0.0
+    earlier_s: float = 0.0
+
+    @property
+    def total_s(self) -> float:
+        """The training's cost over all its calls: this call plus the epochs resumed from."""
+        return self.elapsed_s + self.earlier_s
+
+    def describe_time(self) -> str:
+        """This call's minutes and, when it resumed or reused a run, the total recorded."""
+        if not self.earlier_s:
+            return f"{self.elapsed_s / 60:.1f} min"
+        return f"{self.elapsed_s / 60:.1f} min in this call, {self.total_s / 60:.1f} min in all"
 
 
 @dataclass
@@ -335,9 +349,11 @@ def train(cfg: TrainConfig) -> TrainResult:
     setup = select_device_setup()
     try:
         with setup.scope:
+            earlier_s = 0.0
             if cfg.resume:
                 state = json.loads(state_path.read_text())
                 initial_epoch = int(state["epoch"])
+                earlier_s = float(state.get("fit_s", 0.0))
                 model = model_mod.load_model(last_path)
                 if state.get("stopped_early"):
                     initial_epoch = profile.epochs  # early stopping already ended this run
@@ -385,6 +401,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         history=history,
         best_val_dice=best_val_dice(history),
         elapsed_s=time.perf_counter() - start,
+        earlier_s=earlier_s,
     )
 
 

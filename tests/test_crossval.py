@@ -214,6 +214,29 @@ def test_run_leave_one_out_smoke(tmp_path):
         assert float(int8_table.loc[case_id, "dice"]) == pytest.approx(single[case_id], abs=0.02)
 
 
+def test_an_interrupted_fold_continues_from_its_last_epoch(tmp_path):
+    data = write_tiny_cohort(tmp_path / "data", ["pat_a", "pat_b"])
+    out, two_epochs = tmp_path / "cv", {**TINY, "epochs": 2}
+    crossval.run_leave_one_out(data, out, "smoke", variants=["baseline"], overrides=two_epochs)
+    # Make pat_a's fold look stopped after its first epoch, which "took" 1000 s.
+    fold = out / "baseline" / "fold_pat_a"
+    (fold / "metrics.json").unlink()
+    state = json.loads((fold / train.STATE_FILE).read_text())
+    (fold / train.STATE_FILE).write_text(json.dumps({**state, "epoch": 1, "fit_s": 1000.0}))
+    header, first, _ = (fold / "history.csv").read_text().splitlines()
+    marked = first.split(",")
+    marked[header.split(",").index("loss")] = "123.0"  # a restart would overwrite this row
+    (fold / "history.csv").write_text("\n".join([header, ",".join(marked)]) + "\n")
+
+    result = crossval.run_leave_one_out(
+        data, out, "smoke", variants=["baseline"], overrides=two_epochs
+    )
+    history = train.read_history(fold)
+    assert history["epoch"] == [0.0, 1.0] and history["loss"][0] == 123.0
+    row = result.per_fold.set_index("case_id").loc["pat_a"]
+    assert row["train_s"] > 1000.0 and row["epochs"] == 2
+
+
 @pytest.mark.skipif(not REFERENCE_MODEL.exists(), reason="no shipped reference model")
 @pytest.mark.skipif(not (SHARED_DATA / "3Dircadb1").is_dir(), reason="no ../shared/data")
 def test_reference_model_regression_on_patient_7():

@@ -87,6 +87,10 @@ def test_resume_continues_epoch_count_and_optimizer(tmp_path):
 
     resumed = model_mod.load_model(tmp_path / "last.keras")
     assert int(keras.ops.convert_to_numpy(resumed.optimizer.iterations)) == steps_done
+    state_path = tmp_path / train.STATE_FILE
+    assert json.loads(state_path.read_text())["fit_s"] > 0
+    # Pretend the first two epochs took 1000 s: the resumed run's fit_s must add to them.
+    state_path.write_text(json.dumps({**json.loads(state_path.read_text()), "fit_s": 1000.0}))
     x, y = make_slices()
     xv, yv = make_slices(4, seed=1)
     history = train.fit_model(
@@ -96,6 +100,7 @@ def test_resume_continues_epoch_count_and_optimizer(tmp_path):
     assert int(keras.ops.convert_to_numpy(resumed.optimizer.iterations)) == steps_done + 3
     assert train.read_history(tmp_path)["epoch"] == [0.0, 1.0, 2.0]
     assert json.loads((tmp_path / train.STATE_FILE).read_text())["epoch"] == 3
+    assert json.loads(state_path.read_text())["fit_s"] > 1000.0
 
 
 def test_cosine_schedule_decays_the_learning_rate_each_epoch(tmp_path):
