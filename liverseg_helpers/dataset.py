@@ -263,6 +263,7 @@ def make_train_ds(
     seed: int,
     augment: bool = True,
     augment_settings: AugmentSettings | None = None,
+    passes_done: int = 0,
 ):
     """Training batches: shuffle, batch, augment in parallel, prefetch.
 
@@ -273,6 +274,10 @@ def make_train_ds(
         seed: Seeds shuffling and augmentation: the same seed gives the same batches.
         augment: Apply random geometric (image and mask together) and intensity transforms.
         augment_settings: Transform ranges.
+        passes_done: Passes over this dataset an earlier run already began (each new
+            iterator is a new pass, reshuffled and re-augmented). A resumed run skips them,
+            so it sees the batches a run straight through would have seen
+            (:func:`liverseg_helpers.train.passes_before_epoch`).
 
     Returns:
         ``tf.data.Dataset`` of ``(images float32, masks float32)``, one pass per epoch,
@@ -281,17 +286,27 @@ def make_train_ds(
     import tensorflow as tf
 
     _check_xy(x, y)
-    ds = tf.data.Dataset.from_tensor_slices((x, y))
-    ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True).batch(batch_size)
-    ds = ds.map(lambda a, b: (tf.cast(a, tf.float32), tf.cast(b, tf.float32)))
-    if augment:
-        # One stateless seed pair per batch, new every epoch, reproducible from `seed`.
-        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-        ds = tf.data.Dataset.zip((ds, seeds)).map(
-            lambda xy, s: augment_batch_tf(xy[0], xy[1], s, augment_settings),
-            num_parallel_calls=tf.data.AUTOTUNE,
-            deterministic=True,
-        )
+    # The plan of a pass, slice numbers and one stateless seed pair per batch, is cheap to
+    # draw; drawing it ``passes_done`` times moves the shuffle and seed generators (shared by
+    # every dataset built on the plan) to where an uninterrupted run would be.
+    order = tf.data.Dataset.range(len(x))
+    plan = order.shuffle(len(x), seed=seed, reshuffle_each_iteration=True).batch(batch_size)
+    plan = tf.data.Dataset.zip(
+        (plan, tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2))
+    )
+    for _ in range(passes_done):
+        for _ in plan:
+            pass
+    images, masks = tf.constant(x), tf.constant(y)
+
+    def load(indices, batch_seed):
+        batch_x = tf.cast(tf.gather(images, indices), tf.float32)
+        batch_y = tf.cast(tf.gather(masks, indices), tf.float32)
+        if augment:
+            return augment_batch_tf(batch_x, batch_y, batch_seed, augment_settings)
+        return batch_x, batch_y
+
+    ds = plan.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
@@ -313,6 +328,7 @@ def make_numpy_sequence(
     augment: bool = True,
     augment_settings: AugmentSettings | None = None,
     shuffle: bool = True,
+    first_epoch: int = 0,
     **pydataset_kwargs,
 ):
     """The same batches as :func:`make_train_ds` without TensorFlow (any Keras backend).
@@ -320,6 +336,8 @@ def make_numpy_sequence(
     Args:
         x, y, batch_size, seed, augment, augment_settings: As in :func:`make_train_ds`.
         shuffle: Reshuffle every epoch (False for validation).
+        first_epoch: Epochs already trained (a resumed run): its first epoch gets the order
+            and augmentation of that epoch, as in a run straight through.
         **pydataset_kwargs: ``workers``, ``use_multiprocessing``, ``max_queue_size``.
 
     Returns:
@@ -334,7 +352,7 @@ def make_numpy_sequence(
 
         def __init__(self) -> None:
             super().__init__(**pydataset_kwargs)
-            self.epoch = 0
+            self.epoch = first_epoch
             self.order = self._make_order()
 
         def _make_order(self) -> np.ndarray:

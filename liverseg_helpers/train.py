@@ -286,6 +286,18 @@ def repeat_cases(case_ids: list[str], repeat: dict[str, int]) -> list[str]:
     return [cid for cid in case_ids for _ in range(repeat.get(cid, 1))]
 
 
+def passes_before_epoch(epoch: int) -> int:
+    """Passes over a finite ``tf.data`` training set that ``model.fit`` began before ``epoch``.
+
+    Keras 3's fit (without ``steps_per_epoch``) opens a new iterator at each epoch's start and
+    another once the epoch has used up its batches, so epoch ``k`` reads pass ``2k`` and a
+    resumed run must skip ``2k`` passes to see the same data. ``test_crossval`` checks that a
+    stopped and resumed training ends with the weights of one run straight through, so a
+    Keras that counts otherwise fails there.
+    """
+    return 2 * epoch
+
+
 def _infinite(data: Any) -> bool:
     cardinality = getattr(data, "cardinality", None)
     return cardinality is not None and int(cardinality()) == -1  # tf.data.INFINITE_CARDINALITY
@@ -316,6 +328,10 @@ def train(cfg: TrainConfig) -> TrainResult:
     if cfg.resume and not (state_path.exists() and last_path.exists()):
         raise ModelFileError(f"{last_path}: nothing to resume (train without resume first)")
     config_mod.set_seeds(cfg.seed)
+    state = json.loads(state_path.read_text()) if cfg.resume else {}
+    initial_epoch = int(state.get("epoch", 0))
+    if state.get("stopped_early"):
+        initial_epoch = profile.epochs  # early stopping already ended this run
 
     split, settings, cache_dir = prepare_data(cfg, profile, run_dir)
     from liverseg_helpers import dataset
@@ -331,15 +347,13 @@ def train(cfg: TrainConfig) -> TrainResult:
         scale_max=zoom_max,
         elastic_alpha_fraction=profile.elastic_alpha_fraction,
     )
+    batches = (x_train, y_train, profile.batch_size, cfg.seed, profile.augment, augment_settings)
     if keras.backend.backend() == "tensorflow":
-        train_ds = dataset.make_train_ds(
-            x_train, y_train, profile.batch_size, cfg.seed, profile.augment, augment_settings
-        )
+        skip = passes_before_epoch(initial_epoch)
+        train_ds = dataset.make_train_ds(*batches, passes_done=skip)
         val_ds = dataset.make_val_ds(x_val, y_val, profile.batch_size)
     else:
-        train_ds = dataset.make_numpy_sequence(
-            x_train, y_train, profile.batch_size, cfg.seed, profile.augment, augment_settings
-        )
+        train_ds = dataset.make_numpy_sequence(*batches, first_epoch=initial_epoch)
         val_ds = dataset.make_numpy_sequence(x_val, y_val, profile.batch_size, cfg.seed, False)
     per_epoch = math.ceil(len(x_train) / profile.batch_size)
     steps = profile.steps_per_epoch or (per_epoch if _infinite(train_ds) else None)
@@ -349,16 +363,9 @@ def train(cfg: TrainConfig) -> TrainResult:
     setup = select_device_setup()
     try:
         with setup.scope:
-            earlier_s = 0.0
             if cfg.resume:
-                state = json.loads(state_path.read_text())
-                initial_epoch = int(state["epoch"])
-                earlier_s = float(state.get("fit_s", 0.0))
                 model = model_mod.load_model(last_path)
-                if state.get("stopped_early"):
-                    initial_epoch = profile.epochs  # early stopping already ended this run
             else:
-                initial_epoch = 0
                 batch_norm = cfg.task == "tumour" if cfg.batch_norm is None else cfg.batch_norm
                 model = model_mod.model_from_profile(
                     profile, in_channels=x_train.shape[-1], batch_norm=batch_norm
@@ -401,7 +408,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         history=history,
         best_val_dice=best_val_dice(history),
         elapsed_s=time.perf_counter() - start,
-        earlier_s=earlier_s,
+        earlier_s=float(state.get("fit_s", 0.0)),
     )
 
 
