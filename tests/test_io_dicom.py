@@ -40,6 +40,30 @@ def test_fractional_rescale_gives_float32(tmp_path):
     assert case.volume[1, 0, 0] == pytest.approx((10 + 1024) * 0.5 - 1024)
 
 
+@pytest.mark.parametrize(
+    ("tag", "value", "problem"),
+    [
+        ("RescaleIntercept", None, "RescaleIntercept is missing"),
+        ("RescaleSlope", None, "RescaleSlope is missing"),
+        ("RescaleSlope", 0, "RescaleSlope is 0"),
+    ],
+)
+def test_missing_or_zero_rescale_is_an_error_naming_the_file(tmp_path, tag, value, problem):
+    """Reading stored values as HU would be off by the scanner's offset (here 1024 HU)."""
+    folder = tmp_path / "ct"
+    folder.mkdir()
+    for k in range(2):
+        ds = make_ct_slice(float(k))
+        if k == 1:
+            if value is None:
+                delattr(ds, tag)
+            else:
+                setattr(ds, tag, value)
+        pydicom.dcmwrite(folder / f"s{k}", ds, enforce_file_format=True)
+    with pytest.raises(DicomSeriesError, match=rf"s1: {problem}"):
+        load_dicom_series(folder)
+
+
 def test_zip_series_reads_like_folder(tmp_path):
     paths = write_series(tmp_path / "ct", [0.0, 1.5, 3.0])
     archive = tmp_path / "series.zip"

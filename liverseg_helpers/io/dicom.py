@@ -251,18 +251,43 @@ def compute_geometry(slices: list[DicomSlice]) -> SliceGeometry:
     )
 
 
+def rescale_to_hu(sl: DicomSlice) -> tuple[float, float]:
+    """``(RescaleSlope, RescaleIntercept)`` of a CT slice: stored value to Hounsfield units.
+
+    Both are mandatory in a CT image. Guessing 1 and 0 when they are missing would shift every
+    value by the scanner's offset (often 1024 HU) without a word, so that is an error.
+
+    Raises:
+        DicomSeriesError: A tag is missing or empty, not a number, or the slope is 0.
+    """
+    values = []
+    for keyword in ("RescaleSlope", "RescaleIntercept"):
+        raw = sl.dataset.get(keyword)
+        if raw is None or str(raw).strip() == "":
+            raise DicomSeriesError(
+                f"{sl.label}: {keyword} is missing; without it the stored values cannot be "
+                "converted to Hounsfield units"
+            )
+        try:
+            values.append(float(raw))
+        except (TypeError, ValueError) as err:
+            raise DicomSeriesError(f"{sl.label}: {keyword} {raw!r} is not a number") from err
+    if values[0] == 0:
+        raise DicomSeriesError(f"{sl.label}: RescaleSlope is 0; every voxel would be one value")
+    return values[0], values[1]
+
+
 def stack_hu(slices: list[DicomSlice]) -> np.ndarray:
     """Stack slices and convert stored values to Hounsfield units.
 
     Returns:
         ``(n_slices, rows, cols)`` int16 when the rescaled values are whole numbers within the
         int16 range (the usual CT case), float32 otherwise.
+
+    Raises:
+        DicomSeriesError: A slice lacks its rescale tags (:func:`rescale_to_hu`).
     """
-    rescale = []
-    for sl in slices:
-        slope = float(sl.dataset.get("RescaleSlope", 1) or 1)
-        intercept = float(sl.dataset.get("RescaleIntercept", 0) or 0)
-        rescale.append((slope, intercept))
+    rescale = [rescale_to_hu(sl) for sl in slices]
     stored = np.stack([sl.pixels for sl in slices])
     if all(r == (1.0, 0.0) for r in rescale) and stored.dtype == np.int16:
         return stored
