@@ -83,6 +83,28 @@ def test_nifti_labels_of_other_shape(tmp_path):
         load_case(tmp_path / "volume-1.nii.gz")
 
 
+def test_nifti_labels_flipped_moved_or_not_0_1_2_are_refused(tmp_path):
+    """Same size and spacing is not enough: a flipped or shifted mask lies on wrong voxels."""
+    case = make_sphere_case()
+    _write_nifti(case.volume, tmp_path / "volume-1.nii.gz")
+    labels = tmp_path / "segmentation-1.nii.gz"
+    flipped = sitk.GetImageFromArray(_labels(case))
+    flipped.SetSpacing((0.8, 0.8, 2.5))
+    flipped.SetOrigin((-12.5, -30.25, 100.0))
+    flipped.SetDirection((-1, 0, 0, 0, -1, 0, 0, 0, 1))
+    sitk.WriteImage(flipped, str(labels))
+    with pytest.raises(DataError, match=r"segmentation-1.nii.gz: direction .* flipped"):
+        load_case(tmp_path / "volume-1.nii.gz")
+    _write_nifti(_labels(case), labels, origin=(-12.5, -30.25, 105.0))  # two slices off
+    with pytest.raises(DataError, match=r"segmentation-1.nii.gz: origin .* shifted"):
+        load_case(tmp_path / "volume-1.nii.gz")
+    _write_nifti(_labels(case) * 127, labels)  # 0/127/254 instead of 0/1/2
+    with pytest.raises(DataError, match=r"segmentation-1.nii.gz: label values \[127, 254\]"):
+        load_case(tmp_path / "volume-1.nii.gz")
+    _write_nifti(_labels(case), labels, origin=(-12.5, -30.25, 100.01))  # float noise: fine
+    assert load_case(tmp_path / "volume-1.nii.gz").masks["liver"].any()
+
+
 def test_write_mask_nifti_geometry_and_overwrite(tmp_path):
     case = make_sphere_case()
     case.direction = (1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 1.0)

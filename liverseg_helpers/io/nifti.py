@@ -102,6 +102,28 @@ def _check_same_grid(image: sitk.Image, labels: sitk.Image, labels_path: Path) -
         raise DataError(
             f"{labels_path}: spacing {labels.GetSpacing()} differs from CT {image.GetSpacing()}"
         )
+    # Same size and spacing but flipped or moved: the mask would lie on the wrong voxels.
+    if not np.allclose(image.GetDirection(), labels.GetDirection(), atol=1e-3):
+        raise DataError(
+            f"{labels_path}: direction {labels.GetDirection()} differs from CT "
+            f"{image.GetDirection()} (the mask is flipped or turned against the CT)"
+        )
+    tolerance_mm = 0.1 * min(image.GetSpacing())
+    if not np.allclose(image.GetOrigin(), labels.GetOrigin(), rtol=0, atol=tolerance_mm):
+        raise DataError(
+            f"{labels_path}: origin {labels.GetOrigin()} differs from CT {image.GetOrigin()} "
+            "(the mask is shifted against the CT)"
+        )
+
+
+def _check_label_values(label_map: np.ndarray, labels_path: Path) -> None:
+    """A LiTS / MSD label map holds 0 (background), 1 (liver) and 2 (tumour) only."""
+    unexpected = np.setdiff1d(np.unique(label_map), [0, 1, 2])
+    if unexpected.size:
+        raise DataError(
+            f"{labels_path}: label values {unexpected[:5].tolist()} besides 0 (background), "
+            "1 (liver) and 2 (tumour); not a LiTS / MSD label map"
+        )
 
 
 def label_lesions(tumour: np.ndarray) -> np.ndarray:
@@ -129,7 +151,8 @@ def load_nifti_case(
 
     Raises:
         CaseNotFoundError: If a file does not exist.
-        DataError: Unreadable file, not 3D, NaN values, label map on another grid.
+        DataError: Unreadable file, not 3D, NaN values, label map on another grid (size,
+            spacing, direction or origin) or with values other than 0, 1 and 2.
     """
     image_path = Path(image)
     itk_image = _read_image(image_path)
@@ -152,6 +175,7 @@ def load_nifti_case(
     itk_labels = _read_image(labels_path)
     _check_same_grid(itk_image, itk_labels, labels_path)
     label_map = sitk.GetArrayFromImage(itk_labels)
+    _check_label_values(label_map, labels_path)
     case.masks[LIVER] = label_map >= 1
     case.masks[TUMOUR] = label_map == 2
     case.lesions = label_lesions(case.masks[TUMOUR])
