@@ -229,16 +229,43 @@ def _unsafe_reason(name: str) -> str | None:
     return None
 
 
-def _check_link_target(member: tarfile.TarInfo) -> str | None:
-    """Why a tar link member points outside the folder, or None."""
+def _through_symlink(path: str, symlinks: set[str]) -> str | None:
+    """The first symbolic link member that ``path`` walks through, ``".."`` if it leaves the
+    archive's folder first, or None.
+
+    Up to the first symbolic link, ``..`` can be resolved by text; after it only the file
+    system knows where the path goes, so such a path is refused rather than guessed.
+    """
+    walked: list[str] = []
+    parts = path.replace("\\", "/").split("/")
+    for i, part in enumerate(parts):
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if not walked:
+                return ".."
+            walked.pop()
+        else:
+            walked.append(part)
+        if i < len(parts) - 1 and "/".join(walked) in symlinks:
+            return "/".join(walked)
+    return None
+
+
+def _check_link_target(member: tarfile.TarInfo, symlinks: set[str]) -> str | None:
+    """Why a tar link member points outside the folder (or through another link), or None."""
     target = member.linkname.replace("\\", "/")
     if target.startswith("/"):
         return f"link to absolute path {member.linkname}"
     # A symlink resolves from its own folder, a hard link from the archive root.
     base = posixpath.dirname(member.name) if member.issym() else ""
-    resolved = posixpath.normpath(posixpath.join(base, target))
-    if resolved == ".." or resolved.startswith("../") or resolved.startswith("/"):
+    joined = posixpath.join(base, target)
+    resolved = posixpath.normpath(joined)
+    through = _through_symlink(joined + "/", symlinks)
+    if through == ".." or resolved == ".." or resolved.startswith(("../", "/")):
         return f"link pointing outside the folder ({member.linkname})"
+    if through:
+        return f"link through the symbolic link {through!r} ({member.linkname})"
     return None
 
 
@@ -264,10 +291,15 @@ def list_archive_members(archive: str | os.PathLike) -> list[str]:
     if archive.is_file() and tarfile.is_tarfile(archive):
         with tarfile.open(archive) as tf:
             names = []
-            for member in tf.getmembers():
+            members = tf.getmembers()
+            symlinks = {posixpath.normpath(m.name.replace("\\", "/")) for m in members if m.issym()}
+            for member in members:
                 reason = _unsafe_reason(member.name)
+                through = _through_symlink(member.name, symlinks)
+                if reason is None and through:
+                    reason = f"inside the symbolic link {through!r}"
                 if reason is None and (member.issym() or member.islnk()):
-                    reason = _check_link_target(member)
+                    reason = _check_link_target(member, symlinks)
                 if reason is None and not (
                     member.isfile() or member.isdir() or member.issym() or member.islnk()
                 ):
@@ -320,7 +352,10 @@ def safe_extract(archive: str | os.PathLike, dest_dir: str | os.PathLike) -> Pat
         else:
             with tarfile.open(archive) as tf:
                 if hasattr(tarfile, "data_filter"):  # Python >= 3.12 and security backports
-                    tf.extractall(tmp_dir, filter="data")
+                    try:
+                        tf.extractall(tmp_dir, filter="data")
+                    except tarfile.FilterError as err:
+                        raise UnsafeArchiveError(f"{archive.name}: {err}") from err
                 else:  # members were checked above
                     tf.extractall(tmp_dir)  # noqa: S202
         for top in tops:

@@ -250,11 +250,27 @@ def _tar_member(name: str, kind: bytes = tarfile.REGTYPE, link: str = "") -> tar
         _tar_member("good/link", tarfile.SYMTYPE, "../../etc/passwd"),
         _tar_member("good/abslink", tarfile.SYMTYPE, "/etc/passwd"),
         _tar_member("hard", tarfile.LNKTYPE, "../outside"),
+        # A chain: good/a is good/ itself, so good/a/a/b -> ../.. is the folder's parent.
+        [_tar_member("good/a", tarfile.SYMTYPE, "."), _tar_member("good/a/a/b")],
+        [
+            _tar_member("good/a", tarfile.SYMTYPE, "."),
+            _tar_member("good/c", tarfile.SYMTYPE, "a/a/../.."),
+        ],
     ],
-    ids=["dotdot", "absolute", "symlink-out", "symlink-abs", "hardlink-out"],
+    ids=[
+        "dotdot",
+        "absolute",
+        "symlink-out",
+        "symlink-abs",
+        "hardlink-out",
+        "via-link",
+        "link-via-link",
+    ],
 )
 def test_unsafe_tar_refused_nothing_extracted(tmp_path, member):
-    archive = _tar_with(tmp_path / "bad.tar", [member])
+    members = member if isinstance(member, list) else [member]
+    member = members[-1]
+    archive = _tar_with(tmp_path / "bad.tar", members)
     dest = tmp_path / "dest"
     with pytest.raises(UnsafeArchiveError, match=rf"bad\.tar: member '{member.name}'"):
         manifest.safe_extract(archive, dest)
