@@ -88,6 +88,10 @@ def _cache_case(
             )
     for key in {target, crop_to, LIVER} & set(case.masks):
         preprocess.check_binary_mask(case.masks[key], f"{name} mask {key!r}")
+    if LIVER in case.masks and not case.masks[LIVER].any():
+        # A lost or mis-paired mask file, not a patient without a liver: its slices would
+        # teach "no liver here" and its scores would be Dice 0.
+        raise DataError(f"{name}: the liver mask is empty (not one liver voxel)")
     volume, target_mask = case.volume, case.masks[target]
     box = np.array([-1, -1, -1, -1])
     if crop_to:

@@ -129,10 +129,16 @@ def test_paths_are_loaded_once_with_io(tmp_path, monkeypatch):
     ]
 
 
-def test_empty_selection_is_an_error(tmp_path):
+def test_empty_liver_mask_or_empty_selection_is_an_error(tmp_path):
+    # An empty liver mask is a lost or mis-paired mask file: refused, naming the case.
+    with pytest.raises(DataError, match="b: the liver mask is empty"):
+        dataset.build_slice_cache([make_case("a"), make_case("b", liver=False)], SETTINGS, tmp_path)
+    # Without a liver mask, slices are chosen on the target; none anywhere is an error too.
     cases = [make_case("a", liver=False), make_case("b", liver=False)]
+    for case in cases:
+        del case.masks["liver"]
     with pytest.raises(DataError, match=r"no slice selected in any case \(\['a', 'b'\]\)"):
-        dataset.build_slice_cache(cases, SETTINGS, tmp_path)
+        dataset.build_slice_cache(cases, SETTINGS, tmp_path, target="tumour")
 
 
 def test_bad_cases_name_the_case(tmp_path):

@@ -137,6 +137,14 @@ def test_mask_without_ct_slice(tmp_path):
         load_ircadb_patient(out)
 
 
+def test_mask_with_a_lost_slice_file(tmp_path):
+    """A lost mask file must not read as "no liver on that slice"."""
+    out = write_ircadb_patient(make_sphere_case(), tmp_path / "p")
+    (out / "MASKS_DICOM" / "liver" / "image_4").unlink()
+    with pytest.raises(DataError, match=r"structure 'liver' lacks 1 of \d+ slices .*'image_4'"):
+        load_ircadb_patient(out)
+
+
 def test_empty_patient_folder(tmp_path):
     (tmp_path / "p" / "PATIENT_DICOM").mkdir(parents=True)
     with pytest.raises(DataError, match="no image files"):

@@ -70,6 +70,7 @@ def _read_structures(
 ) -> dict[str, np.ndarray]:
     """Read the structures whose names are in ``wanted`` or start with ``livertumor``."""
     structures: dict[str, np.ndarray] = {}
+    filled: dict[str, set[str]] = {}
     with open_members(masks_path) as members:
         for m in members:
             name = m.parent_name
@@ -88,7 +89,18 @@ def _read_structures(
                 )
             if name not in structures:
                 structures[name] = np.zeros(shape, dtype=bool)
+                filled[name] = set()
             structures[name][slice_index[m.file_name]] = sl.pixels > 0
+            filled[name].add(m.file_name)
+    for name, got in filled.items():
+        # IRCAD stores every structure on every CT slice; a gap is a lost file, which would
+        # otherwise read as "no organ on this slice".
+        missing = sorted(set(slice_index) - got, key=slice_index.__getitem__)
+        if missing:
+            raise DataError(
+                f"{masks_path}: structure {name!r} lacks {len(missing)} of {len(slice_index)} "
+                f"slices (first: {missing[0]!r}); the mask files are incomplete"
+            )
     return structures
 
 
@@ -111,7 +123,7 @@ def load_ircadb_patient(folder: str | Path, extra_structures: Sequence[str] = ()
     Raises:
         CaseNotFoundError: If the folder does not exist.
         DataError: No ``PATIENT_DICOM``, no images, a slice name without number, a mask slice
-            without a CT slice or of another shape.
+            without a CT slice or of another shape, a structure missing some slices.
         DicomSeriesError: A CT slice that is not CT, has no pixels, or is corrupt.
         UnsafeArchiveError: A zip member name that leaves the archive.
     """
