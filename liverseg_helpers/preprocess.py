@@ -34,8 +34,10 @@ from liverseg_helpers.slice_geometry import (
     mask_coverage,
     pad_or_crop_square,
     resample_inplane,
+    resampled_shape,
     resize_mask,
     resize_slices,
+    undo_pad_or_crop_square,
 )
 from liverseg_helpers.split import kfold_patients, slice_level_leak_report, split_patients
 
@@ -355,12 +357,9 @@ def restore_slices(
         return resize_slices(probs, tuple(native_shape))
     if spacing_mm is None:
         raise DataError("restore_slices: target_spacing_mm is set, so spacing_mm must be given")
-    rows = max(1, round(native_shape[0] * spacing_mm[1] / settings.target_spacing_mm))
-    cols = max(1, round(native_shape[1] * spacing_mm[2] / settings.target_spacing_mm))
-    side = max(rows, cols, settings.image_size)
-    canvas = pad_or_crop_square(probs.astype(np.float32), side)  # pad only: same centre
-    r0, c0 = (side - rows) // 2, (side - cols) // 2
-    return resize_slices(canvas[:, r0 : r0 + rows, c0 : c0 + cols], tuple(native_shape))
+    resampled_rc = resampled_shape(tuple(native_shape), spacing_mm[1:], settings.target_spacing_mm)
+    resampled = undo_pad_or_crop_square(probs.astype(np.float32), resampled_rc)
+    return resize_slices(resampled, tuple(native_shape))
 
 
 def select_slices(

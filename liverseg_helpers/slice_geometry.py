@@ -100,10 +100,27 @@ def resample_inplane(
     Returns:
         shape ``(n, rows * row_mm / target, cols * col_mm / target)`` (rounded).
     """
-    rows = max(1, round(stack.shape[1] * spacing_rc_mm[0] / target_spacing_mm))
-    cols = max(1, round(stack.shape[2] * spacing_rc_mm[1] / target_spacing_mm))
     resize = resize_mask if is_mask else resize_slices
-    return resize(stack, (rows, cols))
+    return resize(stack, resampled_shape(stack.shape[1:], spacing_rc_mm, target_spacing_mm))
+
+
+def resampled_shape(
+    shape_rc: tuple[int, int], spacing_rc_mm: tuple[float, float], target_spacing_mm: float
+) -> tuple[int, int]:
+    """``(rows, cols)`` of a slice resampled to ``target_spacing_mm`` (:func:`resample_inplane`)."""
+    return tuple(  # type: ignore[return-value]
+        max(1, round(n * mm / target_spacing_mm))
+        for n, mm in zip(shape_rc, spacing_rc_mm, strict=True)
+    )
+
+
+def _square_slices(length: int, size: int) -> tuple[slice, slice]:
+    """Where one axis of ``length`` pixels goes in a centred ``size`` square: (source, dest)."""
+    if length >= size:
+        start = (length - size) // 2
+        return slice(start, start + size), slice(0, size)
+    start = (size - length) // 2
+    return slice(0, length), slice(start, start + length)
 
 
 def pad_or_crop_square(stack: np.ndarray, size: int) -> np.ndarray:
@@ -114,17 +131,24 @@ def pad_or_crop_square(stack: np.ndarray, size: int) -> np.ndarray:
         size: Output side in pixels.
     """
     out = np.zeros((len(stack), size, size), dtype=stack.dtype)
-    src, dst = [], []
-    for length in stack.shape[1:]:
-        if length >= size:
-            start = (length - size) // 2
-            src.append(slice(start, start + size))
-            dst.append(slice(0, size))
-        else:
-            start = (size - length) // 2
-            src.append(slice(0, length))
-            dst.append(slice(start, start + length))
-    out[:, dst[0], dst[1]] = stack[:, src[0], src[1]]
+    (src_r, dst_r), (src_c, dst_c) = (_square_slices(n, size) for n in stack.shape[1:])
+    out[:, dst_r, dst_c] = stack[:, src_r, src_c]
+    return out
+
+
+def undo_pad_or_crop_square(squares: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """The inverse of :func:`pad_or_crop_square` for slices that were ``shape`` before it.
+
+    What the crop cut away comes back as 0.
+
+    Args:
+        squares: shape ``(n, size, size)``.
+        shape: ``(rows, cols)`` of the slices before squaring.
+    """
+    size = squares.shape[1]
+    out = np.zeros((len(squares), *shape), dtype=squares.dtype)
+    (src_r, dst_r), (src_c, dst_c) = (_square_slices(n, size) for n in shape)
+    out[:, src_r, src_c] = squares[:, dst_r, dst_c]
     return out
 
 

@@ -114,6 +114,17 @@ def test_restore_slices_inverts_geometry(target_spacing_mm):
     assert dice > 0.9
 
 
+@pytest.mark.parametrize("shape", [(301, 201), (300, 201), (301, 200), (401, 250)])
+def test_restore_slices_puts_each_pixel_back_in_place(shape):
+    """Odd and even sides, padded (301 x 201 into 256) or cropped (401): no one-pixel shift."""
+    mask = np.zeros((1, *shape), dtype=bool)
+    mask[0, 100:103, 120:123] = True
+    settings = pp.PreprocessSettings(image_size=256, target_spacing_mm=1.0)
+    y = pp.preprocess_mask(mask, settings, spacing_mm=(2.0, 1.0, 1.0)).astype(np.float32)
+    back = pp.restore_slices(y, shape, settings, (2.0, 1.0, 1.0)) > 0.5
+    np.testing.assert_array_equal(back, mask)
+
+
 def test_select_slices_all_liver_plus_share():
     mask = np.zeros((30, 4, 4), dtype=bool)
     mask[10:20, 1, 1] = True
