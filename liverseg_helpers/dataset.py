@@ -103,7 +103,9 @@ def _cache_case(
     select_mask = case.masks.get(LIVER, case.masks[target])
     rng = np.random.default_rng([seed, zlib.crc32(case.case_id.encode())])
     indices = preprocess.select_slices(select_mask, settings.non_liver_fraction, rng)
-    images = preprocess.preprocess_volume(volume, settings, case.spacing_mm, source=name)
+    images = preprocess.preprocess_volume(
+        volume, settings, case.spacing_mm, source=name, grey_levels=case.format == "png"
+    )
     masks = preprocess.preprocess_mask(target_mask, settings, case.spacing_mm, source=name)
     return dict(
         images=images[indices].astype(np.float16),

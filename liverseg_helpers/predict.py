@@ -243,6 +243,7 @@ def predict_volume(
     progress: bool = False,
     stage_seconds: dict[str, float] | None = None,
     precision: str = "auto",
+    grey_levels: bool = False,
 ) -> np.ndarray:
     """Liver probabilities of a whole CT on its own grid.
 
@@ -256,6 +257,8 @@ def predict_volume(
         stage_seconds: If given, filled with the seconds of ``preprocess``, ``model`` and
             ``resize``.
         precision: ``"float32"``, ``"bfloat16"`` or ``"auto"`` (:func:`choose_precision`).
+        grey_levels: ``volume_hu`` is a PNG export's 0..255 grey levels, not HU
+            (:func:`preprocess.preprocess_volume`).
 
     Returns:
         float32 ``[z, y, x]`` in [0, 1], the shape of ``volume_hu``.
@@ -267,7 +270,7 @@ def predict_volume(
     check_model_fits(model, settings)
     timer = {} if stage_seconds is None else stage_seconds
     start = time.perf_counter()
-    images = preprocess.preprocess_volume(volume_hu, settings, spacing_mm)
+    images = preprocess.preprocess_volume(volume_hu, settings, spacing_mm, grey_levels=grey_levels)
     timer["preprocess"] = time.perf_counter() - start
     start = time.perf_counter()
     if choose_precision(precision) == "bfloat16":
@@ -476,6 +479,7 @@ def predict_case(
         progress,
         stage_seconds,
         precision,
+        grey_levels=case.format == "png",
     )
     post_start = time.perf_counter()
     pred = mask_from_probs(probs, case.spacing_mm[0], threshold, postprocess, smooth_z_mm)

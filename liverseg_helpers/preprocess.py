@@ -282,6 +282,7 @@ def preprocess_volume(
     settings: PreprocessSettings,
     spacing_mm: tuple[float, float, float] | None = None,
     source: str = "volume",
+    grey_levels: bool = False,
 ) -> np.ndarray:
     """Turn a CT into network input: window, CLAHE, resize or resample, 2.5D context.
 
@@ -293,6 +294,10 @@ def preprocess_volume(
         spacing_mm: Voxel size ``(slice, row, col)`` in mm; needed when
             ``settings.target_spacing_mm`` is set.
         source: Case id or file name used in error messages.
+        grey_levels: ``volume_hu`` holds 0..255 grey levels of slices windowed before export
+            (a PNG case, ``Case.format == "png"``), not HU: they are scaled to ``[0, 1]``
+            instead of windowed again, so the export's own window stands in for the
+            settings' window.
 
     Returns:
         float32 in ``[0, 1]``, shape ``(n_slices, S, S, C)`` with ``S = settings.image_size``
@@ -303,7 +308,12 @@ def preprocess_volume(
     """
     _check_volume(volume_hu, source)
     check_finite_hu(volume_hu, source)
-    images = window_hu(volume_hu, settings.window_level_hu, settings.window_width_hu)
+    if grey_levels:
+        if volume_hu.min() < 0 or volume_hu.max() > 255:
+            raise DataError(f"{source}: grey levels must lie in 0..255 (a PNG export)")
+        images = volume_hu.astype(np.float32) / 255.0
+    else:
+        images = window_hu(volume_hu, settings.window_level_hu, settings.window_width_hu)
     if settings.clahe:
         images = apply_clahe(images, settings.clahe_clip_limit, settings.clahe_tile_grid)
     images = _fit_geometry(images, settings, spacing_mm, is_mask=False, source=source)

@@ -165,11 +165,16 @@ def predict_tumours(
         uint8 label map ``[z, y, x]``: 0 background, 1 liver, 2 tumour (inside the liver).
 
     Raises:
-        DataError: Threshold outside (0, 1) or a liver mask of another shape.
+        DataError: Threshold outside (0, 1), a liver mask of another shape, or a PNG case.
         ModelFileError: A model that cannot be loaded, or a liver model as stage two.
     """
     if not 0.0 < threshold < 1.0:
         raise DataError(f"threshold must be between 0 and 1, got {threshold}")
+    if case.format == "png":
+        raise DataError(
+            f"{case.source or case.case_id}: PNG slices were windowed before export, so the "
+            "tumour stage's own window cannot be applied; give it the CT in HU"
+        )
     if liver_mask is None:
         liver = predict.predict_case(liver_model, case, precision="float32").pred
     else:

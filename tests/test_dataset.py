@@ -155,6 +155,16 @@ def test_bad_cases_name_the_case(tmp_path):
         dataset.build_slice_cache([make_case("c")], SETTINGS, tmp_path, target="vessels")
 
 
+def test_png_case_is_cached_from_its_grey_levels(tmp_path):
+    case = make_case("exported")
+    case.volume = np.where(case.masks["liver"], 200, 0).astype(np.float32)  # grey levels
+    case.format = "png"
+    folder = dataset.build_slice_cache([case], SETTINGS, tmp_path)
+    x, _ = dataset.load_cached_slices(folder, ["exported"])
+    assert x.min() == 0.0  # grey 0 is black, not the window's image of 0 HU (0.375)
+    assert x.max() == pytest.approx(200 / 255, abs=1e-3)
+
+
 def test_tumour_target_cropped_to_liver(tmp_path):
     case = make_case()
     full = dataset.build_slice_cache([case], SETTINGS, tmp_path, target="tumour")

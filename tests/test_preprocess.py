@@ -125,6 +125,20 @@ def test_restore_slices_puts_each_pixel_back_in_place(shape):
     np.testing.assert_array_equal(back, mask)
 
 
+def test_png_grey_levels_are_scaled_not_windowed_again():
+    """A PNG export was windowed once; windowing its 0..255 again would squeeze it."""
+    volume, _ = make_sphere_volume(4, 64)
+    settings = pp.PreprocessSettings(image_size=64)
+    from_hu = pp.preprocess_volume(volume, settings)
+    grey = np.round(pp.window_hu(volume, 50, 400) * 255).astype(np.float32)  # the export
+    from_png = pp.preprocess_volume(grey, settings, grey_levels=True)
+    np.testing.assert_allclose(from_png, from_hu, atol=1 / 255)
+    windowed_again = pp.preprocess_volume(grey, settings)
+    assert np.abs(windowed_again - from_hu).max() > 0.3  # what used to happen
+    with pytest.raises(DataError, match="sphere: grey levels must lie in 0..255"):
+        pp.preprocess_volume(volume.astype(np.float32), settings, source="sphere", grey_levels=True)
+
+
 def test_select_slices_all_liver_plus_share():
     mask = np.zeros((30, 4, 4), dtype=bool)
     mask[10:20, 1, 1] = True
