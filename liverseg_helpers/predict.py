@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -124,6 +125,11 @@ def load_settings_for(
     elif model is not None:
         height = get_model_input_shape(model)[0]
         settings = PreprocessSettings() if height is None else PreprocessSettings(image_size=height)
+        warnings.warn(
+            f"{source}: no sidecar (.json) with the preprocessing it was trained with; assuming "
+            f"the course's defaults ({settings}). Save models with model.save_model to keep it.",
+            stacklevel=2,
+        )
     else:
         raise ModelFileError(f"{source}: no sidecar settings and no model to read the size from")
     if model is not None:
@@ -404,19 +410,22 @@ def mask_from_probs(
 
 
 def load_prediction_model(
-    model_or_path: Any, settings: PreprocessSettings | None = None
+    model_or_path: Any, settings: PreprocessSettings | None = None, task: str = "liver"
 ) -> tuple[Any, PreprocessSettings]:
     """Load a model file (or take a model) with its preprocessing settings.
 
     Args:
         model_or_path: ``.keras`` path or a loaded Keras model.
         settings: Use these settings instead of the sidecar's (checked against the model).
+        task: What the model must segment: ``"liver"`` or ``"tumour"`` (checked against
+            the sidecar's ``task`` when there is one).
 
     Returns:
         ``(model, settings)``.
 
     Raises:
-        ModelFileError: Missing or foreign file, or a model that does not fit its settings.
+        ModelFileError: Missing or foreign file, a sidecar of another task, or a model that
+            does not fit its settings.
     """
     path = None
     model = model_or_path
@@ -424,6 +433,12 @@ def load_prediction_model(
         from liverseg_helpers import model as model_lib  # lazy: imports Keras
 
         path = Path(model_or_path)
+        trained_for = (model_lib.read_sidecar(path) or {}).get("task", task)
+        if trained_for != task:
+            raise ModelFileError(
+                f"{path}: its sidecar says it segments the {trained_for}; this step needs a "
+                f"model trained with task {task!r} (liverseg train --task {task})"
+            )
         # compile=False: prediction needs neither the loss nor the optimizer state.
         model = model_lib.load_model(path, compile=False)
     if settings is None:

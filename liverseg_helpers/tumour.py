@@ -61,15 +61,7 @@ def load_tumour_model(
         ModelFileError: Missing file, or a sidecar that says the model segments the liver.
     """
     if isinstance(model_or_path, (str, os.PathLike)):
-        from liverseg_helpers import model as model_lib  # lazy: imports Keras
-
-        sidecar = model_lib.read_sidecar(model_or_path) or {}
-        if sidecar.get("task", "tumour") != "tumour":
-            raise ModelFileError(
-                f"{model_or_path}: sidecar says task {sidecar.get('task')!r}; the second stage "
-                "needs a model trained with task='tumour' (liverseg train --task tumour)"
-            )
-        return predict.load_prediction_model(model_or_path, settings)
+        return predict.load_prediction_model(model_or_path, settings, task="tumour")
     if settings is None:
         height, _, channels = predict.get_model_input_shape(model_or_path)
         size = SimpleNamespace(

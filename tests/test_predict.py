@@ -134,11 +134,30 @@ def test_settings_from_sidecar_or_model_shape(tmp_path):
     assert predict.load_settings_for(path, net) == trained
     bare = tmp_path / "bare.keras"
     net.save(bare)
-    assert predict.load_settings_for(bare, net) == PreprocessSettings(image_size=SIZE)
+    with pytest.warns(UserWarning, match="bare.keras: no sidecar .* assuming the course's"):
+        assert predict.load_settings_for(bare, net) == PreprocessSettings(image_size=SIZE)
     three = build_tiny_unet(channels=3)
     three.save(tmp_path / "rgb.keras")
     with pytest.raises(ModelFileError, match="rgb.keras.*3 input channels"):
         predict.load_prediction_model(tmp_path / "rgb.keras")
+
+
+def test_a_model_of_the_other_task_is_refused(tmp_path):
+    from liverseg_helpers import model as model_lib
+
+    tumour = model_lib.save_model(
+        build_tiny_unet(), tmp_path / "tumour.keras", PreprocessSettings(image_size=SIZE), "tumour"
+    )
+    with pytest.raises(
+        ModelFileError, match="tumour.keras: its sidecar says it segments the tumour"
+    ):
+        predict.load_prediction_model(tumour)  # the liver step
+    liver = model_lib.save_model(
+        build_tiny_unet(), tmp_path / "liver.keras", PreprocessSettings(image_size=SIZE)
+    )
+    with pytest.raises(ModelFileError, match="liver.keras: .* segments the liver"):
+        predict.load_prediction_model(liver, task="tumour")
+    assert predict.load_prediction_model(tumour, task="tumour")[1].image_size == SIZE
 
 
 def test_predict_case_from_model_file(tmp_path, toy_case):

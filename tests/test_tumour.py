@@ -205,7 +205,7 @@ def test_predict_tumours_without_liver_and_bad_inputs(tmp_path):
     from liverseg_helpers import model as model_lib
 
     path = model_lib.save_model(model, tmp_path / "liver.keras", {"image_size": 32}, "liver")
-    with pytest.raises(ModelFileError, match="task 'liver'"):
+    with pytest.raises(ModelFileError, match="liver.keras: its sidecar says it segments the liver"):
         tumour.predict_tumours(None, path, case, liver_mask=case.masks["liver"])
 
 
