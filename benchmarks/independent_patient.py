@@ -42,7 +42,7 @@ def main() -> None:
     parser.add_argument("--truth", type=Path, default=DCMQI / "liver_seg.nrrd", help="liver mask")
     args = parser.parse_args()
     case = io.load_case(args.ct)
-    truth, _ = evaluate.read_mask_file(args.truth)
+    truth = evaluate.read_mask_file(args.truth).mask
     if truth.shape != case.volume.shape:
         raise SystemExit(f"{args.truth}: mask {truth.shape} != CT {case.volume.shape} ({args.ct})")
     rows = []

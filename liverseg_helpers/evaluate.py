@@ -30,6 +30,7 @@ import json
 import math
 import os
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -263,15 +264,30 @@ def save_metrics_csv(df: pd.DataFrame, path: str | os.PathLike) -> Path:
     return Path(path)
 
 
-def read_mask_file(path: str | os.PathLike) -> tuple[np.ndarray, tuple[float, float, float]]:
+@dataclass
+class MaskFile:
+    """A mask read for evaluation, with the grid it lies on.
+
+    Attributes:
+        mask: bool ``[z, y, x]``; any nonzero label counts as liver.
+        spacing_mm: ``(z, y, x)``.
+        origin_mm: World position of the first voxel ``(x, y, z)``; None for a PNG folder,
+            which has no geometry.
+        direction: Row-major 3x3 direction cosines, None for a PNG folder.
+    """
+
+    mask: np.ndarray
+    spacing_mm: tuple[float, float, float]
+    origin_mm: tuple[float, ...] | None = None
+    direction: tuple[float, ...] | None = None
+
+
+def read_mask_file(path: str | os.PathLike) -> MaskFile:
     """Read a mask for evaluation: NIfTI/NRRD file, or a case folder (its liver mask).
 
     Args:
         path: ``.nii``, ``.nii.gz``, ``.nrrd``/``.nhdr`` file, or anything
             ``io.load_case`` reads (3D-IRCADb patient, PNG folder...).
-
-    Returns:
-        ``(mask bool [z, y, x], spacing_mm (z, y, x))``. Any nonzero label counts as liver.
 
     Raises:
         DataError: If the file is missing or unreadable, or a case has no liver mask.
@@ -285,13 +301,46 @@ def read_mask_file(path: str | os.PathLike) -> tuple[np.ndarray, tuple[float, fl
 
         mask, image = read_mask_image(path)
         spacing_xyz = image.GetSpacing()
-        return mask, (spacing_xyz[2], spacing_xyz[1], spacing_xyz[0])
+        return MaskFile(
+            mask,
+            (spacing_xyz[2], spacing_xyz[1], spacing_xyz[0]),
+            image.GetOrigin(),
+            image.GetDirection(),
+        )
     from liverseg_helpers import io  # lazy: io imports its readers
 
     case = io.load_case(path)
     if "liver" not in case.masks:
         raise DataError(f"{path}: case has no liver mask")
-    return np.asarray(case.masks["liver"]) != 0, tuple(case.spacing_mm)
+    placed = case.format != "png"
+    return MaskFile(
+        np.asarray(case.masks["liver"]) != 0,
+        tuple(case.spacing_mm),
+        case.origin_mm if placed else None,
+        case.direction if placed else None,
+    )
+
+
+def check_same_grid(pred: MaskFile, truth: MaskFile, pred_path, truth_path) -> None:
+    """Refuse two masks that do not lie on the same voxels: shape, spacing, then placement.
+
+    Raises:
+        DataError: Naming both files and what differs.
+    """
+    if pred.mask.shape != truth.mask.shape:
+        raise DataError(
+            f"shape mismatch: {pred_path} has {pred.mask.shape}, {truth_path} has "
+            f"{truth.mask.shape} (both masks must be on the same CT grid)"
+        )
+    from liverseg_helpers.io.grid import grid_difference  # lazy: io imports its readers
+
+    differs = grid_difference(
+        (pred.spacing_mm, truth.spacing_mm),
+        (pred.direction, truth.direction),
+        (pred.origin_mm, truth.origin_mm),
+    )
+    if differs:
+        raise DataError(f"{pred_path} and {truth_path} are not on the same grid: {differs}")
 
 
 def run_evaluate_cli(args: argparse.Namespace) -> int:
@@ -304,16 +353,13 @@ def run_evaluate_cli(args: argparse.Namespace) -> int:
         Exit code 0.
 
     Raises:
-        DataError: If a file cannot be read or the two shapes differ (names both files).
+        DataError: If a file cannot be read or the two masks lie on different grids (shape,
+            spacing, direction or origin; names both files).
     """
-    pred, _ = read_mask_file(args.pred)
-    gt, spacing_mm = read_mask_file(args.gt)
-    if pred.shape != gt.shape:
-        raise DataError(
-            f"shape mismatch: {args.pred} has {pred.shape}, {args.gt} has {gt.shape} "
-            "(both masks must be on the same CT grid)"
-        )
-    metrics = evaluate_masks(pred, gt, spacing_mm)
+    pred, truth = read_mask_file(args.pred), read_mask_file(args.gt)
+    check_same_grid(pred, truth, args.pred, args.gt)
+    spacing_mm = truth.spacing_mm
+    metrics = evaluate_masks(pred.mask, truth.mask, spacing_mm)
     if args.json:
         # JSON has no nan: write null for undefined distances.
         clean = {k: (None if math.isnan(v) else v) for k, v in metrics.items()}

@@ -305,7 +305,7 @@ def test_reference_model_on_a_patient_it_never_saw():
 
     folder = SHARED_DATA / "dcmqi-ct-3slice"
     case = io.load_case(folder / "ct-3slice")
-    truth, _ = evaluate.read_mask_file(folder / "liver_seg.nrrd")
+    truth = evaluate.read_mask_file(folder / "liver_seg.nrrd").mask
     pred = predict.predict_case(REFERENCE_MODEL, case).pred
     assert evaluate.evaluate_masks(pred, truth, case.spacing_mm)["dice"] > REFERENCE_MIN_DICE_UNSEEN
 

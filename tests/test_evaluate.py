@@ -176,11 +176,15 @@ def test_module_does_not_import_tensorflow():
     assert out.stdout.strip() == "False"
 
 
-def write_nifti(mask, path, spacing_xyz=(0.7, 0.7, 1.6)):
+def write_nifti(mask, path, spacing_xyz=(0.7, 0.7, 1.6), origin=None, direction=None):
     import SimpleITK as sitk
 
     image = sitk.GetImageFromArray(mask.astype(np.uint8))
     image.SetSpacing(spacing_xyz)
+    if origin is not None:
+        image.SetOrigin(origin)
+    if direction is not None:
+        image.SetDirection(direction)
     sitk.WriteImage(image, str(path))
     return path
 
@@ -204,6 +208,25 @@ def test_cli_shape_mismatch_names_both_files(tmp_path):
         evaluate.run_evaluate_cli(Namespace(pred=pred_path, gt=gt_path, json=False))
     with pytest.raises(DataError, match="no such file"):
         evaluate.run_evaluate_cli(Namespace(pred=tmp_path / "x.nii", gt=gt_path, json=False))
+
+
+@pytest.mark.parametrize(
+    ("other", "problem"),
+    [
+        ({"spacing_xyz": (0.7, 0.7, 3.2)}, "spacing"),
+        ({"direction": (-1, 0, 0, 0, -1, 0, 0, 0, 1)}, "direction .*flipped"),
+        ({"origin": (0.0, 0.0, 8.0)}, "origin .*shifted"),
+    ],
+    ids=["spacing", "flipped", "shifted"],
+)
+def test_cli_refuses_masks_on_other_grids(tmp_path, other, problem):
+    """Same shape is not enough: the metrics would compare the wrong voxels."""
+    gt_path = write_nifti(make_cube(), tmp_path / "truth.nii.gz")
+    pred_path = write_nifti(make_cube(), tmp_path / "pred.nii.gz", **other)
+    with pytest.raises(
+        DataError, match=f"pred.nii.gz and .*truth.nii.gz are not on the same grid: {problem}"
+    ):
+        evaluate.run_evaluate_cli(Namespace(pred=pred_path, gt=gt_path, json=False))
 
 
 @pytest.mark.real_data

@@ -93,10 +93,14 @@ def test_nifti_labels_flipped_moved_or_not_0_1_2_are_refused(tmp_path):
     flipped.SetOrigin((-12.5, -30.25, 100.0))
     flipped.SetDirection((-1, 0, 0, 0, -1, 0, 0, 0, 1))
     sitk.WriteImage(flipped, str(labels))
-    with pytest.raises(DataError, match=r"segmentation-1.nii.gz: direction .* flipped"):
+    with pytest.raises(
+        DataError, match=r"segmentation-1.nii.gz: not on the CT's grid: direction .*flipped"
+    ):
         load_case(tmp_path / "volume-1.nii.gz")
     _write_nifti(_labels(case), labels, origin=(-12.5, -30.25, 105.0))  # two slices off
-    with pytest.raises(DataError, match=r"segmentation-1.nii.gz: origin .* shifted"):
+    with pytest.raises(
+        DataError, match=r"segmentation-1.nii.gz: not on the CT's grid: origin .*shifted"
+    ):
         load_case(tmp_path / "volume-1.nii.gz")
     _write_nifti(_labels(case) * 127, labels)  # 0/127/254 instead of 0/1/2
     with pytest.raises(DataError, match=r"segmentation-1.nii.gz: label values \[127, 254\]"):

@@ -24,6 +24,7 @@ from liverseg_helpers.atomic import atomic_file, check_output_path
 from liverseg_helpers.errors import DataError
 from liverseg_helpers.io.case import LIVER, TUMOUR, Case
 from liverseg_helpers.io.files import CaseNotFoundError
+from liverseg_helpers.io.grid import grid_difference
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 
@@ -98,22 +99,13 @@ def _check_same_grid(image: sitk.Image, labels: sitk.Image, labels_path: Path) -
             f"{labels_path}: mask shape {labels.GetSize()[::-1]} differs from CT shape "
             f"{image.GetSize()[::-1]}"
         )
-    if not np.allclose(image.GetSpacing(), labels.GetSpacing(), rtol=1e-3, atol=1e-3):
-        raise DataError(
-            f"{labels_path}: spacing {labels.GetSpacing()} differs from CT {image.GetSpacing()}"
-        )
-    # Same size and spacing but flipped or moved: the mask would lie on the wrong voxels.
-    if not np.allclose(image.GetDirection(), labels.GetDirection(), atol=1e-3):
-        raise DataError(
-            f"{labels_path}: direction {labels.GetDirection()} differs from CT "
-            f"{image.GetDirection()} (the mask is flipped or turned against the CT)"
-        )
-    tolerance_mm = 0.1 * min(image.GetSpacing())
-    if not np.allclose(image.GetOrigin(), labels.GetOrigin(), rtol=0, atol=tolerance_mm):
-        raise DataError(
-            f"{labels_path}: origin {labels.GetOrigin()} differs from CT {image.GetOrigin()} "
-            "(the mask is shifted against the CT)"
-        )
+    differs = grid_difference(
+        (labels.GetSpacing(), image.GetSpacing()),
+        (labels.GetDirection(), image.GetDirection()),
+        (labels.GetOrigin(), image.GetOrigin()),
+    )
+    if differs:  # same size, but the mask would lie on the wrong voxels
+        raise DataError(f"{labels_path}: not on the CT's grid: {differs}")
 
 
 def _check_label_values(label_map: np.ndarray, labels_path: Path) -> None:
