@@ -7,7 +7,6 @@ Notebooks hand artefacts to each other only through the run folder.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -15,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from liverseg_helpers import config
+from liverseg_helpers.atomic import write_json_atomic
 from liverseg_helpers.errors import LiverSegError
 
 NOTEBOOKS = (
@@ -215,7 +215,7 @@ def run_course(
         timings[name] = round(time.perf_counter() - started, 1)
         print(f"      done in {timings[name]:.0f} s", flush=True)
     summary = {"profile": profile, "seed": seed, "seconds": timings, **parameters}
-    (run_path / "course_summary.json").write_text(json.dumps(summary, indent=2))
+    write_json_atomic(summary, run_path / "course_summary.json")
     print(f"course finished in {sum(timings.values()):.0f} s; run folder: {run_path}")
     return run_path
 

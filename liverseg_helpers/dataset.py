@@ -117,6 +117,21 @@ def _cache_case(
     )
 
 
+def source_stamp(path: Path) -> list[int]:
+    """Number of files, total bytes and newest modification time (ns) of a case on disk.
+
+    A cached case whose stamp changed was rewritten in place (e.g. a phantom cohort generated
+    again with other options) and is read again instead of served from the cache.
+    """
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    stats = [p.stat() for p in files]
+    return [
+        len(stats),
+        sum(s.st_size for s in stats),
+        max((s.st_mtime_ns for s in stats), default=0),
+    ]
+
+
 def build_slice_cache(
     cases_or_paths: Iterable[Case | str | os.PathLike],
     settings: preprocess.PreprocessSettings,
@@ -171,12 +186,17 @@ def build_slice_cache(
     by_source = {entry["source"]: cid for cid, entry in manifest["cases"].items()}
 
     for item in cases_or_paths:
+        stamp = None
         if isinstance(item, Case):
             case, source = item, item.source
             cached = case.case_id in manifest["cases"]
         else:
             source = str(Path(item).resolve())
-            cached = source in by_source
+            stamp = source_stamp(Path(source))
+            # A case rewritten in place since it was cached is read again.
+            cached = source in by_source and (
+                manifest["cases"][by_source[source]].get("stamp") == stamp
+            )
             case = None
         cid = case.case_id if case is not None else by_source.get(source)
         if cached and (folder / manifest["cases"][cid]["file"]).is_file():
@@ -190,7 +210,7 @@ def build_slice_cache(
         with atomic_file(folder / file_name) as tmp:
             np.savez(tmp, key=key, **arrays)
         manifest["cases"][case.case_id] = dict(
-            file=file_name, source=source, n_slices=len(arrays["slice_indices"])
+            file=file_name, source=source, n_slices=len(arrays["slice_indices"]), stamp=stamp
         )
         write_json_atomic(manifest, folder / MANIFEST_NAME)
     if manifest["cases"] and sum(e["n_slices"] for e in manifest["cases"].values()) == 0:

@@ -123,6 +123,11 @@ def test_paths_are_loaded_once_with_io(tmp_path, monkeypatch):
     folder = dataset.build_slice_cache([src, make_case("p2")], SETTINGS, tmp_path / "cache")
     dataset.build_slice_cache([src], SETTINGS, tmp_path / "cache")
     assert len(calls) == 1
+    (src / "image_0").write_bytes(b"rewritten in place")  # e.g. a cohort generated again
+    dataset.build_slice_cache([src], SETTINGS, tmp_path / "cache")
+    assert len(calls) == 2  # read again, not served stale from the cache
+    dataset.build_slice_cache([src], SETTINGS, tmp_path / "cache")
+    assert len(calls) == 2
     assert sorted(json.loads((folder / "manifest.json").read_text())["cases"]) == [
         "from_path",
         "p2",
