@@ -28,6 +28,7 @@ from keras import layers
 
 from liverseg_helpers import losses, quantize
 from liverseg_helpers.atomic import atomic_file, write_json_atomic
+from liverseg_helpers.download import hash_file
 from liverseg_helpers.errors import ModelFileError
 
 UPSAMPLING_MODES = ("transpose", "bilinear")
@@ -349,6 +350,7 @@ def save_model(
     # Keras insists on the .keras suffix, so the temporary file keeps it.
     with atomic_file(path, ".keras") as tmp:
         model.save(tmp)
+        model_sha256 = hash_file(tmp, "sha256", progress=False)
     settings_dict = settings.to_dict() if hasattr(settings, "to_dict") else dict(settings)
     sidecar = {
         "preprocess": settings_dict,
@@ -357,6 +359,9 @@ def save_model(
         "backend": keras.backend.backend(),
         "input_shape": list(model.input.shape[1:]),
         "weights": "int8" if quantize.has_int8_weights(model) else "float32",
+        # Model and sidecar are two files, each written atomically: the hash pairs them, so
+        # a stop between the two writes cannot pass one model off with another's settings.
+        "model_sha256": model_sha256,
     }
     write_json_atomic(sidecar, sidecar_path(path))
     return path
@@ -366,15 +371,27 @@ def read_sidecar(model_path: str | os.PathLike) -> dict | None:
     """The sidecar dict of a model file, or None when it has none.
 
     Raises:
-        ModelFileError: The sidecar exists but is not valid JSON.
+        ModelFileError: The sidecar exists but is not valid JSON, or was written for another
+            version of the model file (its ``model_sha256`` differs).
     """
     side = sidecar_path(model_path)
     if not side.exists():
         return None
     try:
-        return json.loads(side.read_text())
+        sidecar = json.loads(side.read_text())
     except json.JSONDecodeError as err:
         raise ModelFileError(f"{side}: sidecar is not valid JSON ({err})") from err
+    expected = sidecar.get("model_sha256")
+    if expected and Path(model_path).is_file():
+        actual = hash_file(model_path, "sha256", progress=False)
+    else:
+        actual = expected  # no hash recorded (older files), or no model to compare
+    if actual != expected:
+        raise ModelFileError(
+            f"{side}: written for another version of {Path(model_path).name} (sha256 differs; "
+            "a save was interrupted between the model and its sidecar?); save the model again"
+        )
+    return sidecar
 
 
 def load_model(path: str | os.PathLike, compile: bool = True) -> keras.Model:

@@ -148,6 +148,16 @@ def test_save_load_roundtrip_with_sidecar(tmp_path):
     assert loaded.loss is losses.dice_loss or loaded.loss.__name__ == "dice_loss"
 
 
+def test_a_sidecar_of_another_version_of_the_model_is_refused(tmp_path):
+    """A stop between the model's write and its sidecar's must not pair the two wrongly."""
+    path = model_mod.save_model(_tiny_compiled(), tmp_path / "best.keras", {"image_size": 32})
+    old_sidecar = (tmp_path / "best.keras.json").read_text()
+    model_mod.save_model(_tiny_compiled(), path, {"image_size": 32, "clahe": True})
+    (tmp_path / "best.keras.json").write_text(old_sidecar)  # as if the second write never ran
+    with pytest.raises(ModelFileError, match="best.keras.json: written for another version"):
+        model_mod.read_sidecar(path)
+
+
 def test_save_model_rejects_other_suffix(tmp_path):
     with pytest.raises(ModelFileError, match="weights.h5"):
         model_mod.save_model(_tiny_compiled(), tmp_path / "weights.h5", {})
