@@ -289,35 +289,47 @@ def read_mask_file(path: str | os.PathLike) -> MaskFile:
         path: ``.nii``, ``.nii.gz``, ``.nrrd``/``.nhdr`` file, or anything
             ``io.load_case`` reads (3D-IRCADb patient, PNG folder...).
 
+    Returns:
+        The mask in the axial voxel order of :data:`io.nifti.CANONICAL` (a PNG folder as it
+        is), with its grid.
+
     Raises:
         DataError: If the file is missing or unreadable, or a case has no liver mask.
     """
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: no such file or folder")
+    import SimpleITK as sitk  # lazy: only the CLI reads
+
+    from liverseg_helpers.io.nifti import to_canonical  # lazy: io imports its readers
+
     name = path.name.lower()
     if path.is_file() and name.endswith((".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")):
-        from liverseg_helpers.io.nrrd_mask import read_mask_image  # lazy: only the CLI reads
+        from liverseg_helpers.io.nrrd_mask import read_mask_image
 
-        mask, image = read_mask_image(path)
-        spacing_xyz = image.GetSpacing()
-        return MaskFile(
-            mask,
-            (spacing_xyz[2], spacing_xyz[1], spacing_xyz[0]),
-            image.GetOrigin(),
-            image.GetDirection(),
-        )
-    from liverseg_helpers import io  # lazy: io imports its readers
+        image = read_mask_image(path)[1]
+    else:
+        from liverseg_helpers import io
 
-    case = io.load_case(path)
-    if "liver" not in case.masks:
-        raise DataError(f"{path}: case has no liver mask")
-    placed = case.format != "png"
+        case = io.load_case(path)
+        if "liver" not in case.masks:
+            raise DataError(f"{path}: case has no liver mask")
+        labels = np.asarray(case.masks["liver"]) != 0
+        if case.format == "png":  # no geometry to compare or reorder
+            return MaskFile(labels, tuple(case.spacing_mm))
+        image = sitk.GetImageFromArray(labels.astype(np.uint8))
+        image.SetSpacing(case.spacing_mm[::-1])
+        image.SetOrigin(case.origin_mm)
+        image.SetDirection(case.direction)
+    # Both files in one voxel order (as io.nifti reads volumes), so a mask stored flipped
+    # but on the same anatomy compares voxel by voxel.
+    image = to_canonical(image)
+    spacing_xyz = image.GetSpacing()
     return MaskFile(
-        np.asarray(case.masks["liver"]) != 0,
-        tuple(case.spacing_mm),
-        case.origin_mm if placed else None,
-        case.direction if placed else None,
+        sitk.GetArrayFromImage(image) != 0,
+        (spacing_xyz[2], spacing_xyz[1], spacing_xyz[0]),
+        image.GetOrigin(),
+        image.GetDirection(),
     )
 
 

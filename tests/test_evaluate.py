@@ -214,7 +214,8 @@ def test_cli_shape_mismatch_names_both_files(tmp_path):
     ("other", "problem"),
     [
         ({"spacing_xyz": (0.7, 0.7, 3.2)}, "spacing"),
-        ({"direction": (-1, 0, 0, 0, -1, 0, 0, 0, 1)}, "direction .*flipped"),
+        # Same array, flipped axes: after reordering to one voxel order it lies elsewhere.
+        ({"direction": (-1, 0, 0, 0, -1, 0, 0, 0, 1)}, "origin .*shifted"),
         ({"origin": (0.0, 0.0, 8.0)}, "origin .*shifted"),
     ],
     ids=["spacing", "flipped", "shifted"],
@@ -227,6 +228,24 @@ def test_cli_refuses_masks_on_other_grids(tmp_path, other, problem):
         DataError, match=f"pred.nii.gz and .*truth.nii.gz are not on the same grid: {problem}"
     ):
         evaluate.run_evaluate_cli(Namespace(pred=pred_path, gt=gt_path, json=False))
+
+
+def test_cli_compares_a_mask_stored_flipped_on_the_same_anatomy(tmp_path, capsys):
+    """NIfTI files may store x and y reversed (as many LiTS volumes do): same voxels in the
+    world, so Dice 1, not a mismatch and not a silent comparison of mirrored arrays."""
+    truth = make_cube(shape=(10, 12, 14))
+    truth[:, :3, :4] = True  # not symmetric, so a mirror would not match
+    gt_path = write_nifti(truth, tmp_path / "truth.nii.gz")
+    nx, ny = truth.shape[2], truth.shape[1]
+    far_corner = ((nx - 1) * 0.7, (ny - 1) * 0.7, 0.0)
+    flipped = write_nifti(
+        truth[:, ::-1, ::-1],
+        tmp_path / "pred.nii.gz",
+        origin=far_corner,
+        direction=(-1, 0, 0, 0, -1, 0, 0, 0, 1),
+    )
+    assert evaluate.run_evaluate_cli(Namespace(pred=flipped, gt=gt_path, json=True)) == 0
+    assert json.loads(capsys.readouterr().out)["dice"] == 1.0
 
 
 @pytest.mark.real_data

@@ -109,6 +109,30 @@ def test_nifti_labels_flipped_moved_or_not_0_1_2_are_refused(tmp_path):
     assert load_case(tmp_path / "volume-1.nii.gz").masks["liver"].any()
 
 
+def test_nifti_stored_flipped_reads_in_the_dicom_axis_order(tmp_path):
+    """A volume stored with x and y reversed (many LiTS files) reaches the network the way
+    an axial DICOM series does, with its labels, and keeps its place in the world."""
+    case = make_sphere_case()
+    case.volume[:, :2, :3] = 500  # a marker in one corner: a mirror image would not match
+    _write_nifti(case.volume, tmp_path / "volume-3.nii")
+    _write_nifti(_labels(case), tmp_path / "segmentation-3.nii")
+    rows, cols = case.volume.shape[1:]
+    far_corner = (-12.5 + (cols - 1) * 0.8, -30.25 + (rows - 1) * 0.8, 100.0)
+    flipped = tmp_path / "flipped"
+    flipped.mkdir()
+    for array, name in ((case.volume, "volume-3.nii"), (_labels(case), "segmentation-3.nii")):
+        image = sitk.GetImageFromArray(array[:, ::-1, ::-1].copy())
+        image.SetSpacing((0.8, 0.8, 2.5))
+        image.SetOrigin(far_corner)
+        image.SetDirection((-1, 0, 0, 0, -1, 0, 0, 0, 1))
+        sitk.WriteImage(image, str(flipped / name))
+    plain, turned = load_case(tmp_path / "volume-3.nii"), load_case(flipped / "volume-3.nii")
+    np.testing.assert_array_equal(turned.volume, plain.volume)
+    np.testing.assert_array_equal(turned.masks["liver"], plain.masks["liver"])
+    assert turned.direction == pytest.approx(plain.direction)
+    assert turned.origin_mm == pytest.approx(plain.origin_mm)
+
+
 def test_write_mask_nifti_geometry_and_overwrite(tmp_path):
     case = make_sphere_case()
     case.direction = (1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 1.0)

@@ -9,6 +9,12 @@ Labels: 0 background, 1 liver, 2 tumour. The liver mask is ``label >= 1`` (the l
 its tumours, as in 3D-IRCADb) and the tumour mask ``label == 2``. SimpleITK reads the files, so
 the NIfTI (RAS) header is converted to the ITK/DICOM (LPS) geometry of :class:`Case`, and
 ``GetArrayFromImage`` already gives ``[slice, row, column]``.
+
+NIfTI files store their voxels in any axis order and direction (many LiTS volumes are flipped
+against the others). The volume and its labels are therefore turned to the axial layout of a
+CT DICOM series (:data:`CANONICAL`: columns to the patient's left, rows to the back, slices
+upwards), so the network always sees slices the way it was trained; ``Case`` keeps the
+geometry, so masks written back lie on the same anatomy.
 """
 
 from __future__ import annotations
@@ -70,6 +76,14 @@ def find_nifti_labels(image_path: str | Path) -> Path | None:
     return next((c for c in candidates if c.is_file()), None)
 
 
+CANONICAL = "LPS"  # the axes of a CT DICOM series read by io.dicom (identity direction)
+
+
+def to_canonical(image: sitk.Image) -> sitk.Image:
+    """The same image with its voxels reordered to :data:`CANONICAL` (no resampling)."""
+    return sitk.DICOMOrient(image, CANONICAL)
+
+
 def _read_image(path: Path) -> sitk.Image:
     if not path.exists():
         raise CaseNotFoundError(f"{path}: no such file")
@@ -81,9 +95,12 @@ def _read_image(path: Path) -> sitk.Image:
         ) from err
 
 
-def _hu_array(image: sitk.Image, path: Path) -> np.ndarray:
+def _check_3d_grey(image: sitk.Image, path: Path) -> None:
     if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
         raise DataError(f"{path}: expected a 3D greyscale volume, got {image.GetDimension()}D")
+
+
+def _hu_array(image: sitk.Image, path: Path) -> np.ndarray:
     volume = sitk.GetArrayFromImage(image)
     if not np.all(np.isfinite(volume)):
         raise DataError(f"{path}: volume holds NaN or infinite values")
@@ -147,7 +164,9 @@ def load_nifti_case(
             spacing, direction or origin) or with values other than 0, 1 and 2.
     """
     image_path = Path(image)
-    itk_image = _read_image(image_path)
+    stored_image = _read_image(image_path)
+    _check_3d_grey(stored_image, image_path)
+    itk_image = to_canonical(stored_image)
     volume = _hu_array(itk_image, image_path)
     spacing_xyz = itk_image.GetSpacing()
     case = Case(
@@ -165,8 +184,8 @@ def load_nifti_case(
     if labels_path is None:
         return case
     itk_labels = _read_image(labels_path)
-    _check_same_grid(itk_image, itk_labels, labels_path)
-    label_map = sitk.GetArrayFromImage(itk_labels)
+    _check_same_grid(stored_image, itk_labels, labels_path)
+    label_map = sitk.GetArrayFromImage(to_canonical(itk_labels))
     _check_label_values(label_map, labels_path)
     case.masks[LIVER] = label_map >= 1
     case.masks[TUMOUR] = label_map == 2
