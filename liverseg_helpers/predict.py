@@ -125,15 +125,16 @@ def load_settings_for(
     elif model is not None:
         height = get_model_input_shape(model)[0]
         settings = PreprocessSettings() if height is None else PreprocessSettings(image_size=height)
+    else:
+        raise ModelFileError(f"{source}: no sidecar settings and no model to read the size from")
+    if model is not None:
+        check_model_fits(model, settings, source)
+    if sidecar is None:
         warnings.warn(
             f"{source}: no sidecar (.json) with the preprocessing it was trained with; assuming "
             f"the course's defaults ({settings}). Save models with model.save_model to keep it.",
             stacklevel=2,
         )
-    else:
-        raise ModelFileError(f"{source}: no sidecar settings and no model to read the size from")
-    if model is not None:
-        check_model_fits(model, settings, source)
     return settings
 
 
