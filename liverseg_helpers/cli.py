@@ -40,8 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--patients", type=int, default=3, help="number of patients")
     p.add_argument("--seed", type=int, default=42, help="seed of the first patient")
-    p.add_argument("--slices", type=int, default=None, help="slices per patient")
-    p.add_argument("--size", type=int, default=None, help="in-plane pixels (real CT: 512)")
+    p.add_argument("--slices", type=int, default=64, help="slices per patient")
+    p.add_argument("--size", type=int, default=256, help="in-plane pixels (real CT: 512)")
     p.add_argument("--overwrite", action="store_true", help="replace existing patients")
 
     data = sub.add_parser("data", help="dataset cards: verify or fetch a dataset")
@@ -57,7 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a UNet on a cohort")
     p.add_argument("--data", default=None, help="cohort folder (default: generated phantom)")
-    p.add_argument("--run-dir", default=None, help="run folder (default: runs/<profile>)")
+    p.add_argument(
+        "--run-dir",
+        default=None,
+        help="run folder (default: runs/<profile>, runs/<profile>-tumour for --task tumour)",
+    )
     p.add_argument("--profile", default=None, help="smoke, course or full")
     p.add_argument("--task", default="liver", choices=["liver", "tumour"], help="what to segment")
     p.add_argument("--loss", default=None, help="dice, bce, dice_bce, focal, tversky")
@@ -69,10 +73,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", help="DICOM series (folder/zip), 3D-IRCADb patient, or NIfTI file")
     p.add_argument("--model", default=None, help=".keras model (default: shipped reference)")
     p.add_argument("-o", "--out", required=True, help="output .nii.gz, PNG folder, or .dcm (SEG)")
-    p.add_argument("--threshold", type=float, default=0.5, help="probability threshold")
-    p.add_argument("--no-postprocess", action="store_true", help="skip 3D post-processing")
     p.add_argument(
-        "--smooth-z-mm", type=float, default=0.0, help="blur probabilities along z first (mm)"
+        "--threshold",
+        type=float,
+        default=0.5,
+        help="probability threshold (with --tumours: the tumour stage's; the liver's stays 0.5)",
+    )
+    p.add_argument(
+        "--no-postprocess", action="store_true", help="skip 3D post-processing (not with --tumours)"
+    )
+    p.add_argument(
+        "--smooth-z-mm",
+        type=float,
+        default=0.0,
+        help="blur probabilities along z first, in mm (not with --tumours)",
     )
     p.add_argument("--tumours", action="store_true", help="also segment liver tumours (0/1/2)")
     p.add_argument("--tumour-model", default=None, help="tumour .keras model")
@@ -83,8 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("gt", help="true mask (NIfTI/NRRD, or a case folder)")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
 
-    p = sub.add_parser("course", help="run the five notebooks with papermill")
-    p.add_argument("--profile", default="course", help="smoke, course or full")
+    p = sub.add_parser("course", help="run the six notebooks with papermill")
+    p.add_argument(
+        "--profile", default=None, help="smoke, course or full (default: $LIVERSEG_PROFILE, course)"
+    )
     p.add_argument("--data", default=None, help="cohort folder (default: generated phantom)")
     p.add_argument("--out", default=None, help="run folder (default: runs/course-<profile>)")
     p.add_argument("--seed", type=int, default=42, help="random seed")
@@ -93,7 +109,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="cohort of real patients (>= 2)")
     p.add_argument("--out", required=True, help="output folder (run folders, tables)")
     p.add_argument("--profile", default=None, help="profile (default: real)")
-    p.add_argument("--variant", action="append", default=None, help="variant (repeatable)")
+    p.add_argument(
+        "--variant",
+        action="append",
+        default=None,
+        help="recipe to cross-validate (repeatable; 'all': every recipe of the ablation table)",
+    )
     p.add_argument(
         "--seed",
         type=int,
@@ -140,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(handler(args) or 0)
     except LiverSegError as err:
-        print(f"liverseg {key}: error: {err}", file=sys.stderr)
+        print(f"liverseg {key.replace('-', ' ')}: error: {err}", file=sys.stderr)
         return 2
 
 

@@ -160,11 +160,14 @@ def get_profile(name: str | None = None, **overrides) -> Profile:
         **overrides: Fields to change, e.g. ``epochs=3``.
 
     Raises:
-        ValueError: Unknown profile name or field.
+        DataError: Unknown profile name (a ``ValueError``).
+        TypeError: Unknown field.
     """
+    from liverseg_helpers.errors import DataError
+
     name = name or os.environ.get(ENV_PROFILE) or "course"
     if name not in PROFILES:
-        raise ValueError(f"unknown profile {name!r}; choose one of {sorted(PROFILES)}")
+        raise DataError(f"unknown profile {name!r}; choose one of {sorted(PROFILES)}")
     return replace(PROFILES[name], **overrides) if overrides else PROFILES[name]
 
 

@@ -149,7 +149,7 @@ def require_artefact(path: str | os.PathLike, notebook: str) -> Path:
 
 
 def run_course(
-    profile: str = "course",
+    profile: str | None = "course",
     data_dir: str | os.PathLike | None = None,
     out_dir: str | os.PathLike | None = None,
     seed: int = config.DEFAULT_SEED,
@@ -162,7 +162,7 @@ def run_course(
     Execution stops at the first failing cell.
 
     Args:
-        profile: ``smoke``, ``course`` or ``full``.
+        profile: ``smoke``, ``course`` or ``full``; None: ``$LIVERSEG_PROFILE`` or ``course``.
         data_dir: Cohort folder, or None for the generated phantom cohort.
         out_dir: Run folder, or None for ``runs/course-<profile>``.
         seed: Seed passed to every notebook.
@@ -178,7 +178,7 @@ def run_course(
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
-    config.get_profile(profile)  # fail early on a typo
+    profile = config.get_profile(profile).name  # None: $LIVERSEG_PROFILE or course; typos fail
     source_dir = Path(source_dir or find_repo_root(Path(__file__).parent) / "notebooks")
     run_path = Path(out_dir) if out_dir else find_repo_root() / "runs" / f"course-{profile}"
     executed_dir = run_path / "notebooks"

@@ -367,6 +367,18 @@ def run_crossval_cli(args: argparse.Namespace) -> int:
         raise DataError(
             "--export saves a model trained with --reference (or --ensemble-of); add --reference V"
         )
+    if not (args.variant or args.reference):
+        raise DataError(
+            f"name the recipes: --variant V (repeatable), or --variant all for all {len(VARIANTS)} "
+            "(the whole ablation ladder: days on a 2-core CPU), or --reference V"
+        )
+    if args.variant == ["all"]:
+        args.variant = list(VARIANTS)
+    if args.int8 and len(args.seed) == 1 and not args.export:
+        raise DataError(
+            "--int8 stores the weights of an exported or averaged model: add --export, several "
+            "--seed, or --ensemble-of"
+        )
     if len(args.seed) > 1:
         from liverseg_helpers import multiseed
 

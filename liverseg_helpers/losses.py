@@ -19,6 +19,8 @@ from collections.abc import Callable
 import keras
 from keras import ops
 
+from liverseg_helpers.errors import DataError
+
 EPSILON = 1e-7  # keeps log() finite at probabilities of exactly 0 or 1
 
 
@@ -182,5 +184,5 @@ def get_loss(name: str) -> Callable:
         "tversky": tversky_loss,
     }
     if key not in table:
-        raise ValueError(f"unknown loss {name!r}; choose one of {loss_names()}")
+        raise DataError(f"unknown loss {name!r}; choose one of {loss_names()}")
     return table[key]

@@ -225,8 +225,7 @@ def ensure_phantom_cohort(
 
 def run_phantom_cli(args) -> int:
     """``liverseg phantom``: write a phantom cohort and say what was written and how fast."""
-    n_slices = args.slices or 64
-    size = args.size or 256
+    n_slices, size = args.slices, args.size
     start = time.perf_counter()
     paths = write_phantom_cohort(
         args.out,

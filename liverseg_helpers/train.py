@@ -413,9 +413,17 @@ def train(cfg: TrainConfig) -> TrainResult:
 
 
 def run_train_cli(args: Any) -> int:
-    """``liverseg train``: train and print the run folder, best val Dice and time."""
+    """``liverseg train``: train and print the run folder, best val Dice and time.
+
+    The default run folder is ``runs/<profile>`` for the liver and ``runs/<profile>-tumour``
+    for the tumour task, so training one never overwrites the other.
+    """
+    from liverseg_helpers import losses
+
     profile = config_mod.get_profile(args.profile)
-    run_dir = config_mod.resolve_dir(args.run_dir, config_mod.ENV_RUN_DIR, f"runs/{profile.name}")
+    losses.get_loss(args.loss or "dice")  # a typo fails now, not after the slice cache
+    default_dir = f"runs/{profile.name}" + ("-tumour" if args.task == "tumour" else "")
+    run_dir = config_mod.resolve_dir(args.run_dir, config_mod.ENV_RUN_DIR, default_dir)
     cfg = TrainConfig(
         data_dir=Path(args.data) if args.data else None,
         run_dir=run_dir,

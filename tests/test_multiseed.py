@@ -107,3 +107,12 @@ def test_export_without_reference_and_repeated_seeds_are_refused(tmp_path, capsy
     assert "seeds must differ" in capsys.readouterr().err
     assert cli.main([*argv, "--seed", "1", "2", "--checkpoint", "best"]) == 2
     assert "at their last checkpoint" in capsys.readouterr().err
+    # No recipe named: refused, instead of starting every recipe of the ablation table.
+    assert cli.main(crossval_argv(tmp_path, tmp_path / "cv")) == 2
+    assert "name the recipes: --variant V" in capsys.readouterr().err
+    # --int8 with nothing exported or averaged would be silently ignored.
+    assert cli.main([*argv, "--int8"]) == 2
+    assert "--int8 stores the weights of an exported or averaged model" in capsys.readouterr().err
+    # A typo in a profile is a one-line error, not a traceback.
+    assert cli.main([*argv, "--profile", "smok"]) == 2
+    assert "unknown profile 'smok'" in capsys.readouterr().err

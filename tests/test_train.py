@@ -135,6 +135,30 @@ def test_train_resume_without_checkpoint_raises(tmp_path):
         train.train(cfg)
 
 
+def test_train_cli_keeps_tumour_runs_apart_and_checks_the_loss_first(monkeypatch, capsys):
+    from liverseg_helpers import cli
+    from liverseg_helpers.errors import DataError
+
+    monkeypatch.delenv(config.ENV_RUN_DIR, raising=False)
+    seen = []
+
+    def fake_train(cfg):
+        seen.append(cfg)
+        return train.TrainResult(
+            run_dir=cfg.run_dir, model_path=cfg.run_dir / "best.keras", history={}
+        )
+
+    monkeypatch.setattr(train, "train", fake_train)
+    assert cli.main(["train", "--profile", "smoke"]) == 0
+    assert cli.main(["train", "--profile", "smoke", "--task", "tumour"]) == 0
+    assert [cfg.run_dir.as_posix() for cfg in seen] == ["runs/smoke", "runs/smoke-tumour"]
+    with pytest.raises(DataError, match="unknown loss 'dicee'"):
+        train.run_train_cli(
+            SimpleNamespace(profile="smoke", loss="dicee", task="liver", run_dir=None)
+        )
+    assert len(seen) == 2  # refused before any data was prepared
+
+
 def test_cpu_device_setup_changes_nothing():
     setup = train.select_device_setup()
     assert setup.replicas == 1
