@@ -107,7 +107,8 @@ class TrainResult:
         best_val_dice: Thresholded val Dice at the best-val_loss epoch (None without val data).
         elapsed_s: Wall-clock seconds of this call.
         earlier_s: Seconds earlier calls spent in fit on the epochs this one resumed from
-            (``fit_s`` of training_state.json); 0 for a fresh run.
+            (``fit_s`` of training_state.json); 0 for a fresh run, None when those calls did
+            not record it (runs trained before ``fit_s`` existed).
     """
 
     run_dir: Path
@@ -115,17 +116,19 @@ class TrainResult:
     history: dict[str, list[float]]
     best_val_dice: float | None = None
     elapsed_s: float = 0.0
-    earlier_s: float = 0.0
+    earlier_s: float | None = 0.0
 
     @property
     def total_s(self) -> float:
-        """The training's cost over all its calls: this call plus the epochs resumed from."""
-        return self.elapsed_s + self.earlier_s
+        """The training's cost over all its calls (NaN when earlier calls are unknown)."""
+        return self.elapsed_s + (math.nan if self.earlier_s is None else self.earlier_s)
 
     def describe_time(self) -> str:
         """This call's minutes and, when it resumed or reused a run, the total recorded."""
-        if not self.earlier_s:
+        if self.earlier_s == 0:
             return f"{self.elapsed_s / 60:.1f} min"
+        if self.earlier_s is None:
+            return f"{self.elapsed_s / 60:.1f} min in this call; earlier calls not recorded"
         return f"{self.elapsed_s / 60:.1f} min in this call, {self.total_s / 60:.1f} min in all"
 
 
@@ -408,7 +411,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         history=history,
         best_val_dice=best_val_dice(history),
         elapsed_s=time.perf_counter() - start,
-        earlier_s=float(state.get("fit_s", 0.0)),
+        earlier_s=float(state["fit_s"]) if "fit_s" in state else (None if state else 0.0),
     )
 
 

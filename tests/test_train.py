@@ -159,6 +159,16 @@ def test_train_cli_keeps_tumour_runs_apart_and_checks_the_loss_first(monkeypatch
     assert len(seen) == 2  # refused before any data was prepared
 
 
+def test_training_time_of_a_resumed_run_is_the_sum_or_unknown(tmp_path):
+    fresh = train.TrainResult(tmp_path, tmp_path / "best.keras", {}, elapsed_s=600.0)
+    assert fresh.total_s == 600.0 and fresh.describe_time() == "10.0 min"
+    resumed = train.TrainResult(tmp_path, tmp_path, {}, elapsed_s=60.0, earlier_s=540.0)
+    assert resumed.total_s == 600.0 and "10.0 min in all" in resumed.describe_time()
+    # Resumed from a run that never recorded its time: unknown, not this call's minute.
+    unknown = train.TrainResult(tmp_path, tmp_path, {}, elapsed_s=6.0, earlier_s=None)
+    assert math.isnan(unknown.total_s) and "not recorded" in unknown.describe_time()
+
+
 def test_cpu_device_setup_changes_nothing():
     setup = train.select_device_setup()
     assert setup.replicas == 1
