@@ -75,8 +75,8 @@ def read_source_datasets(source: str | os.PathLike) -> list:
     """The CT DICOM datasets of an input, for DICOM-SEG references.
 
     Args:
-        source: DICOM series folder, ``.zip`` of one, or 3D-IRCADb patient folder (its
-            ``PATIENT_DICOM`` folder or zip).
+        source: DICOM series folder, ``.zip`` of one, a single DICOM file, or 3D-IRCADb
+            patient folder (its ``PATIENT_DICOM`` folder or zip).
 
     Returns:
         pydicom datasets with pixel data (files without it are skipped).
@@ -98,6 +98,8 @@ def read_source_datasets(source: str | os.PathLike) -> list:
             blobs = [BytesIO(archive.read(i)) for i in archive.infolist() if not i.is_dir()]
     elif source.is_dir():
         blobs = sorted(p for p in source.rglob("*") if p.is_file())
+    elif source.is_file():
+        blobs = [source]  # a one-slice series given as its file (io.load_case reads it so)
     datasets = []
     for blob in blobs:
         try:

@@ -267,6 +267,8 @@ def test_cli_nifti_png_and_dicom_seg(tmp_path, toy_case, tiny_model_file, capsys
     assert seg.number_of_segments == 1
     # Each frame references its source CT image: check the mask slice by slice.
     sources = predict_output.read_source_datasets(patient)
+    one_file = sorted((patient / "PATIENT_DICOM").iterdir())[0]
+    assert len(predict_output.read_source_datasets(one_file)) == 1  # a one-slice "series"
     ordered = predict_output.order_datasets_like_case(sources, case)
     pixels = seg.get_pixels_by_source_instance(
         [ds.SOPInstanceUID for ds in ordered],
