@@ -301,7 +301,7 @@ def read_mask_file(path: str | os.PathLike) -> MaskFile:
         raise DataError(f"{path}: no such file or folder")
     import SimpleITK as sitk  # lazy: only the CLI reads
 
-    from liverseg_helpers.io.nifti import to_canonical  # lazy: io imports its readers
+    from liverseg_helpers.io.nifti import case_image, to_canonical  # lazy: io imports readers
 
     name = path.name.lower()
     if path.is_file() and name.endswith((".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")):
@@ -317,10 +317,7 @@ def read_mask_file(path: str | os.PathLike) -> MaskFile:
         labels = np.asarray(case.masks["liver"]) != 0
         if case.format == "png":  # no geometry to compare or reorder
             return MaskFile(labels, tuple(case.spacing_mm))
-        image = sitk.GetImageFromArray(labels.astype(np.uint8))
-        image.SetSpacing(case.spacing_mm[::-1])
-        image.SetOrigin(case.origin_mm)
-        image.SetDirection(case.direction)
+        image = case_image(labels.astype(np.uint8), case)
     # Both files in one voxel order (as io.nifti reads volumes), so a mask stored flipped
     # but on the same anatomy compares voxel by voxel.
     image = to_canonical(image)

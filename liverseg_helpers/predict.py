@@ -93,7 +93,7 @@ def check_model_fits(model: Any, settings: PreprocessSettings, source: str = "mo
 
 
 def load_settings_for(
-    model_path: str | os.PathLike | None, model: Any = None
+    model_path: str | os.PathLike | None, model: Any = None, sidecar: dict | None = None
 ) -> PreprocessSettings:
     """The preprocessing settings a model was trained with.
 
@@ -104,6 +104,7 @@ def load_settings_for(
     Args:
         model_path: The ``.keras`` file, or None for an in-memory model.
         model: The loaded model (needed when there is no sidecar).
+        sidecar: The sidecar already read (``model.read_sidecar``); None reads it here.
 
     Returns:
         The settings, checked against the model's input shape when ``model`` is given.
@@ -114,7 +115,8 @@ def load_settings_for(
     from liverseg_helpers import model as model_lib  # lazy: imports Keras
 
     source = str(model_path) if model_path is not None else "model"
-    sidecar = model_lib.read_sidecar(model_path) if model_path is not None else None
+    if sidecar is None and model_path is not None:
+        sidecar = model_lib.read_sidecar(model_path)
     if sidecar is not None:
         try:
             settings = PreprocessSettings.from_dict(sidecar["preprocess"])
@@ -428,13 +430,14 @@ def load_prediction_model(
         ModelFileError: Missing or foreign file, a sidecar of another task, or a model that
             does not fit its settings.
     """
-    path = None
+    path, sidecar = None, None
     model = model_or_path
     if isinstance(model_or_path, (str, os.PathLike)):
         from liverseg_helpers import model as model_lib  # lazy: imports Keras
 
         path = Path(model_or_path)
-        trained_for = (model_lib.read_sidecar(path) or {}).get("task", task)
+        sidecar = model_lib.read_sidecar(path)  # read (and its hash checked) once
+        trained_for = (sidecar or {}).get("task", task)
         if trained_for != task:
             raise ModelFileError(
                 f"{path}: its sidecar says it segments the {trained_for}; this step needs a "
@@ -443,7 +446,7 @@ def load_prediction_model(
         # compile=False: prediction needs neither the loss nor the optimizer state.
         model = model_lib.load_model(path, compile=False)
     if settings is None:
-        settings = load_settings_for(path, model)
+        settings = load_settings_for(path, model, sidecar)
     else:
         check_model_fits(model, settings, str(path or "model"))
     return model, settings

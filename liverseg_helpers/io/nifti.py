@@ -84,6 +84,15 @@ def to_canonical(image: sitk.Image) -> sitk.Image:
     return sitk.DICOMOrient(image, CANONICAL)
 
 
+def case_image(array: np.ndarray, case: Case) -> sitk.Image:
+    """An ITK image of ``array`` ``[z, y, x]`` placed with the case's spacing, origin, direction."""
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing(tuple(float(v) for v in case.spacing_mm[::-1]))
+    image.SetOrigin(tuple(float(v) for v in case.origin_mm))
+    image.SetDirection(tuple(float(v) for v in case.direction))
+    return image
+
+
 def _read_image(path: Path) -> sitk.Image:
     if not path.exists():
         raise CaseNotFoundError(f"{path}: no such file")
@@ -224,10 +233,7 @@ def write_mask_nifti(
     check_output_path(path, overwrite)
     if not is_nifti(path):
         raise DataError(f"{path.name}: output must end in .nii.gz or .nii")
-    image = sitk.GetImageFromArray(array)
-    image.SetSpacing(tuple(float(v) for v in case.spacing_mm[::-1]))
-    image.SetOrigin(tuple(float(v) for v in case.origin_mm))
-    image.SetDirection(tuple(float(v) for v in case.direction))
+    image = case_image(array, case)
     suffix = ".nii.gz" if path.name.lower().endswith(".gz") else ".nii"
     with atomic_file(path, suffix) as tmp:
         sitk.WriteImage(image, str(tmp), useCompression=True)
