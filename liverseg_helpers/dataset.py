@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from liverseg_helpers import preprocess
+from liverseg_helpers import preprocess, views
 from liverseg_helpers.atomic import atomic_file, write_json_atomic
 from liverseg_helpers.augment import AugmentSettings, augment_batch_numpy, augment_batch_tf
 from liverseg_helpers.errors import DataError
@@ -101,12 +101,17 @@ def _cache_case(
     # Select on the liver (the organ the slices are about) so a tumour target keeps
     # patients without lesions; fall back to the target when there is no liver mask.
     select_mask = case.masks.get(LIVER, case.masks[target])
+    # A coronal or sagittal network's slices: the case turned (views.to_view), identity for axial.
+    turn = dict(view=settings.view, target_spacing_mm=settings.target_spacing_mm, source=name)
+    volume, spacing = views.to_view(volume, case.spacing_mm, **turn)
+    target_mask = views.to_view(target_mask, case.spacing_mm, is_mask=True, **turn)[0]
+    select_mask = views.to_view(select_mask, case.spacing_mm, is_mask=True, **turn)[0]
     rng = np.random.default_rng([seed, zlib.crc32(case.case_id.encode())])
     indices = preprocess.select_slices(select_mask, settings.non_liver_fraction, rng)
     images = preprocess.preprocess_volume(
-        volume, settings, case.spacing_mm, source=name, grey_levels=case.format == "png"
+        volume, settings, spacing, source=name, grey_levels=case.format == "png"
     )
-    masks = preprocess.preprocess_mask(target_mask, settings, case.spacing_mm, source=name)
+    masks = preprocess.preprocess_mask(target_mask, settings, spacing, source=name)
     return dict(
         images=images[indices].astype(np.float16),
         masks=masks[indices],

@@ -29,7 +29,7 @@ import cc3d
 import numpy as np
 from scipy import ndimage
 
-from liverseg_helpers import preprocess
+from liverseg_helpers import preprocess, views
 from liverseg_helpers.errors import DataError, ModelFileError
 from liverseg_helpers.io.case import Case
 from liverseg_helpers.preprocess import PreprocessSettings
@@ -279,7 +279,10 @@ def predict_volume(
     check_model_fits(model, settings)
     timer = {} if stage_seconds is None else stage_seconds
     start = time.perf_counter()
-    images = preprocess.preprocess_volume(volume_hu, settings, spacing_mm, grey_levels=grey_levels)
+    turned, turned_mm = views.to_view(
+        volume_hu, spacing_mm, settings.view, settings.target_spacing_mm
+    )
+    images = preprocess.preprocess_volume(turned, settings, turned_mm, grey_levels=grey_levels)
     timer["preprocess"] = time.perf_counter() - start
     start = time.perf_counter()
     if choose_precision(precision) == "bfloat16":
@@ -287,7 +290,8 @@ def predict_volume(
     small_probs = run_model_on_slices(model, images, batch_size, progress)
     timer["model"] = time.perf_counter() - start
     start = time.perf_counter()
-    probs = preprocess.restore_slices(small_probs, volume_hu.shape[1:], settings, spacing_mm)
+    probs = preprocess.restore_slices(small_probs, turned.shape[1:], settings, turned_mm)
+    probs = views.from_view(probs, settings.view, volume_hu.shape)
     timer["resize"] = time.perf_counter() - start
     return probs
 

@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, fields
 import cv2
 import numpy as np
 
+from liverseg_helpers import views
 from liverseg_helpers.errors import DataError
 from liverseg_helpers.slice_geometry import (
     centre_in_source_px,
@@ -84,6 +85,8 @@ class PreprocessSettings:
         non_liver_fraction: Slices without liver kept for training, as a share of liver slices.
         target_spacing_mm: In-plane pixel size to resample to, or None to resize the whole
             slice to ``image_size`` whatever its spacing.
+        view: Plane of the network's slices, ``"axial"``, ``"coronal"`` or ``"sagittal"``
+            (:mod:`liverseg_helpers.views`); the last two need ``target_spacing_mm``.
     """
 
     window_level_hu: float = 50.0
@@ -95,6 +98,7 @@ class PreprocessSettings:
     context_slices: int = 0
     non_liver_fraction: float = 0.25
     target_spacing_mm: float | None = None
+    view: str = "axial"
 
     def __post_init__(self) -> None:
         if self.window_width_hu <= 0:
@@ -107,6 +111,7 @@ class PreprocessSettings:
             raise ValueError(f"non_liver_fraction must be >= 0, got {self.non_liver_fraction}")
         if self.target_spacing_mm is not None and self.target_spacing_mm <= 0:
             raise ValueError(f"target_spacing_mm must be > 0, got {self.target_spacing_mm}")
+        views.check_view(self.view, self.target_spacing_mm)
 
     @property
     def n_channels(self) -> int:
@@ -114,8 +119,15 @@ class PreprocessSettings:
         return 1 + 2 * self.context_slices
 
     def to_dict(self) -> dict:
-        """Plain dict for JSON (run folders, model sidecars, cache keys)."""
-        return asdict(self)
+        """Plain dict for JSON (run folders, model sidecars, cache keys).
+
+        The axial view is left out, so the settings of every axial model and slice cache
+        read and hash as they did before views existed.
+        """
+        values = asdict(self)
+        if values["view"] == "axial":
+            del values["view"]
+        return values
 
     @classmethod
     def from_dict(cls, values: dict) -> PreprocessSettings:

@@ -207,6 +207,17 @@ def _ladder() -> dict[str, Variant]:
         change="aligned_wide + elastic warp of 3 % of the side instead of 1 %",
         overrides={"elastic_alpha_fraction": 0.03},
     )
+    # Other planes, for a multi-view ensemble (benchmarks/multiview_ensemble.py): the same
+    # recipe on coronal and on sagittal slices of the CT resampled to 3 mm voxels (the axial
+    # recipe's pixels are 2.3-3.1 mm; at 3 mm the widest field of view, 400 mm, still fits 128
+    # px). Defined before any run of them.
+    for view in ("coronal", "sagittal"):
+        vary(
+            f"aligned_{view}",
+            "aligned",
+            change=f"aligned on {view} slices of the CT resampled to 3 mm",
+            preprocess={"target_spacing_mm": 3.0, "view": view},
+        )
     # From the real patients' HU: their livers (median 112 and 120 HU) sit at the top of the
     # phantom's 60-115 HU range, so the phantom is given strongly enhancing livers too.
     vary(

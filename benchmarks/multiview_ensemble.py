@@ -1,0 +1,94 @@
+"""Multi-view ensembles on leave-one-patient-out folds. An experiment, not a test.
+
+Networks trained on axial, coronal and sagittal slices (variants ``aligned``,
+``aligned_coronal``, ``aligned_sagittal``; :mod:`liverseg_helpers.views`) see the liver from
+different sides. For every test patient this script predicts it once with each given crossval
+variant folder's fold model, brings every probability map onto the CT's own grid
+(``predict.predict_case``), and scores, in 3D at native resolution with the course's
+post-processing, each model alone and the average of every combination of them.
+
+Each fold model's test patient is checked against its ``split.json``
+(``ensemble.fold_test_patient``), so no model is scored on a patient it was trained on.
+
+Prints one markdown table: a row per combination and patient, then each combination's mean.
+``--csv`` also writes the rows.
+
+Usage::
+
+    python benchmarks/multiview_ensemble.py runs/cv/aligned runs/cv/aligned_coronal \\
+        runs/cv/aligned_sagittal --data ../shared/data/3Dircadb1
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from liverseg_helpers import ensemble, evaluate, io, predict  # noqa: E402
+from liverseg_helpers.ablation_table import format_markdown  # noqa: E402
+
+METRICS = ("dice", "voe", "rvd", "assd_mm", "hd95_mm", "mssd_mm")
+
+
+def fold_models(variant_dir: Path) -> dict[str, Path]:
+    """``{test patient: fold model}`` of one crossval variant folder."""
+    paths = sorted(variant_dir.glob("fold_*/last.keras"))
+    if not paths:
+        raise SystemExit(f"{variant_dir}: no fold_*/last.keras")
+    return {ensemble.fold_test_patient(path): path for path in paths}
+
+
+def score_patient(case, members: dict[str, Path]) -> list[dict]:
+    """Rows of one patient: each model alone and every average of two or more."""
+    probs = {
+        name: predict.predict_case(path, case, postprocess=False).probs
+        for name, path in members.items()
+    }
+    rows = []
+    for size in range(1, len(probs) + 1):
+        for combo in itertools.combinations(probs, size):
+            mean = np.mean([probs[name] for name in combo], axis=0)
+            mask = predict.mask_from_probs(mean, case.spacing_mm[0])
+            scores = evaluate.evaluate_masks(mask, case.masks["liver"], case.spacing_mm)
+            rows.append(
+                {
+                    "models": " + ".join(combo),
+                    "patient": case.case_id,
+                    **{k: scores[k] for k in METRICS},
+                }
+            )
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("variant_dirs", nargs="+", type=Path, help="crossval variant folders")
+    parser.add_argument("--data", type=Path, required=True, help="folder of the real patients")
+    parser.add_argument("--csv", type=Path, help="also write the rows here")
+    args = parser.parse_args()
+    folds = {str(d): fold_models(d) for d in args.variant_dirs}
+    patients = sorted(set.intersection(*(set(f) for f in folds.values())))
+    if not patients:
+        raise SystemExit("the variant folders share no test patient")
+    rows = []
+    for patient in patients:
+        case = io.load_case(args.data / patient)
+        rows += score_patient(case, {name: f[patient] for name, f in folds.items()})
+    table = pd.DataFrame(rows)
+    mean = table.groupby("models", sort=False)[list(METRICS)].mean().reset_index()
+    mean["patient"] = f"mean of {len(patients)}"
+    table = pd.concat([table, mean]).set_index("models")
+    if args.csv:
+        table.to_csv(args.csv)
+    print(format_markdown(table, digits=4))
+
+
+if __name__ == "__main__":
+    main()

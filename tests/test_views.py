@@ -1,0 +1,112 @@
+"""Coronal and sagittal slices (views.py): turning a CT, the slice cache and prediction."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from liverseg_helpers import dataset, views
+from liverseg_helpers.errors import DataError
+from liverseg_helpers.io.case import Case
+from liverseg_helpers.preprocess import PreprocessSettings, window_hu
+
+SPACING = (2.0, 0.8, 1.0)  # z, y, x in mm: all different, so a swapped axis shows
+
+
+def ellipsoid(shape=(30, 60, 50), centre=(14.0, 25.0, 30.0), radii=(8.0, 15.0, 12.0)):
+    """Boolean ellipsoid off the centre of every axis, so a flip or swap moves it."""
+    zz, yy, xx = np.indices(shape)
+    return sum(((g - c) / r) ** 2 for g, c, r in zip((zz, yy, xx), centre, radii, strict=True)) <= 1
+
+
+def centre_mm(mask: np.ndarray, spacing) -> np.ndarray:
+    return (np.argwhere(mask).mean(axis=0) + 0.5) * np.asarray(spacing)
+
+
+@pytest.mark.parametrize("view", ["coronal", "sagittal"])
+def test_turned_mask_keeps_its_place_and_volume(view):
+    mask = ellipsoid()
+    turned, spacing = views.to_view(mask, SPACING, view, target_spacing_mm=1.5, is_mask=True)
+    order = {"coronal": (1, 0, 2), "sagittal": (2, 0, 1)}[view]
+    # The new slice axis is resampled to 1.5 mm, the others keep their spacing.
+    assert spacing == (1.5, SPACING[order[1]], SPACING[order[2]])
+    assert turned.shape[0] == round(mask.shape[order[0]] * SPACING[order[0]] / 1.5)
+    assert turned.shape[1:] == (mask.shape[order[1]], mask.shape[order[2]])
+    assert turned.dtype == np.uint8
+    # Same place (in mm, per axis) and about the same volume.
+    np.testing.assert_allclose(
+        centre_mm(turned, spacing), centre_mm(mask, SPACING)[list(order)], atol=0.3
+    )
+    volume_ml = turned.sum() * np.prod(spacing)
+    assert volume_ml == pytest.approx(mask.sum() * np.prod(SPACING), rel=0.03)
+
+
+@pytest.mark.parametrize("view", ["coronal", "sagittal"])
+def test_round_trip_gives_the_volume_back(view):
+    smooth = ellipsoid().astype(np.float32)
+    from scipy import ndimage
+
+    smooth = ndimage.gaussian_filter(smooth, 2.0)
+    turned, _ = views.to_view(smooth, SPACING, view, target_spacing_mm=0.9)
+    back = views.from_view(turned, view, smooth.shape)
+    assert back.shape == smooth.shape and back.dtype == np.float32
+    np.testing.assert_allclose(back, smooth, atol=0.03)
+
+
+def test_axial_is_unchanged_and_bad_views_are_refused():
+    mask = ellipsoid()
+    turned, spacing = views.to_view(mask, None, "axial", None)
+    assert turned is mask and spacing is None
+    assert views.from_view(turned, "axial", mask.shape) is mask
+    with pytest.raises(ValueError, match="one of"):
+        views.to_view(mask, SPACING, "oblique", 2.0)
+    with pytest.raises(ValueError, match="target_spacing_mm"):
+        views.to_view(mask, SPACING, "coronal", None)
+    with pytest.raises(DataError, match="case7.*spacing"):
+        views.to_view(mask, None, "coronal", 2.0, source="case7")
+    with pytest.raises(DataError, match="do not fit"):
+        views.from_view(np.zeros((5, 60, 50), np.float32), "coronal", mask.shape)
+
+
+def test_settings_store_the_view_and_axial_settings_read_as_before():
+    axial = PreprocessSettings(image_size=32)
+    assert "view" not in axial.to_dict()  # old sidecars and cache keys stay valid
+    coronal = PreprocessSettings(image_size=32, target_spacing_mm=2.0, view="coronal")
+    assert coronal.to_dict()["view"] == "coronal"
+    assert PreprocessSettings.from_dict(coronal.to_dict()) == coronal
+    assert dataset.cache_key(coronal) != dataset.cache_key(
+        PreprocessSettings(image_size=32, target_spacing_mm=2.0)
+    )
+    with pytest.raises(ValueError, match="target_spacing_mm"):
+        PreprocessSettings(view="sagittal")
+
+
+def test_coronal_cache_pairs_each_slice_with_its_mask(tmp_path):
+    liver = ellipsoid()
+    volume = np.where(liver, 250, -150).astype(np.int16)
+    case = Case("p1", volume, SPACING, masks={"liver": liver})
+    settings = PreprocessSettings(image_size=48, target_spacing_mm=1.5, view="coronal")
+    folder = dataset.build_slice_cache([case], settings, tmp_path, seed=0)
+    x, y = dataset.load_cached_slices(folder, ["p1"], settings=settings, target="liver")
+    turned = views.to_view(liver, SPACING, "coronal", 1.5, is_mask=True)[0]
+    n_liver = int(turned.any(axis=(1, 2)).sum())
+    assert len(x) == n_liver + int(np.ceil(0.25 * n_liver))
+    # The CT is bright exactly where the liver is, so image and mask must agree.
+    agree = ((x[..., 0] > 0.5) == (y[..., 0] == 1)).mean()
+    assert agree > 0.99 and y.sum() > 0
+
+
+@pytest.mark.parametrize("view", ["coronal", "sagittal"])
+def test_prediction_in_another_view_lands_on_the_ct_grid(view):
+    keras = pytest.importorskip("keras")
+    from liverseg_helpers import predict
+
+    volume = np.where(ellipsoid(), 250, -150).astype(np.int16)
+    settings = PreprocessSettings(image_size=64, target_spacing_mm=1.0, view=view)
+    inputs = keras.Input((64, 64, 1))  # 'predicts' the windowed CT itself
+    identity = keras.Model(inputs, keras.layers.Activation("linear")(inputs))
+    probs = predict.predict_volume(identity, volume, settings, batch_size=8, spacing_mm=SPACING)
+    assert probs.shape == volume.shape
+    expected = window_hu(volume, settings.window_level_hu, settings.window_width_hu) > 0.5
+    found = probs > 0.5
+    assert 2 * (found & expected).sum() / (found.sum() + expected.sum()) > 0.97
