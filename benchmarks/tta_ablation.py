@@ -78,8 +78,8 @@ def score_fold(fold_dir: Path, data_dir: Path) -> list[dict]:
     test_id = ensemble.fold_test_patient(fold_dir / "last.keras")
     case = io.load_case(data_dir / test_id)
     model, settings = predict.load_prediction_model(fold_dir / "last.keras")
-    if settings.context_slices:
-        raise SystemExit(f"{fold_dir}: 2.5D models are not handled by this script")
+    if settings.context_slices or settings.view != "axial":
+        raise SystemExit(f"{fold_dir}: 2.5D and non-axial models are not handled by this script")
     images = preprocess.preprocess_volume(case.volume, settings, case.spacing_mm)[..., 0]
     small = {}
     for name, (zoom, shift) in TRANSFORMS.items():

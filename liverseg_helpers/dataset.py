@@ -92,15 +92,17 @@ def _cache_case(
         # A lost or mis-paired mask file, not a patient without a liver: its slices would
         # teach "no liver here" and its scores would be Dice 0.
         raise DataError(f"{name}: the liver mask is empty (not one liver voxel)")
+    # Select on the liver (the organ the slices are about) so a tumour target keeps
+    # patients without lesions; fall back to the target when there is no liver mask.
     volume, target_mask = case.volume, case.masks[target]
+    select_mask = case.masks.get(LIVER, target_mask)
     box = np.array([-1, -1, -1, -1])
     if crop_to:
         box = np.array(preprocess.find_crop_box(case.masks[crop_to], crop_margin_px))
-        volume = preprocess.crop_inplane(volume, tuple(box))
-        target_mask = preprocess.crop_inplane(target_mask, tuple(box))
-    # Select on the liver (the organ the slices are about) so a tumour target keeps
-    # patients without lesions; fall back to the target when there is no liver mask.
-    select_mask = case.masks.get(LIVER, case.masks[target])
+        volume, target_mask, select_mask = (
+            preprocess.crop_inplane(stack, tuple(box))
+            for stack in (volume, target_mask, select_mask)
+        )
     # A coronal or sagittal network's slices: the case turned (views.to_view), identity for axial.
     turn = dict(view=settings.view, target_spacing_mm=settings.target_spacing_mm, source=name)
     volume, spacing = views.to_view(volume, case.spacing_mm, **turn)
@@ -163,6 +165,9 @@ def build_slice_cache(
         The cache folder. Each ``<case_id>.npz`` holds ``images`` float16 ``(n, S, S, C)``,
         ``masks`` uint8 ``(n, S, S, 1)``, ``slice_indices``, ``crop_box``, ``native_shape``,
         ``spacing_mm`` and ``key``; ``manifest.json`` holds the settings and case list.
+        ``slice_indices`` count along the slice axis of ``settings.view`` (for a coronal
+        or sagittal view: of the turned, resampled volume, :func:`views.to_view`);
+        ``native_shape`` and ``spacing_mm`` are the CT's own.
 
     Raises:
         DataError: A case lacks the target mask, has NaN HU or a non-binary mask, or no

@@ -21,6 +21,7 @@ This module does not import TensorFlow or Keras.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import asdict, dataclass, fields
 
 import cv2
@@ -286,7 +287,14 @@ def _fit_geometry(
     if spacing_mm is None:
         raise DataError(f"{source}: target_spacing_mm is set, so spacing_mm must be given")
     resampled = resample_inplane(stack, spacing_mm[1:], settings.target_spacing_mm, is_mask)
-    return pad_or_crop_square(resampled, settings.image_size)
+    square = pad_or_crop_square(resampled, settings.image_size)
+    if is_mask and (lost := int(resampled.sum()) - int(square.sum())):
+        warnings.warn(
+            f"{source}: the {settings.image_size} px square at {settings.target_spacing_mm} mm "
+            f"cuts {lost} mask pixels off the edges; raise image_size or target_spacing_mm",
+            stacklevel=3,
+        )
+    return square
 
 
 def preprocess_volume(
@@ -320,6 +328,11 @@ def preprocess_volume(
     """
     _check_volume(volume_hu, source)
     check_finite_hu(volume_hu, source)
+    if grey_levels and settings.view != "axial":
+        raise DataError(
+            f"{source}: PNG slices carry no slice spacing, so they cannot be turned to the "
+            f"{settings.view} view; use an axial model or the DICOM / NIfTI CT"
+        )
     if grey_levels:
         if volume_hu.min() < 0 or volume_hu.max() > 255:
             raise DataError(f"{source}: grey levels must lie in 0..255 (a PNG export)")

@@ -118,7 +118,9 @@ def predict_tumour_probs(
     slices = np.flatnonzero(liver.reshape(len(liver), -1).any(axis=1))
     z0, z1 = int(slices[0]), int(slices[-1]) + 1
     # Context slices (2.5D) need neighbours: predict a slab padded by them, keep the middle.
-    pad = settings.context_slices
+    # A coronal or sagittal stage was trained on the CT's whole height (cropped in-plane
+    # only), and z is a row of its slices: give it the whole height too.
+    pad = settings.context_slices if settings.view == "axial" else len(volume_hu)
     s0, s1 = max(0, z0 - pad), min(len(volume_hu), z1 + pad)
     crop = volume_hu[s0:s1, r0:r1, c0:c1]
     crop_probs = predict.predict_volume(

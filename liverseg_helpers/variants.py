@@ -209,8 +209,9 @@ def _ladder() -> dict[str, Variant]:
     )
     # Other planes, for a multi-view ensemble (benchmarks/multiview_ensemble.py): the same
     # recipe on coronal and on sagittal slices of the CT resampled to 3 mm voxels (the axial
-    # recipe's pixels are 2.3-3.1 mm; at 3 mm the widest field of view, 400 mm, still fits 128
-    # px). Defined before any run of them.
+    # recipe's pixels are 2.3-3.1 mm). 128 px at 3 mm cover 384 mm: the 400 mm field of view
+    # of patient 7 loses 2 and 3 pixels of air and skin at its sides, none of its liver
+    # (preprocess warns when a crop cuts mask pixels). Defined before any run of them.
     for view in ("coronal", "sagittal"):
         vary(
             f"aligned_{view}",

@@ -110,3 +110,36 @@ def test_prediction_in_another_view_lands_on_the_ct_grid(view):
     expected = window_hu(volume, settings.window_level_hu, settings.window_width_hu) > 0.5
     found = probs > 0.5
     assert 2 * (found & expected).sum() / (found.sum() + expected.sum()) > 0.97
+
+
+@pytest.mark.parametrize("view", ["coronal", "sagittal"])
+def test_tumour_cache_cropped_to_the_liver_selects_liver_slices(tmp_path, view):
+    liver = ellipsoid()
+    tumour = ellipsoid(radii=(3.0, 4.0, 4.0))
+    volume = np.where(liver, 100, -150).astype(np.int16)
+    volume[tumour] = 0
+    case = Case("p1", volume, SPACING, masks={"liver": liver, "tumour": tumour})
+    settings = PreprocessSettings(image_size=48, target_spacing_mm=1.5, view=view)
+    folder = dataset.build_slice_cache(
+        [case], settings, tmp_path, target="tumour", crop_to="liver", crop_margin_px=2
+    )
+    with np.load(folder / "p1.npz") as data:
+        chosen, (r0, r1, c0, c1) = data["slice_indices"], data["crop_box"]
+    # The slices are chosen on the liver turned after the same in-plane crop.
+    cropped = views.to_view(liver[:, r0:r1, c0:c1], SPACING, view, 1.5, is_mask=True)[0]
+    liver_slices = np.flatnonzero(cropped.any(axis=(1, 2)))
+    assert np.isin(liver_slices, chosen).all() and chosen.max() < len(cropped)
+
+
+def test_png_cases_cannot_be_turned_and_cut_masks_warn():
+    from liverseg_helpers import preprocess
+
+    coronal = PreprocessSettings(image_size=32, target_spacing_mm=1.0, view="coronal")
+    grey = np.full((4, 8, 8), 100, dtype=np.int16)
+    with pytest.raises(DataError, match="slice1.png.*cannot be turned"):
+        preprocess.preprocess_volume(grey, coronal, (1, 1, 1), "slice1.png", grey_levels=True)
+    small = PreprocessSettings(image_size=16, target_spacing_mm=1.0)
+    wide = np.zeros((2, 40, 40), dtype=np.uint8)
+    wide[:, 18:22, 1:39] = 1  # 38 mm wide: a 16 mm square cuts it
+    with pytest.warns(UserWarning, match="case9.*cuts .* mask pixels"):
+        preprocess.preprocess_mask(wide, small, (1.0, 1.0, 1.0), source="case9")
