@@ -38,10 +38,11 @@ METRICS = ("dice", "voe", "rvd", "assd_mm", "hd95_mm", "mssd_mm")
 
 
 def fold_models(variant_dir: Path) -> dict[str, Path]:
-    """``{test patient: fold model}`` of one crossval variant folder."""
-    paths = sorted(variant_dir.glob("fold_*/last.keras"))
+    """``{test patient: fold model}`` of one crossval variant folder's finished folds (a fold
+    still training has a ``last.keras`` but no ``metrics.json`` yet)."""
+    paths = sorted(p.parent / "last.keras" for p in variant_dir.glob("fold_*/metrics.json"))
     if not paths:
-        raise SystemExit(f"{variant_dir}: no fold_*/last.keras")
+        raise SystemExit(f"{variant_dir}: no finished fold (fold_*/metrics.json)")
     return {ensemble.fold_test_patient(path): path for path in paths}
 
 
