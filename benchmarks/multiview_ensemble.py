@@ -6,6 +6,9 @@ different sides. For every test patient this script predicts it once with each g
 variant folder's fold model, brings every probability map onto the CT's own grid
 (``predict.predict_case``), and scores, in 3D at native resolution with the course's
 post-processing, each model alone and the average of every combination of them.
+``--smooth-z-mm`` adds each model alone with its probabilities blurred along z first
+(``predict.smooth_across_slices``): the cheaper way to make a 2D network's outlines agree
+from slice to slice, to compare with a second view.
 
 Each fold model's test patient is checked against its ``split.json``
 (``ensemble.fold_test_patient``), so no model is scored on a patient it was trained on.
@@ -46,25 +49,23 @@ def fold_models(variant_dir: Path) -> dict[str, Path]:
     return {ensemble.fold_test_patient(path): path for path in paths}
 
 
-def score_patient(case, members: dict[str, Path]) -> list[dict]:
-    """Rows of one patient: each model alone and every average of two or more."""
+def score_patient(case, members: dict[str, Path], smooth_z_mm: list[float]) -> list[dict]:
+    """Rows of one patient: each model alone (also z-blurred) and every average of two or more."""
     probs = {
         name: predict.predict_case(path, case, postprocess=False).probs
         for name, path in members.items()
     }
-    rows = []
+    ways = []  # (row name, probabilities, z blur in mm)
     for size in range(1, len(probs) + 1):
         for combo in itertools.combinations(probs, size):
-            mean = np.mean([probs[name] for name in combo], axis=0)
-            mask = predict.mask_from_probs(mean, case.spacing_mm[0])
-            scores = evaluate.evaluate_masks(mask, case.masks["liver"], case.spacing_mm)
-            rows.append(
-                {
-                    "models": " + ".join(combo),
-                    "patient": case.case_id,
-                    **{k: scores[k] for k in METRICS},
-                }
-            )
+            ways.append((" + ".join(combo), np.mean([probs[n] for n in combo], axis=0), 0.0))
+            if size == 1:
+                ways += [(f"{combo[0]}, z blur {s:g} mm", probs[combo[0]], s) for s in smooth_z_mm]
+    rows = []
+    for models, mean, sigma_mm in ways:
+        mask = predict.mask_from_probs(mean, case.spacing_mm[0], smooth_z_mm=sigma_mm)
+        scores = evaluate.evaluate_masks(mask, case.masks["liver"], case.spacing_mm)
+        rows.append({"models": models, "patient": case.case_id, **{k: scores[k] for k in METRICS}})
     return rows
 
 
@@ -73,6 +74,9 @@ def main() -> None:
     parser.add_argument("variant_dirs", nargs="+", type=Path, help="crossval variant folders")
     parser.add_argument("--data", type=Path, required=True, help="folder of the real patients")
     parser.add_argument("--csv", type=Path, help="also write the rows here")
+    parser.add_argument(
+        "--smooth-z-mm", type=float, nargs="*", default=[], help="z blurs to try on each model"
+    )
     args = parser.parse_args()
     folds = {str(d): fold_models(d) for d in args.variant_dirs}
     patients = sorted(set.intersection(*(set(f) for f in folds.values())))
@@ -81,7 +85,8 @@ def main() -> None:
     rows = []
     for patient in patients:
         case = io.load_case(args.data / patient)
-        rows += score_patient(case, {name: f[patient] for name, f in folds.items()})
+        members = {name: f[patient] for name, f in folds.items()}
+        rows += score_patient(case, members, args.smooth_z_mm)
     table = pd.DataFrame(rows)
     mean = table.groupby("models", sort=False)[list(METRICS)].mean().reset_index()
     mean["patient"] = f"mean of {len(patients)}"
