@@ -105,9 +105,13 @@ def _cache_case(
         )
     # A coronal or sagittal network's slices: the case turned (views.to_view), identity for axial.
     turn = dict(view=settings.view, target_spacing_mm=settings.target_spacing_mm, source=name)
+    selects_on_target = select_mask is target_mask  # a liver target: turn that mask once
     volume, spacing = views.to_view(volume, case.spacing_mm, **turn)
     target_mask = views.to_view(target_mask, case.spacing_mm, is_mask=True, **turn)[0]
-    select_mask = views.to_view(select_mask, case.spacing_mm, is_mask=True, **turn)[0]
+    if selects_on_target:
+        select_mask = target_mask
+    else:
+        select_mask = views.to_view(select_mask, case.spacing_mm, is_mask=True, **turn)[0]
     rng = np.random.default_rng([seed, zlib.crc32(case.case_id.encode())])
     indices = preprocess.select_slices(select_mask, settings.non_liver_fraction, rng)
     images = preprocess.preprocess_volume(

@@ -328,12 +328,12 @@ def preprocess_volume(
     """
     _check_volume(volume_hu, source)
     check_finite_hu(volume_hu, source)
-    if grey_levels and settings.view != "axial":
-        raise DataError(
-            f"{source}: PNG slices carry no slice spacing, so they cannot be turned to the "
-            f"{settings.view} view; use an axial model or the DICOM / NIfTI CT"
-        )
     if grey_levels:
+        if settings.view != "axial":
+            raise DataError(
+                f"{source}: PNG slices carry no slice spacing, so they cannot be turned to the "
+                f"{settings.view} view; use an axial model or the DICOM / NIfTI CT"
+            )
         if volume_hu.min() < 0 or volume_hu.max() > 255:
             raise DataError(f"{source}: grey levels must lie in 0..255 (a PNG export)")
         images = volume_hu.astype(np.float32) / 255.0

@@ -26,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 
 from liverseg_helpers.errors import DataError
-from liverseg_helpers.slice_geometry import resize_mask, resize_slices
+from liverseg_helpers.slice_geometry import resample_inplane, resize_slices
 
 VIEWS = ("axial", "coronal", "sagittal")
 _AXES = {"axial": (0, 1, 2), "coronal": (1, 0, 2), "sagittal": (2, 0, 1)}
@@ -40,14 +40,6 @@ def check_view(view: str, target_spacing_mm: float | None) -> None:
         raise ValueError(
             f"view {view!r} needs target_spacing_mm (the voxel size its slices are resampled to)"
         )
-
-
-def _resample_slice_axis(stack: np.ndarray, n_slices: int, is_mask: bool) -> np.ndarray:
-    """Resample axis 0 of ``stack`` to ``n_slices`` with the 2D resizers (axis 1 kept)."""
-    across = np.swapaxes(stack, 0, 1)  # rows become the stack, slices a pixel axis
-    resize = resize_mask if is_mask else resize_slices
-    across = resize(across, (n_slices, across.shape[2]))
-    return np.ascontiguousarray(np.swapaxes(across, 0, 1))
 
 
 def to_view(
@@ -83,10 +75,12 @@ def to_view(
     if spacing_mm is None:
         raise DataError(f"{source}: the {view} view needs the voxel spacing (spacing_mm)")
     order = _AXES[view]
-    turned = np.transpose(stack, order)
     spacing = tuple(float(spacing_mm[i]) for i in order)
-    n_slices = max(1, round(turned.shape[0] * spacing[0] / target_spacing_mm))
-    turned = _resample_slice_axis(turned, n_slices, is_mask)
+    # Rows become the stack and the slices a pixel axis, resampled by the in-plane resampler;
+    # columns given the target spacing as theirs keep their number.
+    across = np.swapaxes(np.transpose(stack, order), 0, 1)
+    across = resample_inplane(across, (spacing[0], target_spacing_mm), target_spacing_mm, is_mask)
+    turned = np.ascontiguousarray(np.swapaxes(across, 0, 1))
     return turned, (float(target_spacing_mm), spacing[1], spacing[2])
 
 
@@ -110,5 +104,5 @@ def from_view(probs: np.ndarray, view: str, native_shape: tuple[int, int, int]) 
         raise DataError(
             f"{view} probabilities of shape {probs.shape} do not fit a CT of {native_shape}"
         )
-    turned = _resample_slice_axis(probs, turned_shape[0], is_mask=False)
-    return np.transpose(turned, np.argsort(order))
+    across = resize_slices(np.swapaxes(probs, 0, 1), (turned_shape[0], turned_shape[2]))
+    return np.transpose(np.swapaxes(across, 0, 1), np.argsort(order))
