@@ -71,7 +71,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="segment a whole CT and write the mask")
     p.add_argument("input", help="DICOM series (folder/zip), 3D-IRCADb patient, or NIfTI file")
-    p.add_argument("--model", default=None, help=".keras model (default: shipped reference)")
+    p.add_argument(
+        "--model",
+        action="append",
+        default=None,
+        help=".keras model (default: shipped reference); repeat to average several on the CT's "
+        "grid, e.g. an axial and a coronal model",
+    )
     p.add_argument("-o", "--out", required=True, help="output .nii.gz, PNG folder, or .dcm (SEG)")
     p.add_argument(
         "--threshold",

@@ -470,12 +470,15 @@ def predict_case(
     """Segment the liver of one case.
 
     Args:
-        model_or_path: A ``.keras`` file (settings from its sidecar) or a loaded model.
+        model_or_path: A ``.keras`` file (settings from its sidecar) or a loaded model; or a
+            list of them, whose probabilities are averaged on the case's grid (an ensemble of
+            networks that see the CT from different sides, e.g. an axial and a coronal one:
+            each is run with its own settings and view, then turned back to the CT's grid).
         case: The CT.
         threshold: Probability above which a voxel is liver.
         postprocess: Apply :func:`postprocess_mask` (largest component, filled holes).
         batch_size: Slices per model call.
-        settings: Override the settings found for the model.
+        settings: Override the settings found for the model (one model only).
         progress: Show a tqdm bar over batches.
         precision: ``"float32"``, ``"bfloat16"`` or ``"auto"`` (:func:`choose_precision`).
         smooth_z_mm: With ``postprocess``, first blur the probabilities along z by this
@@ -485,25 +488,37 @@ def predict_case(
         :class:`PredictionResult` on the case's grid.
 
     Raises:
-        DataError: Threshold outside (0, 1) or a broken volume.
+        DataError: Threshold outside (0, 1), a broken volume, an empty model list, or
+            ``settings`` given for several models.
         ModelFileError: A model that cannot be loaded or does not fit.
     """
     if not 0.0 < threshold < 1.0:
         raise DataError(f"threshold must be between 0 and 1, got {threshold}")
-    model, settings = load_prediction_model(model_or_path, settings)
+    members = list(model_or_path) if isinstance(model_or_path, (list, tuple)) else [model_or_path]
+    if not members:
+        raise DataError("predict_case needs at least one model")
+    if settings is not None and len(members) > 1:
+        raise DataError("settings can override one model's sidecar, not those of several models")
     start = time.perf_counter()
     stage_seconds: dict[str, float] = {}
-    probs = predict_volume(
-        model,
-        case.volume,
-        settings,
-        batch_size,
-        case.spacing_mm,
-        progress,
-        stage_seconds,
-        precision,
-        grey_levels=case.format == "png",
-    )
+    probs = np.zeros(case.shape, dtype=np.float32)
+    for member in members:
+        model, member_settings = load_prediction_model(member, settings)
+        member_seconds: dict[str, float] = {}
+        probs += predict_volume(
+            model,
+            case.volume,
+            member_settings,
+            batch_size,
+            case.spacing_mm,
+            progress,
+            member_seconds,
+            precision,
+            grey_levels=case.format == "png",
+        )
+        for stage, seconds in member_seconds.items():
+            stage_seconds[stage] = stage_seconds.get(stage, 0.0) + seconds
+    probs /= len(members)
     post_start = time.perf_counter()
     pred = mask_from_probs(probs, case.spacing_mm[0], threshold, postprocess, smooth_z_mm)
     stage_seconds["postprocess"] = time.perf_counter() - post_start

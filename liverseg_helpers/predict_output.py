@@ -233,16 +233,18 @@ def write_prediction(
     return Path(io.write_mask_nifti(np.asarray(mask, dtype=np.uint8), case, path, overwrite))
 
 
-def resolve_model_path(model: str | None) -> Path:
-    """The ``--model`` path, or the shipped reference model.
+def resolve_model_paths(models: list[str] | str | None) -> list[Path]:
+    """The ``--model`` paths (one or several to average), or the shipped reference model.
 
     Raises:
         ModelFileError: No model given and no reference model shipped.
     """
-    if model:
-        return Path(model)
+    if isinstance(models, (str, os.PathLike)):
+        models = [models]
+    if models:
+        return [Path(model) for model in models]
     if REFERENCE_MODEL.exists():
-        return REFERENCE_MODEL
+        return [REFERENCE_MODEL]
     raise ModelFileError(
         f"no model given and no reference model at {REFERENCE_MODEL}: train one with "
         "`liverseg train` and pass --model runs/<profile>/best.keras"
@@ -283,16 +285,14 @@ def run_predict_cli(args: argparse.Namespace) -> int:
     out = Path(args.out)
     output_kind(args.out)  # fail on an unknown output type before any work
     check_output_path(out, args.overwrite)
-    model_path = resolve_model_path(args.model)
+    model_paths = resolve_model_paths(args.model)
     start = time.perf_counter()
     case = load_input_case(args.input)
-    model, settings = predict.load_prediction_model(model_path)
     result = predict.predict_case(
-        model,
+        model_paths,
         case,
         threshold=args.threshold,
         postprocess=not args.no_postprocess,
-        settings=settings,
         smooth_z_mm=args.smooth_z_mm,
         progress=sys.stderr.isatty(),
     )

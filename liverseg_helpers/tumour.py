@@ -340,14 +340,11 @@ def run_tumour_predict_cli(args: Any) -> int:
     if predict_output.output_kind(args.out) != "nifti":
         raise DataError(f"{out}: --tumours writes a 0/1/2 label map; use a .nii.gz output")
     predict_output.check_output_path(out, args.overwrite)
-    liver_path = predict_output.resolve_model_path(args.model)
+    liver_paths = predict_output.resolve_model_paths(args.model)
     tumour_path = resolve_tumour_model_path(args.tumour_model)
     start = time.perf_counter()
     case = predict_output.load_input_case(args.input)
-    liver_model, liver_settings = predict.load_prediction_model(liver_path)
-    liver = predict.predict_case(
-        liver_model, case, settings=liver_settings, progress=sys.stderr.isatty()
-    ).pred
+    liver = predict.predict_case(liver_paths, case, progress=sys.stderr.isatty()).pred
     labels = predict_tumours(None, tumour_path, case, threshold=args.threshold, liver_mask=liver)
     written = predict_output.write_prediction(labels, case, out, args.overwrite)
     for line in format_report(labels, case):

@@ -214,7 +214,7 @@ def write_toy_patient(toy_case: Case, folder: Path) -> Path:
 def cli_args(input_path, out, model, **kw) -> Namespace:
     values = dict(
         input=str(input_path),
-        model=str(model) if model else None,
+        model=[str(model)] if model else None,
         out=str(out),
         threshold=0.5,
         no_postprocess=False,

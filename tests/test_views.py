@@ -112,6 +112,41 @@ def test_prediction_in_another_view_lands_on_the_ct_grid(view):
     assert 2 * (found & expected).sum() / (found.sum() + expected.sum()) > 0.97
 
 
+def test_an_axial_and_a_coronal_model_are_averaged_on_the_ct_grid(tmp_path, capsys):
+    keras = pytest.importorskip("keras")
+    import nibabel as nib
+
+    from liverseg_helpers import cli, io, predict
+    from liverseg_helpers import model as model_lib
+
+    truth = ellipsoid()
+    case = Case("views", np.where(truth, 250, -150).astype(np.int16), SPACING)
+    paths = []
+    for view, gain in (("axial", 1.0), ("coronal", 0.6)):  # two members that disagree
+        settings = PreprocessSettings(image_size=64, target_spacing_mm=1.0, view=view)
+        inputs = keras.Input((64, 64, 1))
+        member = keras.Model(inputs, keras.layers.Rescaling(gain)(inputs))
+        paths.append(model_lib.save_model(member, tmp_path / f"{view}.keras", settings))
+    alone = [predict.predict_case(path, case, postprocess=False).probs for path in paths]
+    both = predict.predict_case(paths, case, postprocess=False)
+    assert np.abs(alone[0] - alone[1]).max() > 0.3
+    np.testing.assert_allclose(both.probs, (alone[0] + alone[1]) / 2, atol=1e-6)
+
+    ct_path = io.write_mask_nifti(case.volume, case, tmp_path / "ct.nii.gz")
+    out = tmp_path / "mask.nii.gz"
+    argv = ["predict", str(ct_path), "--model", str(paths[0]), "--model", str(paths[1])]
+    assert cli.main([*argv, "-o", str(out)]) == 0
+    mask = np.asarray(nib.load(out).dataobj).transpose(2, 1, 0) > 0  # NIfTI is [x, y, z]
+    assert np.array_equal(mask, predict.mask_from_probs(both.probs, SPACING[0]))
+    assert 2 * (mask & truth).sum() / (mask.sum() + truth.sum()) > 0.97
+    assert "liver volume" in capsys.readouterr().out
+
+    with pytest.raises(DataError, match="several"):
+        predict.predict_case(paths, case, settings=PreprocessSettings(image_size=64))
+    with pytest.raises(DataError, match="at least one"):
+        predict.predict_case([], case)
+
+
 @pytest.mark.parametrize("view", ["coronal", "sagittal"])
 def test_tumour_cache_cropped_to_the_liver_selects_liver_slices(tmp_path, view):
     liver = ellipsoid()
