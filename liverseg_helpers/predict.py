@@ -263,8 +263,8 @@ def predict_volume(
         batch_size: Slices per model call.
         spacing_mm: Voxel size ``(z, y, x)``; needed when ``settings.target_spacing_mm``.
         progress: Show a tqdm bar over batches.
-        stage_seconds: If given, filled with the seconds of ``preprocess``, ``model`` and
-            ``resize``.
+        stage_seconds: If given, the seconds of ``preprocess``, ``model`` and ``resize`` are
+            added to its entries (so one dict can time several models).
         precision: ``"float32"``, ``"bfloat16"`` or ``"auto"`` (:func:`choose_precision`).
         grey_levels: ``volume_hu`` is a PNG export's 0..255 grey levels, not HU
             (:func:`preprocess.preprocess_volume`).
@@ -278,21 +278,25 @@ def predict_volume(
     """
     check_model_fits(model, settings)
     timer = {} if stage_seconds is None else stage_seconds
+
+    def add_time(stage: str, start: float) -> None:
+        timer[stage] = timer.get(stage, 0.0) + time.perf_counter() - start
+
     start = time.perf_counter()
     turned, turned_mm = views.to_view(
         volume_hu, spacing_mm, settings.view, settings.target_spacing_mm
     )
     images = preprocess.preprocess_volume(turned, settings, turned_mm, grey_levels=grey_levels)
-    timer["preprocess"] = time.perf_counter() - start
+    add_time("preprocess", start)
     start = time.perf_counter()
     if choose_precision(precision) == "bfloat16":
         model = convert_to_bfloat16(model)
     small_probs = run_model_on_slices(model, images, batch_size, progress)
-    timer["model"] = time.perf_counter() - start
+    add_time("model", start)
     start = time.perf_counter()
     probs = preprocess.restore_slices(small_probs, turned.shape[1:], settings, turned_mm)
     probs = views.from_view(probs, settings.view, volume_hu.shape)
-    timer["resize"] = time.perf_counter() - start
+    add_time("resize", start)
     return probs
 
 
@@ -504,7 +508,6 @@ def predict_case(
     probs = np.zeros(case.shape, dtype=np.float32)
     for member in members:
         model, member_settings = load_prediction_model(member, settings)
-        member_seconds: dict[str, float] = {}
         probs += predict_volume(
             model,
             case.volume,
@@ -512,12 +515,10 @@ def predict_case(
             batch_size,
             case.spacing_mm,
             progress,
-            member_seconds,
+            stage_seconds,
             precision,
             grey_levels=case.format == "png",
         )
-        for stage, seconds in member_seconds.items():
-            stage_seconds[stage] = stage_seconds.get(stage, 0.0) + seconds
     probs /= len(members)
     post_start = time.perf_counter()
     pred = mask_from_probs(probs, case.spacing_mm[0], threshold, postprocess, smooth_z_mm)

@@ -233,14 +233,12 @@ def write_prediction(
     return Path(io.write_mask_nifti(np.asarray(mask, dtype=np.uint8), case, path, overwrite))
 
 
-def resolve_model_paths(models: list[str] | str | None) -> list[Path]:
+def resolve_model_paths(models: list[str] | None) -> list[Path]:
     """The ``--model`` paths (one or several to average), or the shipped reference model.
 
     Raises:
         ModelFileError: No model given and no reference model shipped.
     """
-    if isinstance(models, (str, os.PathLike)):
-        models = [models]
     if models:
         return [Path(model) for model in models]
     if REFERENCE_MODEL.exists():
