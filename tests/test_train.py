@@ -208,3 +208,28 @@ def test_train_smoke_on_phantom_cohort(tmp_path, capsys):
     args.resume, args.epochs = True, 3
     assert train.run_train_cli(args) == 0
     assert train.read_history(run_dir)["epoch"] == [0.0, 1.0, 2.0]
+
+
+def feed_dice(values, tmp_path):
+    """Run StopWhenCollapsed over epochs with these training Dice values; return the model."""
+    from liverseg_helpers.fit import StopWhenCollapsed
+
+    net = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    net.stop_training = False
+    callback = StopWhenCollapsed(tmp_path, patience=3)
+    callback.set_model(net)
+    for epoch, dice in enumerate(values):
+        callback.on_epoch_end(epoch, {"dice_metric": dice, "loss": 1.8})
+    return net
+
+
+def test_a_network_predicting_no_liver_for_three_epochs_stops_with_a_warning(tmp_path):
+    with pytest.warns(RuntimeWarning, match="training collapsed.*stopped at epoch 4"):
+        net = feed_dice([0.4, 0.0, 0.001, 0.0], tmp_path)
+    assert net.stop_training
+
+
+def test_a_network_that_recovers_between_low_epochs_keeps_training(tmp_path, recwarn):
+    net = feed_dice([0.0, 0.0, 0.3, 0.0, 0.0, 0.9], tmp_path)
+    assert not net.stop_training
+    assert not [w for w in recwarn if "collapsed" in str(w.message)]
