@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from types import SimpleNamespace
 
 import numpy as np
@@ -233,3 +234,23 @@ def test_a_network_that_recovers_between_low_epochs_keeps_training(tmp_path, rec
     net = feed_dice([0.0, 0.0, 0.3, 0.0, 0.0, 0.9], tmp_path)
     assert not net.stop_training
     assert not [w for w in recwarn if "collapsed" in str(w.message)]
+
+
+@pytest.mark.parametrize(("task", "epochs_run"), [("liver", 3), ("tumour", 5)])
+def test_fit_model_stops_a_dead_liver_network_but_not_a_tumour_one(tmp_path, task, epochs_run):
+    profile = config.get_profile("smoke", **TINY)
+    config.set_seeds(7)
+    unet = model_mod.model_from_profile(profile)
+    head = unet.layers[-1]  # the 1x1 sigmoid convolution
+    kernel, bias = head.get_weights()
+    head.set_weights([np.zeros_like(kernel), np.full_like(bias, -40.0)])  # saturated: all 0
+    x, y = make_slices()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        history = train.fit_model(
+            unet, (x, y), None, tmp_path, profile, "dice", epochs=5, task=task, verbose=0
+        )
+    assert len(history["loss"]) == epochs_run
+    assert max(history["dice_metric"]) < 0.01
+    collapsed = [w for w in caught if "training collapsed" in str(w.message)]
+    assert len(collapsed) == (task == "liver")
