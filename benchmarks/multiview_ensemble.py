@@ -42,8 +42,13 @@ METRICS = ("dice", "voe", "rvd", "assd_mm", "hd95_mm", "mssd_mm")
 
 def fold_models(variant_dir: Path) -> dict[str, Path]:
     """``{test patient: fold model}`` of one crossval variant folder's finished folds (a fold
-    still training has a ``last.keras`` but no ``metrics.json`` yet)."""
-    paths = sorted(p.parent / "last.keras" for p in variant_dir.glob("fold_*/metrics.json"))
+    still training has a ``last.keras`` but no ``metrics.json`` yet), or of an ensemble folder
+    of ``liverseg crossval --ensemble-of`` (``fold_*/ensemble.keras``)."""
+    finished = sorted(p.parent for p in variant_dir.glob("fold_*/metrics.json"))
+    paths = [
+        fold / "ensemble.keras" if (fold / "ensemble.keras").exists() else fold / "last.keras"
+        for fold in finished
+    ]
     if not paths:
         raise SystemExit(f"{variant_dir}: no finished fold (fold_*/metrics.json)")
     return {ensemble.fold_test_patient(path): path for path in paths}

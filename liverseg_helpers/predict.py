@@ -273,7 +273,8 @@ def predict_volume(
         float32 ``[z, y, x]`` in [0, 1], the shape of ``volume_hu``.
 
     Raises:
-        DataError: A volume that is not 3D or holds NaN.
+        DataError: A volume that is not 3D or holds NaN, or one too short from feet to head
+            for a coronal or sagittal model (:func:`views.check_fits_view`).
         ModelFileError: A model whose input does not fit ``settings``.
     """
     check_model_fits(model, settings)
@@ -282,6 +283,7 @@ def predict_volume(
     def add_time(stage: str, start: float) -> None:
         timer[stage] = timer.get(stage, 0.0) + time.perf_counter() - start
 
+    views.check_fits_view(volume_hu.shape, spacing_mm, settings.view)
     start = time.perf_counter()
     turned, turned_mm = views.to_view(
         volume_hu, spacing_mm, settings.view, settings.target_spacing_mm
@@ -460,6 +462,33 @@ def load_prediction_model(
     return model, settings
 
 
+def members_that_fit(
+    loaded: list[tuple[Any, PreprocessSettings]], members: list[Any], case: Case
+) -> list[tuple[Any, PreprocessSettings]]:
+    """The ensemble members whose view suits the case; the others are left out with a warning.
+
+    A coronal or sagittal member needs a CT that reaches at least
+    :data:`views.MIN_TURNED_HEIGHT_MM` from feet to head; on a thinner one (a few slices) it
+    would see slices unlike any it learnt from, so the axial members decide alone.
+
+    Raises:
+        DataError: No member suits the case.
+    """
+    fits = [views.fits_view(case.shape, case.spacing_mm, settings.view) for _, settings in loaded]
+    if not any(fits):
+        views.check_fits_view(case.shape, case.spacing_mm, loaded[0][1].view, case.case_id)
+    height = views.ct_height_mm(case.shape, case.spacing_mm)
+    for (_, settings), member, fit in zip(loaded, members, fits, strict=True):
+        if not fit:
+            warnings.warn(
+                f"{case.case_id}: the CT spans {height:.0f} mm from feet to head, too short for "
+                f"the {settings.view} model {getattr(member, 'name', member)} (it needs "
+                f"{views.MIN_TURNED_HEIGHT_MM:.0f} mm); predicting without it",
+                stacklevel=3,
+            )
+    return [pair for pair, fit in zip(loaded, fits, strict=True) if fit]
+
+
 def predict_case(
     model_or_path: Any,
     case: Case,
@@ -477,7 +506,9 @@ def predict_case(
         model_or_path: A ``.keras`` file (settings from its sidecar) or a loaded model; or a
             list of them, whose probabilities are averaged on the case's grid (an ensemble of
             networks that see the CT from different sides, e.g. an axial and a coronal one:
-            each is run with its own settings and view, then turned back to the CT's grid).
+            each is run with its own settings and view, then turned back to the CT's grid;
+            a coronal or sagittal member is left out, with a warning, on a CT too short for
+            it: :func:`members_that_fit`).
         case: The CT.
         threshold: Probability above which a voxel is liver.
         postprocess: Apply :func:`postprocess_mask` (largest component, filled holes).
@@ -492,8 +523,8 @@ def predict_case(
         :class:`PredictionResult` on the case's grid.
 
     Raises:
-        DataError: Threshold outside (0, 1), a broken volume, an empty model list, or
-            ``settings`` given for several models.
+        DataError: Threshold outside (0, 1), a broken volume, an empty model list,
+            ``settings`` given for several models, or a CT too short for every model's view.
         ModelFileError: A model that cannot be loaded or does not fit.
     """
     if not 0.0 < threshold < 1.0:
@@ -505,9 +536,11 @@ def predict_case(
         raise DataError("settings can override one model's sidecar, not those of several models")
     start = time.perf_counter()
     stage_seconds: dict[str, float] = {}
+    loaded = [load_prediction_model(member, settings) for member in members]
+    if len(loaded) > 1:
+        loaded = members_that_fit(loaded, members, case)
     probs = np.zeros(case.shape, dtype=np.float32)
-    for member in members:
-        model, member_settings = load_prediction_model(member, settings)
+    for model, member_settings in loaded:
         probs += predict_volume(
             model,
             case.volume,
@@ -519,7 +552,7 @@ def predict_case(
             precision,
             grey_levels=case.format == "png",
         )
-    probs /= len(members)
+    probs /= len(loaded)
     post_start = time.perf_counter()
     pred = mask_from_probs(probs, case.spacing_mm[0], threshold, postprocess, smooth_z_mm)
     stage_seconds["postprocess"] = time.perf_counter() - post_start

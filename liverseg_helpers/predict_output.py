@@ -30,8 +30,10 @@ from liverseg_helpers.atomic import atomic_file, atomic_folder, check_output_pat
 from liverseg_helpers.errors import DataError, ModelFileError
 from liverseg_helpers.io.case import Case
 
-# The reference model shipped with the course (trained by the lead); absent in a fresh clone.
+# The reference models shipped with the course (models/liver_unet.md): the axial network,
+# and a coronal one whose probabilities `liverseg predict` averages with it by default.
 REFERENCE_MODEL = Path(__file__).resolve().parents[1] / "models" / "liver_unet.keras"
+REFERENCE_CORONAL_MODEL = REFERENCE_MODEL.with_name("liver_unet_coronal.keras")
 
 
 def output_kind(path: str | os.PathLike) -> str:
@@ -234,7 +236,8 @@ def write_prediction(
 
 
 def resolve_model_paths(models: list[str] | None) -> list[Path]:
-    """The ``--model`` paths (one or several to average), or the shipped reference model.
+    """The ``--model`` paths (one or several to average), or the shipped reference models:
+    the axial one, with the coronal one when it is there (a multi-view ensemble).
 
     Raises:
         ModelFileError: No model given and no reference model shipped.
@@ -242,7 +245,7 @@ def resolve_model_paths(models: list[str] | None) -> list[Path]:
     if models:
         return [Path(model) for model in models]
     if REFERENCE_MODEL.exists():
-        return [REFERENCE_MODEL]
+        return [path for path in (REFERENCE_MODEL, REFERENCE_CORONAL_MODEL) if path.exists()]
     raise ModelFileError(
         f"no model given and no reference model at {REFERENCE_MODEL}: train one with "
         "`liverseg train` and pass --model runs/<profile>/best.keras"

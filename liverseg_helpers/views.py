@@ -31,6 +31,37 @@ from liverseg_helpers.slice_geometry import resample_inplane, resize_slices
 VIEWS = ("axial", "coronal", "sagittal")
 _AXES = {"axial": (0, 1, 2), "coronal": (1, 0, 2), "sagittal": (2, 0, 1)}
 
+# A coronal or sagittal slice of a CT shorter than this (feet to head) shows only a strip of
+# the liver, which is about 15 cm tall: nothing like the slices such a network learnt from
+# (the 3D-IRCADb CTs and the phantoms span 21 to 24 cm).
+MIN_TURNED_HEIGHT_MM = 100.0
+
+
+def ct_height_mm(shape: tuple[int, ...], spacing_mm: tuple[float, float, float] | None) -> float:
+    """How far a CT ``[z, y, x]`` reaches from feet to head, in mm (``inf`` without spacing)."""
+    return float("inf") if spacing_mm is None else float(shape[0] * spacing_mm[0])
+
+
+def fits_view(
+    shape: tuple[int, ...], spacing_mm: tuple[float, float, float] | None, view: str
+) -> bool:
+    """Whether a CT is tall enough for ``view`` (always true for the axial view)."""
+    return view == "axial" or ct_height_mm(shape, spacing_mm) >= MIN_TURNED_HEIGHT_MM
+
+
+def check_fits_view(
+    shape: tuple[int, ...],
+    spacing_mm: tuple[float, float, float] | None,
+    view: str,
+    source: str = "volume",
+) -> None:
+    """Raise DataError when a CT is too short for ``view`` (:data:`MIN_TURNED_HEIGHT_MM`)."""
+    if not fits_view(shape, spacing_mm, view):
+        raise DataError(
+            f"{source}: the CT spans {ct_height_mm(shape, spacing_mm):.0f} mm from feet to head; "
+            f"a {view} network needs at least {MIN_TURNED_HEIGHT_MM:.0f} mm: use an axial model"
+        )
+
 
 def check_view(view: str, target_spacing_mm: float | None) -> None:
     """Raise ValueError for an unknown view, or a turned view without a target spacing."""

@@ -278,6 +278,20 @@ def test_cli_nifti_png_and_dicom_seg(tmp_path, toy_case, tiny_model_file, capsys
     assert np.array_equal(pixels[..., 0] > 0, mask)
 
 
+def test_default_models_are_the_shipped_axial_and_coronal_pair(tmp_path, monkeypatch):
+    axial, coronal = tmp_path / "liver_unet.keras", tmp_path / "liver_unet_coronal.keras"
+    monkeypatch.setattr(predict_output, "REFERENCE_MODEL", axial)
+    monkeypatch.setattr(predict_output, "REFERENCE_CORONAL_MODEL", coronal)
+    coronal.write_bytes(b"")
+    with pytest.raises(ModelFileError, match="no reference model"):  # never coronal alone
+        predict_output.resolve_model_paths(None)
+    axial.write_bytes(b"")
+    assert predict_output.resolve_model_paths(None) == [axial, coronal]
+    assert predict_output.resolve_model_paths(["mine.keras"]) == [Path("mine.keras")]
+    coronal.unlink()
+    assert predict_output.resolve_model_paths(None) == [axial]
+
+
 def test_cli_errors(tmp_path, toy_case, tiny_model_file, monkeypatch):
     from liverseg_helpers import tumour  # --tumours: the cascade (tests/test_tumour.py)
 

@@ -11,6 +11,7 @@ from liverseg_helpers.io.case import Case
 from liverseg_helpers.preprocess import PreprocessSettings, window_hu
 
 SPACING = (2.0, 0.8, 1.0)  # z, y, x in mm: all different, so a swapped axis shows
+TALL = (4.0, 0.8, 1.0)  # the same voxels 120 mm tall: enough for a coronal network
 
 
 def ellipsoid(shape=(30, 60, 50), centre=(14.0, 25.0, 30.0), radii=(8.0, 15.0, 12.0)):
@@ -105,7 +106,7 @@ def test_prediction_in_another_view_lands_on_the_ct_grid(view):
     settings = PreprocessSettings(image_size=64, target_spacing_mm=1.0, view=view)
     inputs = keras.Input((64, 64, 1))  # 'predicts' the windowed CT itself
     identity = keras.Model(inputs, keras.layers.Activation("linear")(inputs))
-    probs = predict.predict_volume(identity, volume, settings, batch_size=8, spacing_mm=SPACING)
+    probs = predict.predict_volume(identity, volume, settings, batch_size=8, spacing_mm=TALL)
     assert probs.shape == volume.shape
     expected = window_hu(volume, settings.window_level_hu, settings.window_width_hu) > 0.5
     found = probs > 0.5
@@ -120,7 +121,7 @@ def test_an_axial_and_a_coronal_model_are_averaged_on_the_ct_grid(tmp_path, caps
     from liverseg_helpers import model as model_lib
 
     truth = ellipsoid()
-    case = Case("views", np.where(truth, 250, -150).astype(np.int16), SPACING)
+    case = Case("views", np.where(truth, 250, -150).astype(np.int16), TALL)
     paths = []
     for view, gain in (("axial", 1.0), ("coronal", 0.6)):  # two members that disagree
         settings = PreprocessSettings(image_size=64, target_spacing_mm=1.0, view=view)
@@ -137,7 +138,7 @@ def test_an_axial_and_a_coronal_model_are_averaged_on_the_ct_grid(tmp_path, caps
     argv = ["predict", str(ct_path), "--model", str(paths[0]), "--model", str(paths[1])]
     assert cli.main([*argv, "-o", str(out)]) == 0
     mask = np.asarray(nib.load(out).dataobj).transpose(2, 1, 0) > 0  # NIfTI is [x, y, z]
-    assert np.array_equal(mask, predict.mask_from_probs(both.probs, SPACING[0]))
+    assert np.array_equal(mask, predict.mask_from_probs(both.probs, TALL[0]))
     assert 2 * (mask & truth).sum() / (mask.sum() + truth.sum()) > 0.97
     assert "liver volume" in capsys.readouterr().out
 
@@ -145,6 +146,39 @@ def test_an_axial_and_a_coronal_model_are_averaged_on_the_ct_grid(tmp_path, caps
         predict.predict_case(paths, case, settings=PreprocessSettings(image_size=64))
     with pytest.raises(DataError, match="at least one"):
         predict.predict_case([], case)
+
+
+def test_a_ct_too_short_for_the_coronal_model_is_predicted_by_the_axial_one(tmp_path):
+    keras = pytest.importorskip("keras")
+    from liverseg_helpers import model as model_lib
+    from liverseg_helpers import predict
+
+    paths = []
+    for view in ("axial", "coronal"):
+        settings = PreprocessSettings(image_size=32, target_spacing_mm=1.0, view=view)
+        inputs = keras.Input((32, 32, 1))
+        member = keras.Model(inputs, keras.layers.Activation("linear")(inputs))
+        paths.append(model_lib.save_model(member, tmp_path / f"{view}.keras", settings))
+    volume = np.where(ellipsoid(), 250, -150).astype(np.int16)
+    height = views.MIN_TURNED_HEIGHT_MM
+    short = Case("thin", volume[:3], (height / 4, 0.8, 1.0))  # 3 slices: 75 mm
+    tall = Case("tall", volume[:4], (height / 4, 0.8, 1.0))  # 4 slices: just tall enough
+    assert not views.fits_view(short.shape, short.spacing_mm, "coronal")
+    assert views.fits_view(short.shape, short.spacing_mm, "axial")
+    assert views.fits_view(tall.shape, tall.spacing_mm, "coronal")
+
+    with pytest.warns(UserWarning, match="thin.*75 mm.*coronal.keras"):
+        both = predict.predict_case(paths, short, postprocess=False)
+    axial = predict.predict_case(paths[0], short, postprocess=False)
+    np.testing.assert_array_equal(both.probs, axial.probs)
+    with pytest.raises(DataError, match="75 mm.*coronal network needs at least 100 mm"):
+        predict.predict_case(paths[1], short)
+    with pytest.raises(DataError, match="thin.*75 mm"):
+        predict.predict_case([paths[1], paths[1]], short)
+    coronal = predict.predict_case(paths[1], tall, postprocess=False).probs
+    pair = predict.predict_case(paths, tall, postprocess=False).probs
+    axial_tall = predict.predict_case(paths[0], tall, postprocess=False).probs
+    np.testing.assert_allclose(pair, (coronal + axial_tall) / 2, atol=1e-6)
 
 
 @pytest.mark.parametrize("view", ["coronal", "sagittal"])
