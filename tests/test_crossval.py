@@ -313,3 +313,38 @@ def test_reference_model_on_a_patient_it_never_saw():
 # Measured 0.940 (models/liver_unet.md; the wide fold models 0.818-0.938); a model that learnt
 # only the training patients' scanner, or a broken file, falls below.
 REFERENCE_MIN_DICE_UNSEEN = 0.85
+
+CORONAL_MODEL = REFERENCE_MODEL.with_name("liver_unet_coronal.keras")
+
+
+@pytest.mark.skipif(not CORONAL_MODEL.exists(), reason="no shipped coronal model")
+@pytest.mark.skipif(not (SHARED_DATA / "3Dircadb1").is_dir(), reason="no ../shared/data")
+def test_shipped_axial_and_coronal_pair_regression_on_patient_7():
+    """Regression test of the default of ``liverseg predict``: the shipped axial and coronal
+    files averaged. Patient 7 is in the training set of both; not a generalisation claim."""
+    from liverseg_helpers import evaluate, io, predict, predict_output
+
+    paths = predict_output.resolve_model_paths(None)
+    assert paths == [REFERENCE_MODEL, CORONAL_MODEL]
+    case = io.load_case(SHARED_DATA / "3Dircadb1" / "3Dircadb1.7")
+    truth = case.masks["liver"]
+    coronal = predict.predict_case(CORONAL_MODEL, case).pred
+    assert evaluate.evaluate_masks(coronal, truth, case.spacing_mm)["dice"] > CORONAL_MIN_DICE_P7
+    pair = predict.predict_case(paths, case).pred
+    assert evaluate.evaluate_masks(pair, truth, case.spacing_mm)["dice"] > REFERENCE_MIN_DICE_PATIENT_7
+
+
+# Measured 0.964 (models/liver_unet_coronal.md); a coronal file read in the wrong axis order or
+# on the wrong grid falls far below.
+CORONAL_MIN_DICE_P7 = 0.90
+
+
+@pytest.mark.skipif(not CORONAL_MODEL.exists(), reason="no shipped coronal model")
+@pytest.mark.skipif(not (SHARED_DATA / "dcmqi-ct-3slice").is_dir(), reason="no ../shared/data")
+def test_shipped_pair_on_a_3_slice_ct_uses_the_axial_network_alone():
+    from liverseg_helpers import io, predict, predict_output
+
+    case = io.load_case(SHARED_DATA / "dcmqi-ct-3slice" / "ct-3slice")
+    with pytest.warns(UserWarning, match="3 mm from feet to head.*coronal"):
+        pair = predict.predict_case(predict_output.resolve_model_paths(None), case)
+    np.testing.assert_array_equal(pair.probs, predict.predict_case(REFERENCE_MODEL, case).probs)
