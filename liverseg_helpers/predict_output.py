@@ -287,6 +287,8 @@ def run_predict_cli(args: argparse.Namespace) -> int:
     output_kind(args.out)  # fail on an unknown output type before any work
     check_output_path(out, args.overwrite)
     model_paths = resolve_model_paths(args.model)
+    names = ", ".join(str(path) for path in model_paths)
+    print(f"models (probabilities averaged): {names}" if len(model_paths) > 1 else f"model: {names}")
     start = time.perf_counter()
     case = load_input_case(args.input)
     result = predict.predict_case(

@@ -140,7 +140,8 @@ def test_an_axial_and_a_coronal_model_are_averaged_on_the_ct_grid(tmp_path, caps
     mask = np.asarray(nib.load(out).dataobj).transpose(2, 1, 0) > 0  # NIfTI is [x, y, z]
     assert np.array_equal(mask, predict.mask_from_probs(both.probs, TALL[0]))
     assert 2 * (mask & truth).sum() / (mask.sum() + truth.sum()) > 0.97
-    assert "liver volume" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "liver volume" in printed and f"averaged): {paths[0]}, {paths[1]}" in printed
 
     with pytest.raises(DataError, match="several"):
         predict.predict_case(paths, case, settings=PreprocessSettings(image_size=64))
