@@ -288,7 +288,8 @@ def run_predict_cli(args: argparse.Namespace) -> int:
     check_output_path(out, args.overwrite)
     model_paths = resolve_model_paths(args.model)
     names = ", ".join(str(path) for path in model_paths)
-    print(f"models (probabilities averaged): {names}" if len(model_paths) > 1 else f"model: {names}")
+    label = "models (probabilities averaged)" if len(model_paths) > 1 else "model"
+    print(f"{label}: {names}")
     start = time.perf_counter()
     case = load_input_case(args.input)
     result = predict.predict_case(
