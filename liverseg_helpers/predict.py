@@ -536,9 +536,9 @@ def predict_case(
         raise DataError("settings can override one model's sidecar, not those of several models")
     start = time.perf_counter()
     stage_seconds: dict[str, float] = {}
-    loaded = [load_prediction_model(member, settings) for member in members]
-    if len(loaded) > 1:
-        loaded = members_that_fit(loaded, members, case)
+    loaded = members_that_fit(
+        [load_prediction_model(member, settings) for member in members], members, case
+    )
     probs = np.zeros(case.shape, dtype=np.float32)
     for model, member_settings in loaded:
         probs += predict_volume(

@@ -172,7 +172,7 @@ def test_a_ct_too_short_for_the_coronal_model_is_predicted_by_the_axial_one(tmp_
         both = predict.predict_case(paths, short, postprocess=False)
     axial = predict.predict_case(paths[0], short, postprocess=False)
     np.testing.assert_array_equal(both.probs, axial.probs)
-    with pytest.raises(DataError, match="75 mm.*coronal network needs at least 100 mm"):
+    with pytest.raises(DataError, match="thin: .*75 mm.*coronal network needs at least 100 mm"):
         predict.predict_case(paths[1], short)
     with pytest.raises(DataError, match="thin.*75 mm"):
         predict.predict_case([paths[1], paths[1]], short)
