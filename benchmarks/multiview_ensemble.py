@@ -37,7 +37,16 @@ import pandas as pd  # noqa: E402
 from liverseg_helpers import ensemble, evaluate, io, predict  # noqa: E402
 from liverseg_helpers.ablation_table import format_markdown  # noqa: E402
 
-METRICS = ("dice", "voe", "rvd", "assd_mm", "hd95_mm", "mssd_mm")
+METRICS = (
+    "dice",
+    "voe",
+    "rvd",
+    "assd_mm",
+    "hd95_mm",
+    "mssd_mm",
+    "pred_volume_ml",
+    "true_volume_ml",
+)
 
 
 def fold_models(variant_dir: Path) -> dict[str, Path]:
