@@ -204,6 +204,7 @@ def variant_train_config(
         split=split,
         preprocess=dict(variant.preprocess),
         case_repeat=dict(case_repeat or {}),
+        batch_norm=variant.batch_norm,
     )
 
 

@@ -81,6 +81,24 @@ def test_every_variant_names_real_profile_and_preprocessing_fields():
         assert 0 < profile.zoom_range[0] <= 1 <= profile.zoom_range[1], variant.name
 
 
+def test_batch_norm_variant_reaches_the_train_config(tmp_path):
+    """A variant's ``batch_norm`` is the fold's ``TrainConfig.batch_norm``; the others keep
+    None (the paper's liver UNet, without batch norm)."""
+    split = {"train": ["pat_b"], "val": ["phantom_001"], "test": ["pat_a"]}
+
+    def cfg(name):
+        return crossval.variant_train_config(
+            crossval.VARIANTS[name], split, tmp_path, tmp_path / name, "real", 42, tmp_path
+        )
+
+    bn = cfg("aligned_wide_coronal_bn")
+    assert bn.batch_norm is True
+    assert cfg("aligned_wide_coronal").batch_norm is None
+    # The rest of the recipe is its parent's.
+    assert bn.overrides == cfg("aligned_wide_coronal").overrides
+    assert bn.preprocess == cfg("aligned_wide_coronal").preprocess
+
+
 def test_repeat_cases_refuses_unknown_ids_and_bad_counts():
     with pytest.raises(ValueError, match="not in training"):
         train.repeat_cases(["a", "b"], {"typo": 2})
