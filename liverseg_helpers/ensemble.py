@@ -128,7 +128,9 @@ def fold_test_patient(model_path: str | os.PathLike) -> str:
     ``metrics.json`` checked against its own ``split.json``).
 
     Raises:
-        DataError: The folder is not ``fold_<id>``, or the model (or a member) saw ``<id>``.
+        DataError: The folder is not ``fold_<id>``, the model (or a member) saw ``<id>``, or a
+            member's folder is missing (older ensembles list members relative to the folder
+            they were made from).
     """
     fold = Path(model_path).parent
     if not fold.name.startswith("fold_"):
@@ -139,7 +141,13 @@ def fold_test_patient(model_path: str | os.PathLike) -> str:
     else:
         members = [model_path]
     for member in members:
-        read_split_without(Path(member).parent / "split.json", test_id)
+        split_path = Path(member).parent / "split.json"
+        if not split_path.exists():
+            raise DataError(
+                f"{fold / 'metrics.json'}: member {member} has no {split_path.name} here"
+                f" (a relative path is read from {Path.cwd()})"
+            )
+        read_split_without(split_path, test_id)
     return test_id
 
 
@@ -183,7 +191,9 @@ def run_ensemble_lopo(
         model_path = export_ensemble(members, fold / "ensemble.keras", int8)
         metrics, raw = crossval.evaluate_fold(model_path, case_path)
         row = crossval.fold_row(case_path.name, metrics, raw)
-        write_json_atomic({**row, "members": [str(p) for p in members]}, fold / "metrics.json")
+        # Absolute member paths: the record is read again from other folders (benchmarks).
+        members_abs = [str(Path(p).resolve()) for p in members]
+        write_json_atomic({**row, "members": members_abs}, fold / "metrics.json")
         print(
             f"{folder.name} test {row['case_id']}: dice {row['dice']:.4f} "
             f"assd {row['assd_mm']:.2f} mm ({len(members)} models)",

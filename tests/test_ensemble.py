@@ -149,3 +149,7 @@ def test_fold_test_patient_checks_a_fold_and_every_member_of_an_ensemble(tmp_pat
         ensemble.fold_test_patient(fold / "ensemble.keras")
     with pytest.raises(DataError, match="not inside a crossval fold"):
         ensemble.fold_test_patient(tmp_path / "model.keras")
+    # A member listed relative to another folder: the record is named, not a bare OSError.
+    (fold / "metrics.json").write_text(json.dumps({"members": ["elsewhere/fold_p1/last.keras"]}))
+    with pytest.raises(DataError, match="ensemble_lobe/fold_p1/metrics.json: member elsewhere"):
+        ensemble.fold_test_patient(fold / "ensemble.keras")
