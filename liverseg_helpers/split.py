@@ -38,9 +38,20 @@ def read_split_without(split_path: str | os.PathLike, test_id: str) -> dict[str,
         The split (``train``, ``val``, ``test`` lists of patient ids).
 
     Raises:
-        DataError: ``test_id`` is in the split's train or val list.
+        DataError: the file is missing, is not JSON, lacks a ``train`` or ``val`` list, or
+            ``test_id`` is in one of them.
     """
-    split = json.loads(Path(split_path).read_text())
+    try:
+        split = json.loads(Path(split_path).read_text())
+    except FileNotFoundError:
+        raise DataError(f"{split_path}: split file not found; was the run finished?") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise DataError(f"{split_path}: corrupt split file ({err})") from None
+    if not isinstance(split, dict):
+        split = {}
+    missing = [k for k in ("train", "val") if not isinstance(split.get(k), list)]
+    if missing:
+        raise DataError(f"{split_path}: split file lacks the list(s) {missing}")
     if test_id in split["train"] + split["val"]:
         raise DataError(f"{split_path}: test patient {test_id} was used in training")
     return split

@@ -278,3 +278,22 @@ def test_read_split_without_returns_the_split_or_names_the_leaking_file(tmp_path
     assert read_split_without(path, "p1")["train"] == ["p2"]
     with pytest.raises(DataError, match=r"split.json: test patient p3 was used in training"):
         read_split_without(path, "p3")
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        (None, "split file not found"),
+        ("{not json", "corrupt split file"),
+        ('{"train": []}', "split file lacks"),
+        ("[]", "split file lacks"),
+    ],
+)
+def test_read_split_without_names_a_missing_or_broken_file(tmp_path, text, problem):
+    from liverseg_helpers.split import read_split_without
+
+    path = tmp_path / "split.json"
+    if text is not None:
+        path.write_text(text)
+    with pytest.raises(DataError, match=rf"split.json: {problem}"):
+        read_split_without(path, "p1")
