@@ -136,10 +136,33 @@ def fold_test_patient(model_path: str | os.PathLike) -> str:
     if not fold.name.startswith("fold_"):
         raise DataError(f"{model_path}: not inside a crossval fold_<patient> folder")
     test_id = fold.name.removeprefix("fold_")
-    if Path(model_path).name == "ensemble.keras":
+    for split_path in _member_split_paths(Path(model_path)):
+        read_split_without(split_path, test_id)
+    return test_id
+
+
+def fold_training_patients(model_path: str | os.PathLike) -> set[str]:
+    """Every patient a fold model (or each member of a fold's ensemble) was trained on.
+
+    The validation patients are not included: a crossval fold only monitors them (fixed
+    epochs, last checkpoint). The model is first checked with :func:`fold_test_patient`.
+    """
+    fold_test_patient(model_path)
+    return {
+        patient
+        for split_path in _member_split_paths(Path(model_path))
+        for patient in json.loads(split_path.read_text())["train"]
+    }
+
+
+def _member_split_paths(model_path: Path) -> list[Path]:
+    """The ``split.json`` of a fold model, or of each member of a fold's ``ensemble.keras``."""
+    fold = model_path.parent
+    if model_path.name == "ensemble.keras":
         members = json.loads((fold / "metrics.json").read_text())["members"]
     else:
         members = [model_path]
+    paths = []
     for member in members:
         split_path = Path(member).parent / "split.json"
         if not split_path.exists():
@@ -147,8 +170,8 @@ def fold_test_patient(model_path: str | os.PathLike) -> str:
                 f"{fold / 'metrics.json'}: member {member} has no {split_path.name} here"
                 f" (a relative path is read from {Path.cwd()})"
             )
-        read_split_without(split_path, test_id)
-    return test_id
+        paths.append(split_path)
+    return paths
 
 
 def ensemble_name(variants: str | list[str], int8: bool = False) -> str:

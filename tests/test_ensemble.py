@@ -153,3 +153,21 @@ def test_fold_test_patient_checks_a_fold_and_every_member_of_an_ensemble(tmp_pat
     (fold / "metrics.json").write_text(json.dumps({"members": ["elsewhere/fold_p1/last.keras"]}))
     with pytest.raises(DataError, match="ensemble_lobe/fold_p1/metrics.json: member elsewhere"):
         ensemble.fold_test_patient(fold / "ensemble.keras")
+
+
+def test_fold_training_patients_is_the_union_of_every_members_train_list(tmp_path):
+    _fake_fold(tmp_path / "seed42", "lobe", "p1", ["p2", "phantom_002"])
+    _fake_fold(tmp_path / "seed43", "lobe", "p1", ["p2", "phantom_003"])
+    single = tmp_path / "seed42/lobe/fold_p1/last.keras"
+    assert ensemble.fold_training_patients(single) == {"p2", "phantom_002"}
+    fold = tmp_path / "ens/ensemble_lobe/fold_p1"
+    fold.mkdir(parents=True)
+    members = [str(single), str(tmp_path / "seed43/lobe/fold_p1/last.keras")]
+    (fold / "metrics.json").write_text(json.dumps({"members": members}))
+    trained = ensemble.fold_training_patients(fold / "ensemble.keras")
+    assert trained == {"p2", "phantom_002", "phantom_003"}
+    assert "phantom_001" not in trained  # the validation monitor is not training data
+    # The test patient is still checked first.
+    _fake_fold(tmp_path / "seed44", "lobe", "p1", ["p1"])
+    with pytest.raises(DataError, match="test patient p1 was used in training"):
+        ensemble.fold_training_patients(tmp_path / "seed44/lobe/fold_p1/last.keras")
