@@ -64,7 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--profile", default=None, help="smoke, course or full")
     p.add_argument("--task", default="liver", choices=["liver", "tumour"], help="what to segment")
-    p.add_argument("--loss", default=None, help="dice, bce, dice_bce, focal, tversky")
+    p.add_argument(
+        "--loss", default=None, help="dice_bce (default), dice (the paper's), bce, focal, tversky"
+    )
     p.add_argument("--seed", type=int, default=42, help="random seed")
     p.add_argument("--epochs", type=int, default=None, help="override the profile's epochs")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")

@@ -35,6 +35,7 @@ import keras
 import numpy as np
 
 from liverseg_helpers import config as config_mod
+from liverseg_helpers import losses as losses_mod
 from liverseg_helpers import model as model_mod
 from liverseg_helpers.atomic import write_json_atomic
 from liverseg_helpers.augment import AugmentSettings
@@ -60,7 +61,8 @@ class TrainConfig:
         profile: ``smoke``, ``course`` or ``full``.
         seed: Seed of the split, the weights and the augmentation.
         task: ``"liver"`` or ``"tumour"``.
-        loss: ``dice``, ``bce``, ``dice_bce``, ``focal`` or ``tversky``.
+        loss: ``dice_bce`` (the default, ``losses.DEFAULT_LOSS``: soft Dice + BCE), ``dice``
+            (the paper's soft Dice alone), ``bce``, ``focal`` or ``tversky``.
         resume: Continue from ``run_dir/last.keras`` at its saved epoch.
         epochs: Override of the profile's epochs (None = the profile's).
         overrides: Further profile fields to change, e.g. ``{"batch_size": 8}``.
@@ -83,7 +85,7 @@ class TrainConfig:
     profile: str
     seed: int = config_mod.DEFAULT_SEED
     task: str = "liver"
-    loss: str = "dice"
+    loss: str = losses_mod.DEFAULT_LOSS
     resume: bool = False
     epochs: int | None = None
     overrides: dict = field(default_factory=dict)
@@ -421,10 +423,9 @@ def run_train_cli(args: Any) -> int:
     The default run folder is ``runs/<profile>`` for the liver and ``runs/<profile>-tumour``
     for the tumour task, so training one never overwrites the other.
     """
-    from liverseg_helpers import losses
-
     profile = config_mod.get_profile(args.profile)
-    losses.get_loss(args.loss or "dice")  # a typo fails now, not after the slice cache
+    loss = args.loss or losses_mod.DEFAULT_LOSS
+    losses_mod.get_loss(loss)  # a typo fails now, not after the slice cache
     default_dir = f"runs/{profile.name}" + ("-tumour" if args.task == "tumour" else "")
     run_dir = config_mod.resolve_dir(args.run_dir, config_mod.ENV_RUN_DIR, default_dir)
     cfg = TrainConfig(
@@ -433,7 +434,7 @@ def run_train_cli(args: Any) -> int:
         profile=profile.name,
         seed=args.seed,
         task=args.task,
-        loss=args.loss or "dice",
+        loss=loss,
         resume=args.resume,
         epochs=args.epochs,
     )

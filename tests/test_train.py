@@ -211,22 +211,36 @@ def test_train_smoke_on_phantom_cohort(tmp_path, capsys):
     assert train.read_history(run_dir)["epoch"] == [0.0, 1.0, 2.0]
 
 
-def feed_dice(values, tmp_path):
-    """Run StopWhenCollapsed over epochs with these training Dice values; return the model."""
+def feed_dice(values, tmp_path, losses=None):
+    """Run StopWhenCollapsed over epochs with these training Dice values (and losses, 1.8 at
+    every epoch by default: a loss that does not move); return the model."""
     from liverseg_helpers.fit import StopWhenCollapsed
 
     net = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
     net.stop_training = False
     callback = StopWhenCollapsed(tmp_path, patience=3)
     callback.set_model(net)
-    for epoch, dice in enumerate(values):
-        callback.on_epoch_end(epoch, {"dice_metric": dice, "loss": 1.8})
+    for epoch, (dice, loss) in enumerate(zip(values, losses or [1.8] * len(values), strict=True)):
+        callback.on_epoch_end(epoch, {"dice_metric": dice, "loss": loss})
     return net
 
 
 def test_a_network_predicting_no_liver_for_three_epochs_stops_with_a_warning(tmp_path):
     with pytest.warns(RuntimeWarning, match="training collapsed.*stopped at epoch 4"):
         net = feed_dice([0.4, 0.0, 0.001, 0.0], tmp_path)
+    assert net.stop_training
+
+
+def test_a_network_whose_loss_still_falls_is_alive_though_it_predicts_no_liver_yet(
+    tmp_path, recwarn
+):
+    # Dice + BCE on the course profile: no liver in epochs 1 and 2 while the loss fell.
+    net = feed_dice([0.0, 0.0, 0.0, 0.0], tmp_path, losses=[1.44, 0.88, 0.80, 0.74])
+    assert not net.stop_training
+    assert not [w for w in recwarn if "collapsed" in str(w.message)]
+    # The same Dice with a loss that rises or moves by under 5 %: dead (soft Dice at 0.9999).
+    with pytest.warns(RuntimeWarning, match="stopped at epoch 4"):
+        net = feed_dice([0.3, 0.0, 0.0, 0.0], tmp_path, losses=[0.79, 0.9999, 0.9999, 0.9998])
     assert net.stop_training
 
 
