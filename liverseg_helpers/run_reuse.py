@@ -53,3 +53,25 @@ def started_same_training(run_dir: Path, seed: int, profile: str, overrides: dic
         return False
     check_same_training(run_dir, seed, profile, overrides)
     return True
+
+
+def saved_loss(run_dir: Path) -> str | None:
+    """The loss a run folder's ``config.json`` records (None: no such file or entry)."""
+    config_path = run_dir / "config.json"
+    if not config_path.exists():
+        return None
+    return json.loads(config_path.read_text()).get("loss")
+
+
+def check_same_loss(run_dir: Path, loss: str) -> None:
+    """Refuse to resume a run with another loss than it was trained with (one model, one loss).
+
+    Raises:
+        DataError: ``config.json`` records another loss; names the file and both losses.
+    """
+    saved = saved_loss(run_dir)
+    if saved is not None and saved != loss:
+        raise DataError(
+            f"{run_dir / 'config.json'}: this run was trained with the loss {saved!r}, not "
+            f"{loss!r}; resume it with the same loss (liverseg train --resume --loss {saved})"
+        )

@@ -37,6 +37,7 @@ import numpy as np
 from liverseg_helpers import config as config_mod
 from liverseg_helpers import losses as losses_mod
 from liverseg_helpers import model as model_mod
+from liverseg_helpers import run_reuse
 from liverseg_helpers.atomic import write_json_atomic
 from liverseg_helpers.augment import AugmentSettings
 from liverseg_helpers.errors import DataError, ModelFileError
@@ -332,6 +333,8 @@ def train(cfg: TrainConfig) -> TrainResult:
     state_path, last_path = run_dir / STATE_FILE, run_dir / "last.keras"
     if cfg.resume and not (state_path.exists() and last_path.exists()):
         raise ModelFileError(f"{last_path}: nothing to resume (train without resume first)")
+    if cfg.resume:
+        run_reuse.check_same_loss(run_dir, cfg.loss)
     config_mod.set_seeds(cfg.seed)
     state = json.loads(state_path.read_text()) if cfg.resume else {}
     initial_epoch = int(state.get("epoch", 0))
@@ -424,10 +427,12 @@ def run_train_cli(args: Any) -> int:
     for the tumour task, so training one never overwrites the other.
     """
     profile = config_mod.get_profile(args.profile)
-    loss = args.loss or losses_mod.DEFAULT_LOSS
-    losses_mod.get_loss(loss)  # a typo fails now, not after the slice cache
     default_dir = f"runs/{profile.name}" + ("-tumour" if args.task == "tumour" else "")
     run_dir = config_mod.resolve_dir(args.run_dir, config_mod.ENV_RUN_DIR, default_dir)
+    # A resumed run keeps the loss it was trained with unless --loss says otherwise.
+    saved = run_reuse.saved_loss(Path(run_dir)) if args.resume else None
+    loss = args.loss or saved or losses_mod.DEFAULT_LOSS
+    losses_mod.get_loss(loss)  # a typo fails now, not after the slice cache
     cfg = TrainConfig(
         data_dir=Path(args.data) if args.data else None,
         run_dir=run_dir,

@@ -14,7 +14,7 @@ keras = pytest.importorskip("keras")
 
 from liverseg_helpers import config, train  # noqa: E402
 from liverseg_helpers import model as model_mod  # noqa: E402
-from liverseg_helpers.errors import ModelFileError  # noqa: E402
+from liverseg_helpers.errors import DataError, ModelFileError  # noqa: E402
 
 TINY = {"image_size": 32, "base_filters": 4, "depth": 2, "batch_size": 4, "epochs": 2}
 
@@ -138,7 +138,6 @@ def test_train_resume_without_checkpoint_raises(tmp_path):
 
 def test_train_cli_keeps_tumour_runs_apart_and_checks_the_loss_first(monkeypatch, capsys):
     from liverseg_helpers import cli
-    from liverseg_helpers.errors import DataError
 
     monkeypatch.delenv(config.ENV_RUN_DIR, raising=False)
     seen = []
@@ -155,7 +154,7 @@ def test_train_cli_keeps_tumour_runs_apart_and_checks_the_loss_first(monkeypatch
     assert [cfg.run_dir.as_posix() for cfg in seen] == ["runs/smoke", "runs/smoke-tumour"]
     with pytest.raises(DataError, match="unknown loss 'dicee'"):
         train.run_train_cli(
-            SimpleNamespace(profile="smoke", loss="dicee", task="liver", run_dir=None)
+            SimpleNamespace(profile="smoke", loss="dicee", task="liver", run_dir=None, resume=False)
         )
     assert len(seen) == 2  # refused before any data was prepared
 
@@ -185,7 +184,7 @@ def test_train_smoke_on_phantom_cohort(tmp_path, capsys):
         run_dir=str(tmp_path / "runs" / "smoke"),
         profile="smoke",
         task="liver",
-        loss=None,
+        loss="dice",  # the paper's, not the default: a resume must keep it
         seed=42,
         epochs=2,
         resume=False,
@@ -206,7 +205,13 @@ def test_train_smoke_on_phantom_cohort(tmp_path, capsys):
         assert (run_dir / name).exists(), name
     split = json.loads((run_dir / "split.json").read_text())
     assert not set(split["train"]) & set(split["val"])
-    args.resume, args.epochs = True, 3
+    # Resuming with the default loss would mix two losses in one model: refused, named.
+    cfg = train.TrainConfig(data_dir=None, run_dir=run_dir, profile="smoke", resume=True)
+    with pytest.raises(DataError, match="config.json: this run was trained with the loss 'dice'"):
+        train.train(cfg)
+    # The command resumes with the loss the run recorded when --loss is not given (with the
+    # default loss, train() would refuse as above).
+    args.resume, args.epochs, args.loss = True, 3, None
     assert train.run_train_cli(args) == 0
     assert train.read_history(run_dir)["epoch"] == [0.0, 1.0, 2.0]
 
