@@ -4,7 +4,7 @@ Three profiles share every code path and differ only in size:
 
 * ``smoke``  – seconds on a 2-core CPU; used by CI and by nbval.
 * ``course`` – a learner's CPU, well under an hour for the whole course.
-* ``full``   – the paper's setting (256x256 input, 32-512 filters, batch 16), for a GPU.
+* ``full``   – the paper's network and input (256x256, 32-512 filters, batch 16), for a GPU.
 
 Notebooks and the CLI read the profile from a parameter, falling back to the environment
 variable ``LIVERSEG_PROFILE`` (so nbval, which cannot inject parameters, runs the smoke path).
