@@ -132,37 +132,31 @@ def fold_test_patient(model_path: str | os.PathLike) -> str:
             member's folder is missing (older ensembles list members relative to the folder
             they were made from).
     """
-    fold = Path(model_path).parent
-    if not fold.name.startswith("fold_"):
-        raise DataError(f"{model_path}: not inside a crossval fold_<patient> folder")
-    test_id = fold.name.removeprefix("fold_")
-    for split_path in _member_split_paths(Path(model_path)):
-        read_split_without(split_path, test_id)
-    return test_id
+    return _checked_member_splits(Path(model_path))[0]
 
 
 def fold_training_patients(model_path: str | os.PathLike) -> set[str]:
     """Every patient a fold model (or each member of a fold's ensemble) was trained on.
 
     The validation patients are not included: a crossval fold only monitors them (fixed
-    epochs, last checkpoint). The model is first checked with :func:`fold_test_patient`.
+    epochs, last checkpoint). The model is checked as in :func:`fold_test_patient`.
     """
-    fold_test_patient(model_path)
-    return {
-        patient
-        for split_path in _member_split_paths(Path(model_path))
-        for patient in json.loads(split_path.read_text())["train"]
-    }
+    _, splits = _checked_member_splits(Path(model_path))
+    return {patient for split in splits for patient in split["train"]}
 
 
-def _member_split_paths(model_path: Path) -> list[Path]:
-    """The ``split.json`` of a fold model, or of each member of a fold's ``ensemble.keras``."""
+def _checked_member_splits(model_path: Path) -> tuple[str, list[dict[str, list[str]]]]:
+    """The fold's test patient and the split of the model, or of each member of a fold's
+    ``ensemble.keras``, each checked never to have trained on that patient."""
     fold = model_path.parent
+    if not fold.name.startswith("fold_"):
+        raise DataError(f"{model_path}: not inside a crossval fold_<patient> folder")
+    test_id = fold.name.removeprefix("fold_")
     if model_path.name == "ensemble.keras":
         members = json.loads((fold / "metrics.json").read_text())["members"]
     else:
         members = [model_path]
-    paths = []
+    splits = []
     for member in members:
         split_path = Path(member).parent / "split.json"
         if not split_path.exists():
@@ -170,8 +164,8 @@ def _member_split_paths(model_path: Path) -> list[Path]:
                 f"{fold / 'metrics.json'}: member {member} has no {split_path.name} here"
                 f" (a relative path is read from {Path.cwd()})"
             )
-        paths.append(split_path)
-    return paths
+        splits.append(read_split_without(split_path, test_id))
+    return test_id, splits
 
 
 def ensemble_name(variants: str | list[str], int8: bool = False) -> str:
