@@ -92,13 +92,13 @@ def main() -> None:
             for row in score_thresholds(mean_probs(models, scored), scored, args.thresholds):
                 rows.append({"fold": patient, "role": role, "case": scored.case_id, **row})
     table = pd.DataFrame(rows)
+    chosen = choose_threshold(table[table.role == "choice"])
     means = table.groupby(["role", "threshold"], as_index=False)[list(METRICS)].mean()
     means["fold"], means["case"] = f"mean of {len(patients)}", ""
     table = pd.concat([table, means], ignore_index=True)
     if args.csv:
         table.to_csv(args.csv, index=False)
     print(format_markdown(table.set_index("role"), digits=4))
-    chosen = choose_threshold(table[(table.role == "choice") & (table.case != "")])
     test = table[(table.role == "test") & table.threshold.isin([0.5, chosen])]
     print(f"\nchosen on {choice.case_id}: t* = {chosen:g}\n")
     print(format_markdown(test.set_index("fold"), digits=4))
