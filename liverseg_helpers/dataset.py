@@ -6,10 +6,12 @@
    Files are written to a temporary name and renamed, so an interrupted run never leaves a
    half-written file behind.
 2. :func:`load_cached_slices` reads the patients of one split into memory.
-3. :func:`make_train_ds` / :func:`make_val_ds` feed a model with tf.data: shuffling,
-   augmentation on whole batches in parallel, prefetching, so the CPU prepares the next
-   batches while the model trains. :func:`make_numpy_sequence` does the same without
-   TensorFlow (for the JAX backend).
+3. :func:`make_train_data` / :func:`make_val_data` feed a model. With TensorFlow they build
+   tf.data pipelines (:func:`make_train_ds` / :func:`make_val_ds`): shuffling, augmentation
+   on whole batches in parallel, prefetching, so the CPU prepares the next batches while the
+   model trains. With another Keras backend (JAX on a GPU machine without TensorFlow) they
+   build a ``keras.utils.PyDataset`` that does the same with NumPy
+   (:func:`make_numpy_sequence`).
 
 TensorFlow and Keras are imported inside the functions that need them.
 """
@@ -317,7 +319,7 @@ def make_train_ds(
         passes_done: Passes over this dataset an earlier run already began (each new
             iterator is a new pass, reshuffled and re-augmented). A resumed run skips them,
             so it sees the batches a run straight through would have seen
-            (:func:`liverseg_helpers.train.passes_before_epoch`).
+            (:func:`passes_before_epoch`).
 
     Returns:
         ``tf.data.Dataset`` of ``(images float32, masks float32)``, one pass per epoch,
@@ -416,6 +418,57 @@ def make_numpy_sequence(
             self.order = self._make_order()
 
     return SliceSequence()
+
+
+def passes_before_epoch(epoch: int) -> int:
+    """Passes over a finite ``tf.data`` training set that ``model.fit`` began before ``epoch``.
+
+    Keras 3's fit (without ``steps_per_epoch``) opens a new iterator at each epoch's start and
+    another once the epoch has used up its batches, so epoch ``k`` reads pass ``2k`` and a
+    resumed run must skip ``2k`` passes to see the same data. ``test_crossval`` checks that a
+    stopped and resumed training ends with the weights of one run straight through, so a
+    Keras that counts otherwise fails there.
+    """
+    return 2 * epoch
+
+
+def make_train_data(
+    x: np.ndarray,
+    y: np.ndarray,
+    batch_size: int,
+    seed: int,
+    augment: bool = True,
+    augment_settings: AugmentSettings | None = None,
+    first_epoch: int = 0,
+):
+    """Training batches for the Keras backend in use: tf.data with TensorFlow, else a PyDataset.
+
+    Both give the same kind of batches (shuffled, augmented, new every epoch); the PyDataset
+    needs no TensorFlow, for machines that run Keras on JAX or PyTorch.
+
+    Args:
+        x, y, batch_size, seed, augment, augment_settings: As in :func:`make_train_ds`.
+        first_epoch: Epochs already trained (a resumed run), so its first epoch gets the
+            batches a run straight through would have had.
+
+    Returns:
+        A ``tf.data.Dataset`` or a ``keras.utils.PyDataset`` of ``(images, masks)`` batches.
+    """
+    import keras
+
+    batches = (x, y, batch_size, seed, augment, augment_settings)
+    if keras.backend.backend() == "tensorflow":
+        return make_train_ds(*batches, passes_done=passes_before_epoch(first_epoch))
+    return make_numpy_sequence(*batches, first_epoch=first_epoch)
+
+
+def make_val_data(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int = 0):
+    """Validation batches in a fixed order, no augmentation, for the Keras backend in use."""
+    import keras
+
+    if keras.backend.backend() == "tensorflow":
+        return make_val_ds(x, y, batch_size)
+    return make_numpy_sequence(x, y, batch_size, seed, False, shuffle=False)
 
 
 def plot_augmentation_grid(ds_or_xy, n: int = 8, seed: int = 0):

@@ -292,18 +292,6 @@ def repeat_cases(case_ids: list[str], repeat: dict[str, int]) -> list[str]:
     return [cid for cid in case_ids for _ in range(repeat.get(cid, 1))]
 
 
-def passes_before_epoch(epoch: int) -> int:
-    """Passes over a finite ``tf.data`` training set that ``model.fit`` began before ``epoch``.
-
-    Keras 3's fit (without ``steps_per_epoch``) opens a new iterator at each epoch's start and
-    another once the epoch has used up its batches, so epoch ``k`` reads pass ``2k`` and a
-    resumed run must skip ``2k`` passes to see the same data. ``test_crossval`` checks that a
-    stopped and resumed training ends with the weights of one run straight through, so a
-    Keras that counts otherwise fails there.
-    """
-    return 2 * epoch
-
-
 def _infinite(data: Any) -> bool:
     cardinality = getattr(data, "cardinality", None)
     return cardinality is not None and int(cardinality()) == -1  # tf.data.INFINITE_CARDINALITY
@@ -355,14 +343,16 @@ def train(cfg: TrainConfig) -> TrainResult:
         scale_max=zoom_max,
         elastic_alpha_fraction=profile.elastic_alpha_fraction,
     )
-    batches = (x_train, y_train, profile.batch_size, cfg.seed, profile.augment, augment_settings)
-    if keras.backend.backend() == "tensorflow":
-        skip = passes_before_epoch(initial_epoch)
-        train_ds = dataset.make_train_ds(*batches, passes_done=skip)
-        val_ds = dataset.make_val_ds(x_val, y_val, profile.batch_size)
-    else:
-        train_ds = dataset.make_numpy_sequence(*batches, first_epoch=initial_epoch)
-        val_ds = dataset.make_numpy_sequence(x_val, y_val, profile.batch_size, cfg.seed, False)
+    train_ds = dataset.make_train_data(
+        x_train,
+        y_train,
+        profile.batch_size,
+        cfg.seed,
+        profile.augment,
+        augment_settings,
+        first_epoch=initial_epoch,
+    )
+    val_ds = dataset.make_val_data(x_val, y_val, profile.batch_size, cfg.seed)
     per_epoch = math.ceil(len(x_train) / profile.batch_size)
     steps = profile.steps_per_epoch or (per_epoch if _infinite(train_ds) else None)
     val_steps = math.ceil(len(x_val) / profile.batch_size) if _infinite(val_ds) else None
