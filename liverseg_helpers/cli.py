@@ -133,6 +133,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--checkpoint", default="last", choices=["last", "best"], help="model tested")
     p.add_argument(
+        "--train-extra",
+        action="append",
+        default=None,
+        metavar="DIR",
+        help="cohort (e.g. LiTS, MSD Task03) added to every fold's training, never tested; "
+        "scans that copy a --data patient are left out (repeatable)",
+    )
+    p.add_argument(
         "--reference",
         action="append",
         default=None,

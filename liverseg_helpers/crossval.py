@@ -9,6 +9,7 @@ accuracy on a new patient.
 Per fold::
 
     train = the other real patients (+ phantom patients, if the variant adds them)
+            (+ every patient of ``train_extra``, e.g. LiTS, less copies of a test patient)
     val   = one phantom patient (never trained on): monitored, not used to pick a model
     test  = the held-out real patient (never in train or val)
 
@@ -22,6 +23,8 @@ A *variant* is one training recipe (:mod:`liverseg_helpers.variants`).
 Files written under ``out_dir``::
 
     cohort/                     symlinks to the real patients and the phantom patients
+    train_extra.json            with ``train_extra``: the patients added, the copies left out
+    scan_fingerprints.json      with ``train_extra``: what the copy check read (a cache)
     phantom/                    generated phantom cohort (phantom_001 ...)
     slice_cache/                per-settings slice caches
     cohort_masses_lobe/ ...     the same three, once per harder phantom anatomy a variant uses
@@ -29,7 +32,8 @@ Files written under ``out_dir``::
     <variant>/per_patient_metrics.csv   one row per test patient, then mean / std / n_valid
     ablation.csv, ablation.md   one row per variant: per-fold Dice and ASSD, training time
 
-Command: ``liverseg crossval --data DIR --out DIR [--profile real] [--variant NAME ...]``.
+Command: ``liverseg crossval --data DIR --out DIR [--profile real] [--variant NAME ...]
+[--train-extra DIR ...]``.
 """
 
 from __future__ import annotations
@@ -38,8 +42,10 @@ import argparse
 import json
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import pandas as pd
 
@@ -99,7 +105,10 @@ def make_cohort_dir(real_paths: list[Path], phantom_paths: list[Path], cohort_di
 
 
 def make_loo_folds(
-    real_ids: list[str], phantom_ids: list[str], phantom_train: int
+    real_ids: list[str],
+    phantom_ids: list[str],
+    phantom_train: int,
+    extra_ids: Sequence[str] = (),
 ) -> list[dict[str, list[str]]]:
     """Leave-one-patient-out splits: each real patient is the test patient once.
 
@@ -108,13 +117,18 @@ def make_loo_folds(
         phantom_ids: Phantom ids, sorted; the first is the val patient, the next
             ``phantom_train`` are added to training.
         phantom_train: Phantom patients added to training.
+        extra_ids: Patients added to every fold's training, never tested (``train_extra``).
 
     Returns:
         One ``{"train", "val", "test"}`` dict per real patient, in the order of ``real_ids``.
 
     Raises:
-        DataError: Fewer than 2 real patients or not enough phantom patients.
+        DataError: Fewer than 2 real patients, not enough phantom patients, or an extra
+            patient that is also a real or phantom one.
     """
+    shared = sorted(set(extra_ids) & set(real_ids + phantom_ids))
+    if shared:
+        raise DataError(f"patients both tested or validated and added to training: {shared}")
     if len(real_ids) < 2:
         raise DataError(f"leave-one-out needs at least 2 real patients, got {real_ids}")
     if len(phantom_ids) < 1 + phantom_train:
@@ -123,7 +137,7 @@ def make_loo_folds(
             f"got {len(phantom_ids)}"
         )
     val = [phantom_ids[0]]
-    extra = list(phantom_ids[1 : 1 + phantom_train])
+    extra = list(phantom_ids[1 : 1 + phantom_train]) + list(extra_ids)
     return [
         {
             "train": sorted([r for r in real_ids if r != test] + extra),
@@ -256,21 +270,74 @@ def slice_cache_dir(out_dir: Path, variant: Variant) -> Path:
     return out_dir / f"slice_cache{variant.cohort_suffix}"
 
 
+class Cohort(NamedTuple):
+    """What :func:`prepare_cohort` built: one folder and the ids of each kind of patient."""
+
+    dir: Path
+    real_ids: list[str]
+    phantom_ids: list[str]
+    extra_ids: list[str]
+
+
+def extra_training_cases(
+    extra_dirs: Sequence[str | os.PathLike], real_paths: list[Path], out_dir: Path
+) -> list[Path]:
+    """The cases of ``extra_dirs`` that may join training: copies of a real patient left out.
+
+    LiTS and MSD Task03 hold the 3D-IRCADb scans under other names, so each extra case is
+    compared by content with each real (test) patient (:func:`leakcheck.find_copies`); the
+    copies are left out, printed and listed in ``out_dir/train_extra.json``.
+    """
+    from liverseg_helpers import io, leakcheck
+
+    candidates = [p for folder in extra_dirs for p in io.list_case_paths(folder)]
+    copies = leakcheck.find_copies(candidates, real_paths, out_dir / "scan_fingerprints.json")
+    for copy, original in copies.items():
+        print(f"left out of training: {copy} is a copy of {original} (a test patient)")
+    kept = [p for p in candidates if p not in copies]
+    record = {
+        "extra_dirs": [str(d) for d in extra_dirs],
+        "added": [str(p) for p in kept],
+        "left_out": {str(c): str(o) for c, o in copies.items()},
+    }
+    write_json_atomic(record, out_dir / "train_extra.json")
+    return kept
+
+
 def prepare_cohort(
-    data_dir: Path, out_dir: Path, profile_name: str, variant: Variant
-) -> tuple[Path, list, list]:
-    """Phantom cohort + symlink cohort folder. Returns (cohort_dir, real ids, phantom ids)."""
+    data_dir: Path,
+    out_dir: Path,
+    profile_name: str,
+    variant: Variant,
+    train_extra: Sequence[str | os.PathLike] = (),
+) -> Cohort:
+    """Phantom cohort + symlink cohort folder (+ the ``train_extra`` patients, copies left out)."""
     from liverseg_helpers import io, phantom
 
     profile = config_mod.get_profile(profile_name)
     real_paths = io.list_case_paths(data_dir)
+    extra_paths = extra_training_cases(train_extra, real_paths, out_dir) if train_extra else []
     suffix = variant.cohort_suffix
     phantom_dir = phantom.ensure_phantom_cohort(
         out_dir / f"phantom{suffix}", profile, variant.anatomy
     )
     phantom_paths = io.list_case_paths(phantom_dir)
-    cohort_dir = make_cohort_dir(real_paths, phantom_paths, out_dir / f"cohort{suffix}")
-    return cohort_dir, [p.name for p in real_paths], sorted(p.name for p in phantom_paths)
+    cohort_dir = make_cohort_dir(
+        real_paths + extra_paths, phantom_paths, out_dir / f"cohort{suffix}"
+    )
+    return Cohort(
+        cohort_dir,
+        [case_id_of(p) for p in real_paths],
+        sorted(p.name for p in phantom_paths),
+        [case_id_of(p) for p in extra_paths],
+    )
+
+
+def case_id_of(path: Path) -> str:
+    """The id a case gets in a cohort: its folder name, or its file name without suffix."""
+    from liverseg_helpers.io.nifti import is_nifti, strip_nifti_suffix
+
+    return strip_nifti_suffix(path.name) if is_nifti(path) else path.name
 
 
 def run_leave_one_out(
@@ -281,6 +348,7 @@ def run_leave_one_out(
     variants: list[str] | None = None,
     checkpoint: str = "last",
     overrides: dict | None = None,
+    train_extra: Sequence[str | os.PathLike] = (),
 ) -> CrossvalResult:
     """Leave-one-patient-out training and 3D evaluation for each variant.
 
@@ -295,6 +363,8 @@ def run_leave_one_out(
         variants: Names from :data:`VARIANTS` (None = all, in ladder order).
         checkpoint: ``"last"`` (fixed epochs, see the module docstring) or ``"best"``.
         overrides: Profile changes for every variant (e.g. ``{"epochs": 1}`` in tests).
+        train_extra: Cohort folders (e.g. LiTS, MSD) whose patients join every fold's
+            training and are never tested; copies of a real patient's scan are left out.
 
     Returns:
         :class:`CrossvalResult`; the tables are also written to ``out_dir``.
@@ -313,10 +383,10 @@ def run_leave_one_out(
     rows = []
     for name in names:
         variant = VARIANTS[name]
-        cohort_dir, real_ids, phantom_ids = prepare_cohort(
-            Path(data_dir), out_dir, profile, variant
+        cohort_dir, real_ids, phantom_ids, extra_ids = prepare_cohort(
+            Path(data_dir), out_dir, profile, variant, train_extra
         )
-        folds = make_loo_folds(real_ids, phantom_ids, variant.phantom_train)
+        folds = make_loo_folds(real_ids, phantom_ids, variant.phantom_train, extra_ids)
         variant_rows = []
         for split in folds:
             run_dir = out_dir / name / f"fold_{split['test'][0]}"
@@ -358,6 +428,11 @@ def run_leave_one_out(
 def run_crossval_cli(args: argparse.Namespace) -> int:
     """``liverseg crossval``: LOPO cross-validation (or ``--reference``: the shipped model)."""
     profile = args.profile or "real"
+    if args.train_extra and (args.reference or args.ensemble_of):
+        raise DataError(
+            "--train-extra adds patients to leave-one-out training; it does not apply to "
+            "--reference or --ensemble-of"
+        )
     if args.ensemble_of:
         from liverseg_helpers import ensemble
 
@@ -394,7 +469,15 @@ def run_crossval_cli(args: argparse.Namespace) -> int:
             dest = export_model(result.run_dir / "last.keras", args.export, args.int8)
             print(f"exported to {dest}")
         return 0
-    result = run_leave_one_out(args.data, args.out, profile, seed, args.variant, args.checkpoint)
+    result = run_leave_one_out(
+        args.data,
+        args.out,
+        profile,
+        seed,
+        args.variant,
+        args.checkpoint,
+        train_extra=args.train_extra or (),
+    )
     print(format_markdown(result.ablation))
     print(f"tables: {result.out_dir / 'ablation.csv'}, {result.out_dir / 'ablation.md'}")
     return 0
@@ -404,7 +487,9 @@ __all__ = [
     "VARIANTS",
     "Variant",
     "CrossvalResult",
+    "Cohort",
     "make_cohort_dir",
+    "extra_training_cases",
     "make_loo_folds",
     "slice_cache_dir",
     "evaluate_fold",

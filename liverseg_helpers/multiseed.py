@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from liverseg_helpers import crossval, ensemble, reference
@@ -49,6 +50,7 @@ def run_seeds_lopo(
     profile: str = "real",
     int8: bool = False,
     overrides: dict | None = None,
+    train_extra: Sequence[str | os.PathLike] = (),
 ) -> dict:
     """LOPO runs at each seed, then the per-patient scores of each variant's seed average.
 
@@ -60,6 +62,7 @@ def run_seeds_lopo(
         profile: Profile name (``real``; ``smoke`` in tests).
         int8: Score the int8-weight twin of each average (what ``--int8 --export`` ships).
         overrides: Profile changes for every run (e.g. tiny models in tests).
+        train_extra: Cohorts added to every fold's training (``crossval.run_leave_one_out``).
 
     Returns:
         ``{variant: per-patient table}`` of the averages (``evaluate.evaluate_cohort``).
@@ -69,7 +72,9 @@ def run_seeds_lopo(
         raise DataError("averaging over seeds needs at least two seeds")
     for seed, folder in zip(seeds, dirs, strict=True):
         print(f"seed {seed}: leave-one-patient-out runs in {folder}", flush=True)
-        crossval.run_leave_one_out(data_dir, folder, profile, seed, variants, overrides=overrides)
+        crossval.run_leave_one_out(
+            data_dir, folder, profile, seed, variants, overrides=overrides, train_extra=train_extra
+        )
     return {
         name: ensemble.run_ensemble_lopo(data_dir, dirs, name, out_dir, int8) for name in variants
     }
@@ -112,7 +117,15 @@ def run_multiseed_cli(args: argparse.Namespace) -> int:
     if args.checkpoint != "last":
         # ensemble.fold_members averages each fold's last.keras.
         raise DataError("several seeds are averaged at their last checkpoint; drop --checkpoint")
-    tables = run_seeds_lopo(args.data, args.out, args.variant, args.seed, profile, args.int8)
+    tables = run_seeds_lopo(
+        args.data,
+        args.out,
+        args.variant,
+        args.seed,
+        profile,
+        args.int8,
+        train_extra=args.train_extra or (),
+    )
     for name, table in tables.items():
         print(f"{ensemble.ensemble_name(name, args.int8)} (seeds {args.seed}):")
         print(table.to_string(float_format=lambda v: f"{v:.4g}"))

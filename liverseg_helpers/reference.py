@@ -51,7 +51,7 @@ def train_reference(
 
     out_dir = Path(out_dir)
     chosen = VARIANTS[variant]
-    cohort_dir, real_ids, phantom_ids = prepare_cohort(Path(data_dir), out_dir, profile, chosen)
+    cohort_dir, real_ids, phantom_ids, _ = prepare_cohort(Path(data_dir), out_dir, profile, chosen)
     extra = phantom_ids[1 : 1 + chosen.phantom_train]
     split = {"train": real_ids + extra, "val": [phantom_ids[0]], "test": []}
     run_dir = out_dir / f"reference_{variant}"

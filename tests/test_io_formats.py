@@ -58,6 +58,24 @@ def test_lits_pair_found_and_labels_split(tmp_path):
     np.testing.assert_array_equal(explicit.masks["tumour"], case.masks["tumour"])
 
 
+def test_labels_found_through_a_link_to_a_lits_or_msd_image(tmp_path):
+    """Cross-validation cohorts link their patients; the labels stay beside the originals."""
+    case = make_sphere_case()
+    for folder in ("lits", "msd/imagesTr", "msd/labelsTr", "cohort"):
+        (tmp_path / folder).mkdir(parents=True)
+    _write_nifti(case.volume, tmp_path / "lits" / "volume-4.nii")
+    _write_nifti(_labels(case), tmp_path / "lits" / "segmentation-4.nii")
+    _write_nifti(case.volume, tmp_path / "msd" / "imagesTr" / "liver_4.nii.gz")
+    _write_nifti(_labels(case), tmp_path / "msd" / "labelsTr" / "liver_4.nii.gz")
+    (tmp_path / "cohort" / "volume-4.nii").symlink_to(tmp_path / "lits" / "volume-4.nii")
+    msd_link = tmp_path / "cohort" / "liver_4.nii.gz"
+    msd_link.symlink_to(tmp_path / "msd" / "imagesTr" / "liver_4.nii.gz")
+    cases = load_cohort(tmp_path / "cohort")
+    assert [c.case_id for c in cases] == ["liver_4", "volume-4"]
+    for back in cases:
+        np.testing.assert_array_equal(back.masks["tumour"], case.masks["tumour"])
+
+
 def test_msd_layout_and_cohort(tmp_path):
     case = make_sphere_case()
     (tmp_path / "imagesTr").mkdir()

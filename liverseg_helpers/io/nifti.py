@@ -58,21 +58,23 @@ def find_nifti_labels(image_path: str | Path) -> Path | None:
     """The label file that belongs to a LiTS or MSD image, or None.
 
     Looks for ``segmentation-N`` next to ``volume-N`` (also in sibling folders, as in the LiTS
-    batches), and for ``../labelsTr/<same name>`` next to ``imagesTr``.
+    batches), and for ``../labelsTr/<same name>`` next to ``imagesTr``; for a symbolic link
+    (a cross-validation cohort links its patients), also beside the file it points to.
     """
     image_path = Path(image_path)
-    stem = strip_nifti_suffix(image_path.name)
     candidates: list[Path] = []
-    match = re.fullmatch(r"volume-(\d+)", stem, flags=re.IGNORECASE)
-    if match:
-        names = [f"segmentation-{match.group(1)}{s}" for s in NIFTI_SUFFIXES]
-        folders = [image_path.parent]
-        if image_path.parent.parent.is_dir():
-            folders += sorted(p for p in image_path.parent.parent.iterdir() if p.is_dir())
-        candidates += [folder / name for folder in folders for name in names]
-    if image_path.parent.name == "imagesTr":
-        labels_dir = image_path.parent.parent / "labelsTr"
-        candidates += [labels_dir / image_path.name]
+    places = [image_path] + ([image_path.resolve()] if image_path.is_symlink() else [])
+    for place in places:
+        stem = strip_nifti_suffix(place.name)
+        match = re.fullmatch(r"volume-(\d+)", stem, flags=re.IGNORECASE)
+        if match:
+            names = [f"segmentation-{match.group(1)}{s}" for s in NIFTI_SUFFIXES]
+            folders = [place.parent]
+            if place.parent.parent.is_dir():
+                folders += sorted(p for p in place.parent.parent.iterdir() if p.is_dir())
+            candidates += [folder / name for folder in folders for name in names]
+        if place.parent.name == "imagesTr":
+            candidates += [place.parent.parent / "labelsTr" / place.name]
     return next((c for c in candidates if c.is_file()), None)
 
 
