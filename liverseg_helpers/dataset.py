@@ -462,13 +462,13 @@ def make_train_data(
     return make_numpy_sequence(*batches, first_epoch=first_epoch)
 
 
-def make_val_data(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int = 0):
+def make_val_data(x: np.ndarray, y: np.ndarray, batch_size: int):
     """Validation batches in a fixed order, no augmentation, for the Keras backend in use."""
     import keras
 
     if keras.backend.backend() == "tensorflow":
         return make_val_ds(x, y, batch_size)
-    return make_numpy_sequence(x, y, batch_size, seed, False, shuffle=False)
+    return make_numpy_sequence(x, y, batch_size, seed=0, augment=False, shuffle=False)
 
 
 def plot_augmentation_grid(ds_or_xy, n: int = 8, seed: int = 0):

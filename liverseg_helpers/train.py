@@ -352,7 +352,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         augment_settings,
         first_epoch=initial_epoch,
     )
-    val_ds = dataset.make_val_data(x_val, y_val, profile.batch_size, cfg.seed)
+    val_ds = dataset.make_val_data(x_val, y_val, profile.batch_size)
     per_epoch = math.ceil(len(x_train) / profile.batch_size)
     steps = profile.steps_per_epoch or (per_epoch if _infinite(train_ds) else None)
     val_steps = math.ceil(len(x_val) / profile.batch_size) if _infinite(val_ds) else None
