@@ -327,17 +327,10 @@ def prepare_cohort(
     )
     return Cohort(
         cohort_dir,
-        [case_id_of(p) for p in real_paths],
+        [io.case_id_of(p) for p in real_paths],
         sorted(p.name for p in phantom_paths),
-        [case_id_of(p) for p in extra_paths],
+        [io.case_id_of(p) for p in extra_paths],
     )
-
-
-def case_id_of(path: Path) -> str:
-    """The id a case gets in a cohort: its folder name, or its file name without suffix."""
-    from liverseg_helpers.io.nifti import is_nifti, strip_nifti_suffix
-
-    return strip_nifti_suffix(path.name) if is_nifti(path) else path.name
 
 
 def run_leave_one_out(

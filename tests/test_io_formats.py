@@ -15,6 +15,7 @@ from io_fixtures import make_sphere_case, write_series
 from liverseg_helpers.errors import DataError, OutputExistsError
 from liverseg_helpers.io import (
     attach_mask,
+    case_id_of,
     describe_case,
     list_case_paths,
     load_case,
@@ -72,6 +73,7 @@ def test_labels_found_through_a_link_to_a_lits_or_msd_image(tmp_path):
     msd_link.symlink_to(tmp_path / "msd" / "imagesTr" / "liver_4.nii.gz")
     cases = load_cohort(tmp_path / "cohort")
     assert [c.case_id for c in cases] == ["liver_4", "volume-4"]
+    assert [case_id_of(p) for p in list_case_paths(tmp_path / "cohort")] == ["liver_4", "volume-4"]
     for back in cases:
         np.testing.assert_array_equal(back.masks["tumour"], case.masks["tumour"])
 

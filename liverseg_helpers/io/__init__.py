@@ -5,7 +5,13 @@
 """
 
 from liverseg_helpers.io.case import LIVER, TUMOUR, Case
-from liverseg_helpers.io.cohort import detect_case_format, list_case_paths, load_case, load_cohort
+from liverseg_helpers.io.cohort import (
+    case_id_of,
+    detect_case_format,
+    list_case_paths,
+    load_case,
+    load_cohort,
+)
 from liverseg_helpers.io.dicom import load_dicom_series
 from liverseg_helpers.io.files import CaseNotFoundError
 from liverseg_helpers.io.info import describe_case, format_description
@@ -21,6 +27,7 @@ __all__ = [
     "LIVER",
     "TUMOUR",
     "attach_mask",
+    "case_id_of",
     "describe_case",
     "detect_case_format",
     "find_nifti_labels",

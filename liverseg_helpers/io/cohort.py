@@ -10,7 +10,12 @@ from liverseg_helpers.io.case import Case
 from liverseg_helpers.io.dicom import NON_DICOM_SUFFIXES, load_dicom_series
 from liverseg_helpers.io.files import CaseNotFoundError, natural_key
 from liverseg_helpers.io.ircadb import PATIENT_DICOM, is_ircadb_patient, load_ircadb_patient
-from liverseg_helpers.io.nifti import is_label_file, is_nifti, load_nifti_case
+from liverseg_helpers.io.nifti import (
+    is_label_file,
+    is_nifti,
+    load_nifti_case,
+    strip_nifti_suffix,
+)
 from liverseg_helpers.io.png import is_png_folder, load_png_folder
 
 MASK_SUFFIXES = (".nrrd", ".nhdr", ".seg.nrrd")
@@ -139,6 +144,13 @@ def list_case_paths(data_dir: str | Path) -> list[Path]:
             "LiTS volume-N.nii, MSD imagesTr/ or PNG folders)"
         )
     return sorted(found, key=lambda p: natural_key(p.as_posix()))
+
+
+def case_id_of(path: str | Path) -> str:
+    """The id a case of :func:`list_case_paths` gets: its folder name, or for a NIfTI file
+    its name without the suffix (as :func:`load_case` sets ``Case.case_id``)."""
+    path = Path(path)
+    return strip_nifti_suffix(path.name) if is_nifti(path) else path.name
 
 
 def load_cohort(data_dir: str | Path) -> list[Case]:
