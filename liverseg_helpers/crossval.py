@@ -309,14 +309,15 @@ def prepare_cohort(
     out_dir: Path,
     profile_name: str,
     variant: Variant,
-    train_extra: Sequence[str | os.PathLike] = (),
+    extra_paths: Sequence[Path] = (),
 ) -> Cohort:
-    """Phantom cohort + symlink cohort folder (+ the ``train_extra`` patients, copies left out)."""
+    """Phantom cohort + symlink cohort folder (+ extra training patients, already checked by
+    :func:`extra_training_cases`)."""
     from liverseg_helpers import io, phantom
 
     profile = config_mod.get_profile(profile_name)
     real_paths = io.list_case_paths(data_dir)
-    extra_paths = extra_training_cases(train_extra, real_paths, out_dir) if train_extra else []
+    extra_paths = list(extra_paths)
     suffix = variant.cohort_suffix
     phantom_dir = phantom.ensure_phantom_cohort(
         out_dir / f"phantom{suffix}", profile, variant.anatomy
@@ -371,13 +372,19 @@ def run_leave_one_out(
         raise DataError(f"unknown variants {unknown}; choose from {list(VARIANTS)}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    from liverseg_helpers import evaluate
+    from liverseg_helpers import evaluate, io
 
+    # The copy check reads every extra scan: once per run, for all variants.
+    extra_paths = (
+        extra_training_cases(train_extra, io.list_case_paths(data_dir), out_dir)
+        if train_extra
+        else []
+    )
     rows = []
     for name in names:
         variant = VARIANTS[name]
         cohort_dir, real_ids, phantom_ids, extra_ids = prepare_cohort(
-            Path(data_dir), out_dir, profile, variant, train_extra
+            Path(data_dir), out_dir, profile, variant, extra_paths
         )
         folds = make_loo_folds(real_ids, phantom_ids, variant.phantom_train, extra_ids)
         variant_rows = []
