@@ -70,12 +70,6 @@ def same_scan(a: ScanFingerprint, b: ScanFingerprint) -> bool:
     return histogram_distance(a, b) < HISTOGRAM_TOLERANCE
 
 
-def _stamp(path: Path) -> list[int]:
-    from liverseg_helpers.dataset import source_stamp
-
-    return source_stamp(path)
-
-
 def fingerprints(paths: Sequence[Path], cache_file: Path | None = None) -> list[ScanFingerprint]:
     """Fingerprints of cases on disk, read once: kept in ``cache_file`` (JSON) when given.
 
@@ -84,13 +78,14 @@ def fingerprints(paths: Sequence[Path], cache_file: Path | None = None) -> list[
     from tqdm.auto import tqdm
 
     from liverseg_helpers import io
+    from liverseg_helpers.dataset import source_stamp
 
     cache: dict = {}
     if cache_file is not None and cache_file.exists():
         cache = json.loads(cache_file.read_text())
     result, changed = [], False
     for path in tqdm(paths, desc="scan fingerprints", disable=None):
-        key, stamp = str(Path(path).resolve()), _stamp(Path(path))
+        key, stamp = str(Path(path).resolve()), source_stamp(Path(path))
         entry = cache.get(key)
         if entry is None or entry["stamp"] != stamp:
             found = fingerprint(io.load_case(path))
