@@ -16,6 +16,9 @@ Prints two markdown tables:
    beside the share the model calls liver. Where the two patients' annotations put different
    shares in the same HU bin, they draw the edge differently; a model trained on one patient
    copies that patient's way.
+3. Dice / ASSD after moving the predicted surface out (+) or in (-) by each of ``--offsets-mm``
+   (a dilation or erosion by a distance in mm on the CT's voxel spacing). It looks at the
+   answer, so it chooses nothing: it says how much of the edge error a uniform offset is.
 
 Usage::
 
@@ -90,18 +93,37 @@ def edge_shares(hu, pred, truth, tumour, spacing_mm, tumour_mm: float, edge_mm: 
     return row
 
 
+def offset_scores(pred, truth, spacing_mm, offsets_mm: list[float]) -> dict:
+    """Dice / ASSD of the prediction grown (+) or shrunk (-) by each offset in mm."""
+    inside = ndimage.distance_transform_edt(pred, sampling=spacing_mm)
+    outside = ndimage.distance_transform_edt(~pred, sampling=spacing_mm)
+    row = {}
+    for offset in offsets_mm:
+        moved = pred | (outside <= offset) if offset >= 0 else inside > -offset
+        scores = evaluate.evaluate_masks(moved, truth, spacing_mm)
+        row[f"{offset:+g} mm"] = f"{scores['dice']:.3f} / {scores['assd_mm']:.2f}"
+    return row
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("variant_dirs", nargs="+", type=Path, help="crossval variant folders")
     parser.add_argument("--data", type=Path, required=True, help="folder of 3D-IRCADb patients")
     parser.add_argument("--edge-mm", type=float, default=3.0, help="width of the edge band")
     parser.add_argument("--tumour-mm", type=float, default=5.0, help="'near a tumour' radius")
+    parser.add_argument(
+        "--offsets-mm",
+        type=float,
+        nargs="+",
+        default=[-2.0, -1.5, -1.0, 0.0, 1.0, 1.5, 2.0, 3.0],
+        help="surface offsets to score",
+    )
     args = parser.parse_args()
     folds = [fold_models(d) for d in args.variant_dirs]
     patients = sorted(set.intersection(*(set(f) for f in folds)))
     if not patients:
         raise SystemExit("the variant folders share no test patient")
-    errors, shares = {}, {}
+    errors, shares, offsets = {}, {}, {}
     for patient in patients:
         case = ircadb.load_ircadb_patient(args.data / patient)
         probs = mean_probs([f[patient] for f in folds], case)
@@ -110,6 +132,7 @@ def main() -> None:
         common = (pred, truth, tumour, case.spacing_mm, args.tumour_mm, args.edge_mm)
         errors[patient] = error_bands(*common)
         shares[patient] = edge_shares(case.volume, *common)
+        offsets[patient] = offset_scores(pred, truth, case.spacing_mm, args.offsets_mm)
     print("Errors (voxels) by distance to the true liver surface, tumour surroundings apart:\n")
     print(format_markdown(pd.DataFrame.from_dict(errors, orient="index").astype(object), digits=4))
     print(
@@ -117,6 +140,8 @@ def main() -> None:
         "annotation / model, by HU:\n"
     )
     print(format_markdown(pd.DataFrame.from_dict(shares, orient="index"), digits=2))
+    print("\nDice / ASSD (mm) with the predicted surface moved out (+) or in (-):\n")
+    print(format_markdown(pd.DataFrame.from_dict(offsets, orient="index")))
 
 
 if __name__ == "__main__":
