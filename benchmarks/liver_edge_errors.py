@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
+from typing import NamedTuple
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -53,11 +54,26 @@ def dice_of(false_neg: int, false_pos: int, truth_voxels: int) -> float:
     return 2 * true_pos / (2 * true_pos + false_pos + false_neg)
 
 
-def error_bands(pred, truth, tumour, spacing_mm, tumour_mm: float, edge_mm: float) -> dict:
+class Distances(NamedTuple):
+    """Each voxel's distance in mm to the true liver surface, and whether it is near a tumour."""
+
+    inside: np.ndarray  # depth inside the true liver (0 outside)
+    outside: np.ndarray  # distance outside it (0 inside)
+    near_tumour: np.ndarray  # bool: within the radius of a liver tumour voxel
+
+
+def distances_to(truth, tumour, spacing_mm, tumour_mm: float) -> Distances:
+    """Distances on the CT's voxel spacing (a patient without tumours is near none)."""
+    return Distances(
+        ndimage.distance_transform_edt(truth, sampling=spacing_mm),
+        ndimage.distance_transform_edt(~truth, sampling=spacing_mm),
+        tumour.any() & (ndimage.distance_transform_edt(~tumour, sampling=spacing_mm) <= tumour_mm),
+    )
+
+
+def error_bands(pred, truth, dist: Distances, spacing_mm, edge_mm: float) -> dict:
     """Error voxel counts by distance to the true surface, and the two what-if Dice."""
-    inside = ndimage.distance_transform_edt(truth, sampling=spacing_mm)  # depth in the liver
-    outside = ndimage.distance_transform_edt(~truth, sampling=spacing_mm)
-    near_tumour = ndimage.distance_transform_edt(~tumour, sampling=spacing_mm) <= tumour_mm
+    inside, outside, near_tumour = dist
     false_neg, false_pos = truth & ~pred, pred & ~truth
     fn_rest = false_neg & ~near_tumour
     row = {"dice": evaluate.evaluate_masks(pred, truth, spacing_mm)["dice"]}
@@ -76,11 +92,9 @@ def error_bands(pred, truth, tumour, spacing_mm, tumour_mm: float, edge_mm: floa
     return row
 
 
-def edge_shares(hu, pred, truth, tumour, spacing_mm, tumour_mm: float, edge_mm: float) -> dict:
+def edge_shares(hu, pred, truth, dist: Distances, edge_mm: float) -> dict:
     """Per HU bin, in the band around the true surface: share of liver, annotation / model."""
-    inside = ndimage.distance_transform_edt(truth, sampling=spacing_mm)
-    outside = ndimage.distance_transform_edt(~truth, sampling=spacing_mm)
-    near_tumour = ndimage.distance_transform_edt(~tumour, sampling=spacing_mm) <= tumour_mm
+    inside, outside, near_tumour = dist
     band = ((inside > 0) & (inside <= edge_mm)) | ((outside > 0) & (outside <= edge_mm))
     band &= ~near_tumour
     which = np.digitize(hu[band], HU_BINS)
@@ -129,9 +143,9 @@ def main() -> None:
         probs = mean_probs([f[patient] for f in folds], case)
         pred = predict.mask_from_probs(probs, case.spacing_mm[0])
         truth, tumour = case.masks["liver"].astype(bool), case.masks["tumour"].astype(bool)
-        common = (pred, truth, tumour, case.spacing_mm, args.tumour_mm, args.edge_mm)
-        errors[patient] = error_bands(*common)
-        shares[patient] = edge_shares(case.volume, *common)
+        dist = distances_to(truth, tumour, case.spacing_mm, args.tumour_mm)
+        errors[patient] = error_bands(pred, truth, dist, case.spacing_mm, args.edge_mm)
+        shares[patient] = edge_shares(case.volume, pred, truth, dist, args.edge_mm)
         offsets[patient] = offset_scores(pred, truth, case.spacing_mm, args.offsets_mm)
     print("Errors (voxels) by distance to the true liver surface, tumour surroundings apart:\n")
     print(format_markdown(pd.DataFrame.from_dict(errors, orient="index").astype(object), digits=4))
