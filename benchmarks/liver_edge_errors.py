@@ -5,7 +5,7 @@ remaining errors are*).
 For every test patient the given crossval folders share, the fold models that never saw it are
 averaged on the CT's own grid (``threshold_choice.mean_probs``, checked against each fold's
 ``split.json``) and thresholded with the course's post-processing, as ``liverseg predict`` does.
-Prints two markdown tables:
+Prints three markdown tables:
 
 1. The missed (FN) and false (FP) liver voxels by their distance to the true liver surface,
    with the missed voxels within ``--tumour-mm`` of a liver tumour (IRCAD's liver mask includes
@@ -37,7 +37,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from multiview_ensemble import fold_models  # noqa: E402
+from multiview_ensemble import shared_fold_models  # noqa: E402
 from scipy import ndimage  # noqa: E402
 from threshold_choice import mean_probs  # noqa: E402
 
@@ -71,13 +71,12 @@ def distances_to(truth, tumour, spacing_mm, tumour_mm: float) -> Distances:
     )
 
 
-def error_bands(pred, truth, dist: Distances, spacing_mm, edge_mm: float) -> dict:
+def error_bands(pred, truth, dist: Distances, edge_mm: float) -> dict:
     """Error voxel counts by distance to the true surface, and the two what-if Dice."""
     inside, outside, near_tumour = dist
     false_neg, false_pos = truth & ~pred, pred & ~truth
     fn_rest = false_neg & ~near_tumour
-    row = {"dice": evaluate.evaluate_masks(pred, truth, spacing_mm)["dice"]}
-    row["FN"], row["FP"] = int(false_neg.sum()), int(false_pos.sum())
+    row = {"FN": int(false_neg.sum()), "FP": int(false_pos.sum())}
     row["FN near tumours"] = int((false_neg & near_tumour).sum())
     edges = [0.0, edge_mm, 2 * edge_mm, np.inf]
     for low, high in zip(edges[:-1], edges[1:], strict=True):
@@ -85,6 +84,7 @@ def error_bands(pred, truth, dist: Distances, spacing_mm, edge_mm: float) -> dic
         row[f"FN {label}"] = int((fn_rest & (inside > low) & (inside <= high)).sum())
         row[f"FP {label}"] = int((false_pos & (outside > low) & (outside <= high)).sum())
     n_truth = int(truth.sum())
+    row = {"dice": dice_of(row["FN"], row["FP"], n_truth), **row}
     tumour_fn = row["FN near tumours"]
     row["dice, tumour misses found"] = dice_of(row["FN"] - tumour_fn, row["FP"], n_truth)
     edge_fn, edge_fp = row[f"FN 0-{edge_mm:g} mm"], row[f"FP 0-{edge_mm:g} mm"]
@@ -133,10 +133,7 @@ def main() -> None:
         help="surface offsets to score",
     )
     args = parser.parse_args()
-    folds = [fold_models(d) for d in args.variant_dirs]
-    patients = sorted(set.intersection(*(set(f) for f in folds)))
-    if not patients:
-        raise SystemExit("the variant folders share no test patient")
+    folds, patients = shared_fold_models(args.variant_dirs)
     errors, shares, offsets = {}, {}, {}
     for patient in patients:
         case = ircadb.load_ircadb_patient(args.data / patient)
@@ -144,7 +141,7 @@ def main() -> None:
         pred = predict.mask_from_probs(probs, case.spacing_mm[0])
         truth, tumour = case.masks["liver"].astype(bool), case.masks["tumour"].astype(bool)
         dist = distances_to(truth, tumour, case.spacing_mm, args.tumour_mm)
-        errors[patient] = error_bands(pred, truth, dist, case.spacing_mm, args.edge_mm)
+        errors[patient] = error_bands(pred, truth, dist, args.edge_mm)
         shares[patient] = edge_shares(case.volume, pred, truth, dist, args.edge_mm)
         offsets[patient] = offset_scores(pred, truth, case.spacing_mm, args.offsets_mm)
     print("Errors (voxels) by distance to the true liver surface, tumour surroundings apart:\n")

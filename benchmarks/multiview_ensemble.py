@@ -63,6 +63,16 @@ def fold_models(variant_dir: Path) -> dict[str, Path]:
     return {ensemble.fold_test_patient(path): path for path in paths}
 
 
+def shared_fold_models(variant_dirs: list[Path]) -> tuple[list[dict[str, Path]], list[str]]:
+    """Each folder's ``{test patient: fold model}`` (:func:`fold_models`), and the test patients
+    all folders share, sorted; exits when they share none."""
+    folds = [fold_models(d) for d in variant_dirs]
+    patients = sorted(set.intersection(*(set(f) for f in folds)))
+    if not patients:
+        raise SystemExit("the variant folders share no test patient")
+    return folds, patients
+
+
 def score_patient(case, members: dict[str, Path], smooth_z_mm: list[float]) -> list[dict]:
     """Rows of one patient: each model alone (also z-blurred) and every average of two or more."""
     probs = {
@@ -92,10 +102,8 @@ def main() -> None:
         "--smooth-z-mm", type=float, nargs="*", default=[], help="z blurs to try on each model"
     )
     args = parser.parse_args()
-    folds = {str(d): fold_models(d) for d in args.variant_dirs}
-    patients = sorted(set.intersection(*(set(f) for f in folds.values())))
-    if not patients:
-        raise SystemExit("the variant folders share no test patient")
+    models, patients = shared_fold_models(args.variant_dirs)
+    folds = dict(zip(map(str, args.variant_dirs), models, strict=True))
     rows = []
     for patient in patients:
         case = io.load_case(args.data / patient)

@@ -6,10 +6,10 @@ no fold model was trained on (by default each fold's validation phantom, a monit
 then reports what that choice does on the unseen real patients.
 
 For each real test patient it takes, from each given folder, the fold model that never saw
-that patient (``multiview_ensemble.fold_models``), checks that none of them was trained on the
-choice case either (``ensemble.fold_training_patients``), averages their probabilities on both
-cases (as ``liverseg predict`` averages its pair) and scores every threshold, in 3D at native
-resolution with the course's post-processing. The chosen threshold t* has the highest mean
+that patient (``multiview_ensemble.shared_fold_models``), checks that none of them was trained
+on the choice case either (``ensemble.fold_training_patients``), averages their probabilities
+on both cases (as ``liverseg predict`` averages its pair) and scores every threshold, in 3D at
+native resolution with the course's post-processing. The chosen threshold t* has the highest mean
 Dice on the choice case over the folds (a tie goes to the one nearest 0.5).
 
 Prints two markdown tables: every threshold on the choice case and on the real patients, each
@@ -33,7 +33,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from multiview_ensemble import fold_models  # noqa: E402
+from multiview_ensemble import shared_fold_models  # noqa: E402
 
 from liverseg_helpers import ensemble, evaluate, io, predict  # noqa: E402
 from liverseg_helpers.ablation_table import format_markdown  # noqa: E402
@@ -76,10 +76,7 @@ def main() -> None:
     args = parser.parse_args()
     if 0.5 not in args.thresholds:
         parser.error("--thresholds must include 0.5, the course's threshold")
-    folds = [fold_models(d) for d in args.variant_dirs]
-    patients = sorted(set.intersection(*(set(f) for f in folds)))
-    if not patients:
-        raise SystemExit("the variant folders share no test patient")
+    folds, patients = shared_fold_models(args.variant_dirs)
     choice = io.load_case(args.choice_case)
     rows = []
     for patient in patients:
