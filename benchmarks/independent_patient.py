@@ -28,8 +28,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pandas as pd  # noqa: E402
 
-from liverseg_helpers import evaluate, io, predict  # noqa: E402
-from liverseg_helpers.ablation_table import format_markdown  # noqa: E402
+from liverseg_helpers import io  # noqa: E402
+from liverseg_helpers.evaluation import evaluate  # noqa: E402
+from liverseg_helpers.inference import predict  # noqa: E402
+from liverseg_helpers.research.ablation_table import format_markdown  # noqa: E402
 
 DCMQI = Path(__file__).resolve().parents[2] / "shared" / "data" / "dcmqi-ct-3slice"
 COLUMNS = ("dice", "voe", "rvd", "assd_mm", "hd95_mm", "pred_volume_ml", "true_volume_ml")

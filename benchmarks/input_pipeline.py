@@ -30,8 +30,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from liverseg_helpers import dataset, phantom  # noqa: E402
-from liverseg_helpers import preprocess as pp  # noqa: E402
+from liverseg_helpers.data import phantom  # noqa: E402
+from liverseg_helpers.preparation import dataset  # noqa: E402
+from liverseg_helpers.preparation import preprocess as pp  # noqa: E402
 
 
 def make_slices(n_slices: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -144,7 +145,7 @@ def measure_train_step(size: int, batch_size: int, steps: int, seed: int) -> flo
     import keras
 
     try:
-        from liverseg_helpers.model import build_unet
+        from liverseg_helpers.training.model import build_unet
 
         model = build_unet((size, size, 1), base_filters=32, depth=4)
     except ImportError:  # the model chapter is missing: the paper's UNet inline

@@ -20,7 +20,8 @@ import argparse
 import itertools
 from dataclasses import replace
 
-from liverseg_helpers import io, leakcheck
+from liverseg_helpers import io
+from liverseg_helpers.research import leakcheck
 
 
 def main() -> None:

@@ -41,9 +41,10 @@ from multiview_ensemble import shared_fold_models  # noqa: E402
 from scipy import ndimage  # noqa: E402
 from threshold_choice import mean_probs  # noqa: E402
 
-from liverseg_helpers import evaluate, predict  # noqa: E402
-from liverseg_helpers.ablation_table import format_markdown  # noqa: E402
+from liverseg_helpers.evaluation import evaluate  # noqa: E402
+from liverseg_helpers.inference import predict  # noqa: E402
 from liverseg_helpers.io import ircadb  # noqa: E402
+from liverseg_helpers.research.ablation_table import format_markdown  # noqa: E402
 
 HU_BINS = np.arange(-20, 181, 20)
 

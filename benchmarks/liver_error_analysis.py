@@ -34,8 +34,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 from scipy import ndimage  # noqa: E402
 
-from liverseg_helpers import evaluate, predict, preprocess  # noqa: E402
+from liverseg_helpers.evaluation import evaluate  # noqa: E402
+from liverseg_helpers.inference import predict  # noqa: E402
 from liverseg_helpers.io import ircadb  # noqa: E402
+from liverseg_helpers.preparation import preprocess  # noqa: E402
 
 
 def resolution_ceiling(truth: np.ndarray, settings, spacing_mm) -> dict:

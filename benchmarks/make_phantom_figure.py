@@ -21,7 +21,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from liverseg_helpers import phantom  # noqa: E402
+from liverseg_helpers.data import phantom  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_PATIENT = REPO.parent / "shared" / "data" / "3Dircadb1" / "3Dircadb1.1"

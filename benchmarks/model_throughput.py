@@ -53,8 +53,8 @@ def measure_unet(policy: str, train_steps: int, infer_batches: int) -> dict:
     import keras
     import numpy as np
 
-    from liverseg_helpers import losses
-    from liverseg_helpers import model as model_mod
+    from liverseg_helpers.training import losses
+    from liverseg_helpers.training import model as model_mod
 
     keras.mixed_precision.set_global_policy(policy)
     keras.utils.set_random_seed(0)

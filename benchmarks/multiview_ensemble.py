@@ -1,8 +1,8 @@
 """Multi-view ensembles on leave-one-patient-out folds. An experiment, not a test.
 
 Networks trained on axial, coronal and sagittal slices (variants ``aligned``,
-``aligned_coronal``, ``aligned_sagittal``; :mod:`liverseg_helpers.views`) see the liver from
-different sides. For every test patient this script predicts it once with each given crossval
+``aligned_coronal``, ``aligned_sagittal``; :mod:`liverseg_helpers.preparation.views`) see the liver
+from different sides. For every test patient this script predicts it once with each given crossval
 variant folder's fold model, brings every probability map onto the CT's own grid
 (``predict.predict_case``), and scores, in 3D at native resolution with the course's
 post-processing, each model alone and the average of every combination of them.
@@ -34,8 +34,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from liverseg_helpers import ensemble, evaluate, io, predict  # noqa: E402
-from liverseg_helpers.ablation_table import format_markdown  # noqa: E402
+from liverseg_helpers import io  # noqa: E402
+from liverseg_helpers.evaluation import evaluate  # noqa: E402
+from liverseg_helpers.inference import predict  # noqa: E402
+from liverseg_helpers.research import ensemble  # noqa: E402
+from liverseg_helpers.research.ablation_table import format_markdown  # noqa: E402
 
 METRICS = (
     "dice",

@@ -45,8 +45,11 @@ import pandas as pd  # noqa: E402
 from scipy import ndimage  # noqa: E402
 from skimage.segmentation import random_walker  # noqa: E402
 
-from liverseg_helpers import ensemble, evaluate, io, predict  # noqa: E402
-from liverseg_helpers.ablation_table import format_markdown  # noqa: E402
+from liverseg_helpers import io  # noqa: E402
+from liverseg_helpers.evaluation import evaluate  # noqa: E402
+from liverseg_helpers.inference import predict  # noqa: E402
+from liverseg_helpers.research import ensemble  # noqa: E402
+from liverseg_helpers.research.ablation_table import format_markdown  # noqa: E402
 
 HU_WINDOW = (-100.0, 250.0)  # liver, vessels and neighbours; bone and air clipped
 RANDOM_WALKER_BETA = 1000.0  # edge weight: higher = boundaries follow intensity steps more

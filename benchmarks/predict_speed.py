@@ -37,7 +37,7 @@ def find_input(tmp_dir: Path, requested: str | None) -> tuple[Path, str]:
         return Path(requested), "given"
     if REAL_PATIENT.exists():
         return REAL_PATIENT, "3Dircadb1.1"
-    from liverseg_helpers import phantom
+    from liverseg_helpers.data import phantom
 
     paths = phantom.write_phantom_cohort(tmp_dir / "cohort", 1, n_slices=120, size=512)
     return paths[0], "phantom 120x512x512"
@@ -47,7 +47,9 @@ def run_once(
     input_path: Path, model_path: Path, out_path: Path, batch_size: int, precision: str
 ) -> dict:
     """One full prediction, timed stage by stage (seconds)."""
-    from liverseg_helpers import io, predict, predict_output
+    from liverseg_helpers import io
+    from liverseg_helpers.inference import predict
+    from liverseg_helpers.io import mask_output
 
     times: dict[str, float] = {}
     start = time.perf_counter()
@@ -61,7 +63,7 @@ def run_once(
     )
     times.update(result.stage_seconds)
     t = time.perf_counter()
-    predict_output.write_prediction(result.pred, case, out_path, overwrite=True)
+    mask_output.write_prediction(result.pred, case, out_path, overwrite=True)
     times["write"] = time.perf_counter() - t
     times["total"] = time.perf_counter() - start
     times["shape"] = list(case.shape)
@@ -76,9 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--precision", default="auto", help="auto, float32 or bfloat16")
     args = parser.parse_args(argv)
 
-    from liverseg_helpers import model as model_lib
-    from liverseg_helpers import predict
-    from liverseg_helpers.preprocess import PreprocessSettings
+    from liverseg_helpers.inference import predict
+    from liverseg_helpers.preparation.preprocess import PreprocessSettings
+    from liverseg_helpers.training import model as model_lib
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp_dir = Path(tmp)

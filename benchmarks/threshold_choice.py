@@ -35,8 +35,11 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from multiview_ensemble import shared_fold_models  # noqa: E402
 
-from liverseg_helpers import ensemble, evaluate, io, predict  # noqa: E402
-from liverseg_helpers.ablation_table import format_markdown  # noqa: E402
+from liverseg_helpers import io  # noqa: E402
+from liverseg_helpers.evaluation import evaluate  # noqa: E402
+from liverseg_helpers.inference import predict  # noqa: E402
+from liverseg_helpers.research import ensemble  # noqa: E402
+from liverseg_helpers.research.ablation_table import format_markdown  # noqa: E402
 
 METRICS = ("dice", "rvd", "assd_mm", "hd95_mm")
 DEFAULT_THRESHOLDS = [round(0.30 + 0.05 * i, 2) for i in range(9)]  # 0.30 ... 0.70

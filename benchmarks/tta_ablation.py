@@ -33,8 +33,12 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from scipy import ndimage  # noqa: E402
 
-from liverseg_helpers import ensemble, evaluate, io, predict, preprocess  # noqa: E402
-from liverseg_helpers.ablation_table import format_markdown  # noqa: E402
+from liverseg_helpers import io  # noqa: E402
+from liverseg_helpers.evaluation import evaluate  # noqa: E402
+from liverseg_helpers.inference import predict  # noqa: E402
+from liverseg_helpers.preparation import preprocess  # noqa: E402
+from liverseg_helpers.research import ensemble  # noqa: E402
+from liverseg_helpers.research.ablation_table import format_markdown  # noqa: E402
 
 # name -> (zoom factor, (dy, dx) shift in input pixels)
 TRANSFORMS = {

@@ -33,7 +33,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pandas as pd  # noqa: E402
 
-from liverseg_helpers import io, lesion_eval, preprocess, train, tumour  # noqa: E402
+from liverseg_helpers import io  # noqa: E402
+from liverseg_helpers.preparation import preprocess  # noqa: E402
+from liverseg_helpers.training import train  # noqa: E402
+from liverseg_helpers.tumours import (
+    lesion_eval,  # noqa: E402
+    tumour,  # noqa: E402
+)
 
 # name: (loss, foreground_repeat)
 CONFIGS = {

@@ -16,14 +16,14 @@ from liverseg_helpers.errors import LiverSegError
 # subcommand -> "module:function"; the function takes the parsed arguments, returns an exit code.
 HANDLERS = {
     "info": "liverseg_helpers.io.info:run_info_cli",
-    "phantom": "liverseg_helpers.phantom:run_phantom_cli",
-    "data-verify": "liverseg_helpers.manifest:run_verify_cli",
-    "data-fetch": "liverseg_helpers.manifest:run_fetch_cli",
-    "train": "liverseg_helpers.train:run_train_cli",
-    "predict": "liverseg_helpers.predict:run_predict_cli",
-    "evaluate": "liverseg_helpers.evaluate:run_evaluate_cli",
+    "phantom": "liverseg_helpers.data.phantom:run_phantom_cli",
+    "data-verify": "liverseg_helpers.data.manifest:run_verify_cli",
+    "data-fetch": "liverseg_helpers.data.manifest:run_fetch_cli",
+    "train": "liverseg_helpers.training.train:run_train_cli",
+    "predict": "liverseg_helpers.inference.predict:run_predict_cli",
+    "evaluate": "liverseg_helpers.evaluation.evaluate:run_evaluate_cli",
     "course": "liverseg_helpers.course:run_course_cli",
-    "crossval": "liverseg_helpers.crossval:run_crossval_cli",
+    "crossval": "liverseg_helpers.research.crossval:run_crossval_cli",
 }
 
 

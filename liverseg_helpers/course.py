@@ -101,7 +101,7 @@ def start_notebook(
     else:
         data_path = run_path / "data"
         if need_data:
-            from liverseg_helpers import phantom
+            from liverseg_helpers.data import phantom
 
             data_path = phantom.ensure_phantom_cohort(data_path, chosen)
     config.set_seeds(seed)
@@ -129,7 +129,7 @@ def choose_model(model_path: str = "", run_dir: str | os.PathLike = "") -> Path:
     """
     if model_path:
         return require_artefact(model_path, "04_training.ipynb")
-    from liverseg_helpers.predict_output import REFERENCE_MODEL
+    from liverseg_helpers.io.mask_output import REFERENCE_MODEL
 
     trained = Path(run_dir) / "best.keras"
     for candidate in (trained, REFERENCE_MODEL):

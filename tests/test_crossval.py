@@ -11,10 +11,12 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from liverseg_helpers import crossval, phantom, train  # noqa: E402
+from liverseg_helpers.data import phantom  # noqa: E402
 from liverseg_helpers.errors import DataError  # noqa: E402
-from liverseg_helpers.predict_output import REFERENCE_CORONAL_MODEL as CORONAL_MODEL  # noqa: E402
-from liverseg_helpers.predict_output import REFERENCE_MODEL  # noqa: E402
+from liverseg_helpers.io.mask_output import REFERENCE_CORONAL_MODEL as CORONAL_MODEL  # noqa: E402
+from liverseg_helpers.io.mask_output import REFERENCE_MODEL  # noqa: E402
+from liverseg_helpers.research import crossval  # noqa: E402
+from liverseg_helpers.training import train  # noqa: E402
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 TINY = {"epochs": 1, "image_size": 32, "base_filters": 4, "depth": 2, "batch_size": 8}
@@ -70,7 +72,9 @@ def test_real_repeat_oversamples_only_the_real_training_patients():
 
 def test_every_variant_names_real_profile_and_preprocessing_fields():
     """A typo in a recipe (e.g. "lr_shedule") must fail here, not after an hour of training."""
-    from liverseg_helpers import config, fit, preprocess
+    from liverseg_helpers import config
+    from liverseg_helpers.preparation import preprocess
+    from liverseg_helpers.training import fit
 
     for variant in crossval.VARIANTS.values():
         profile = config.get_profile("real", **variant.overrides)
@@ -110,7 +114,7 @@ def test_repeat_cases_refuses_unknown_ids_and_bad_counts():
 def test_case_repeat_and_augmentation_ranges_reach_the_training_data(tmp_path, monkeypatch):
     """train.train loads each repeated patient's cached slices that many times, and augments
     them with the profile's zoom range and elastic strength."""
-    from liverseg_helpers import dataset
+    from liverseg_helpers.preparation import dataset
 
     data = write_tiny_cohort(tmp_path / "data", ["pa", "pb", "pc"])
     loaded, augment_settings = [], []
@@ -219,7 +223,7 @@ def test_run_leave_one_out_smoke(tmp_path):
     assert np.isfinite(result.ablation["dice_mean"]).all()
 
     # An ensemble of a model with itself must score exactly what the model scores.
-    from liverseg_helpers import ensemble
+    from liverseg_helpers.research import ensemble
 
     table = ensemble.run_ensemble_lopo(data, [out, out], "baseline", tmp_path / "ens")
     single = result.per_fold.set_index("case_id")["dice"]
@@ -240,7 +244,7 @@ def test_a_stopped_and_resumed_training_equals_one_run_straight_through(
     """Resuming replays the data the missing epochs would have had (shuffle and augmentation),
     so a long run stopped at a session's end and resumed later gives the same model. Both
     input pipelines: tf.data, and the PyDataset that other Keras backends train on."""
-    from liverseg_helpers import model as model_lib
+    from liverseg_helpers.training import model as model_lib
 
     if pipeline == "PyDataset":  # the branch train.train takes without TensorFlow
         monkeypatch.setattr(train.keras.backend, "backend", lambda: "jax")
@@ -304,7 +308,9 @@ def test_reference_model_regression_on_patient_7():
 
     Not a generalisation claim (see models/liver_unet.md for the leave-one-out results).
     """
-    from liverseg_helpers import evaluate, io, predict
+    from liverseg_helpers import io
+    from liverseg_helpers.evaluation import evaluate
+    from liverseg_helpers.inference import predict
 
     case = io.load_case(SHARED_DATA / "3Dircadb1" / "3Dircadb1.7")
     result = predict.predict_case(REFERENCE_MODEL, case)
@@ -320,7 +326,9 @@ REFERENCE_MIN_DICE_PATIENT_7 = 0.95
 @pytest.mark.skipif(not (SHARED_DATA / "dcmqi-ct-3slice").is_dir(), reason="no ../shared/data")
 def test_reference_model_on_a_patient_it_never_saw():
     """The shipped file on dcmqi's 3-slice CT: another scanner, never trained or tuned on."""
-    from liverseg_helpers import evaluate, io, predict
+    from liverseg_helpers import io
+    from liverseg_helpers.evaluation import evaluate
+    from liverseg_helpers.inference import predict
 
     folder = SHARED_DATA / "dcmqi-ct-3slice"
     case = io.load_case(folder / "ct-3slice")
@@ -339,9 +347,12 @@ REFERENCE_MIN_DICE_UNSEEN = 0.85
 def test_shipped_axial_and_coronal_pair_regression_on_patient_7():
     """Regression test of the default of ``liverseg predict``: the shipped axial and coronal
     files averaged. Patient 7 is in the training set of both; not a generalisation claim."""
-    from liverseg_helpers import evaluate, io, predict, predict_output
+    from liverseg_helpers import io
+    from liverseg_helpers.evaluation import evaluate
+    from liverseg_helpers.inference import predict
+    from liverseg_helpers.io import mask_output
 
-    paths = predict_output.resolve_model_paths(None)
+    paths = mask_output.resolve_model_paths(None)
     assert paths == [REFERENCE_MODEL, CORONAL_MODEL]
     case = io.load_case(SHARED_DATA / "3Dircadb1" / "3Dircadb1.7")
     truth = case.masks["liver"]
@@ -363,9 +374,11 @@ CORONAL_MIN_DICE_P7 = 0.90
 @pytest.mark.skipif(not CORONAL_MODEL.exists(), reason="no shipped coronal model")
 @pytest.mark.skipif(not (SHARED_DATA / "dcmqi-ct-3slice").is_dir(), reason="no ../shared/data")
 def test_shipped_pair_on_a_3_slice_ct_uses_the_axial_network_alone():
-    from liverseg_helpers import io, predict, predict_output
+    from liverseg_helpers import io
+    from liverseg_helpers.inference import predict
+    from liverseg_helpers.io import mask_output
 
     case = io.load_case(SHARED_DATA / "dcmqi-ct-3slice" / "ct-3slice")
     with pytest.warns(UserWarning, match="3 mm from feet to head.*coronal"):
-        pair = predict.predict_case(predict_output.resolve_model_paths(None), case)
+        pair = predict.predict_case(mask_output.resolve_model_paths(None), case)
     np.testing.assert_array_equal(pair.probs, predict.predict_case(REFERENCE_MODEL, case).probs)

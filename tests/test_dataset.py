@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 
 import liverseg_helpers.io as lio
-from liverseg_helpers import dataset
-from liverseg_helpers.augment import AugmentSettings, augment_batch_numpy
 from liverseg_helpers.errors import DataError
 from liverseg_helpers.io.case import Case
-from liverseg_helpers.preprocess import PreprocessSettings
+from liverseg_helpers.preparation import dataset
+from liverseg_helpers.preparation.augment import AugmentSettings, augment_batch_numpy
+from liverseg_helpers.preparation.preprocess import PreprocessSettings
 
 matplotlib.use("Agg")
 
@@ -274,7 +274,7 @@ def test_val_ds_is_unchanged_and_ordered():
 
 def test_dataset_imports_without_tensorflow():
     code = (
-        "import sys, liverseg_helpers.dataset;"
+        "import sys, liverseg_helpers.preparation.dataset;"
         "bad = [m for m in ('tensorflow', 'keras') if m in sys.modules];"
         "sys.exit(f'imported {bad}' if bad else 0)"
     )

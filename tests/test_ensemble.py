@@ -10,9 +10,9 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from liverseg_helpers import ensemble  # noqa: E402
-from liverseg_helpers import model as model_lib  # noqa: E402
 from liverseg_helpers.errors import DataError, ModelFileError  # noqa: E402
+from liverseg_helpers.research import ensemble  # noqa: E402
+from liverseg_helpers.training import model as model_lib  # noqa: E402
 
 SETTINGS = {"image_size": 32, "window_level_hu": 50.0}
 

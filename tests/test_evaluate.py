@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 from scipy.spatial import cKDTree
 
-from liverseg_helpers import evaluate
 from liverseg_helpers.errors import DataError
+from liverseg_helpers.evaluation import evaluate
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -170,7 +170,7 @@ def test_full_size_ct_evaluates_fast():
 def test_module_does_not_import_tensorflow():
     import subprocess
 
-    code = "import liverseg_helpers.evaluate, liverseg_helpers.viz, sys; "
+    code = "import liverseg_helpers.evaluation.evaluate, liverseg_helpers.figures.viz, sys; "
     code += "print('tensorflow' in sys.modules or 'keras' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -22,7 +22,7 @@ CHILD = """
 import contextlib, io, json, sys
 sys.modules["tensorflow"] = None  # from here on, `import tensorflow` raises ImportError
 import keras
-from liverseg_helpers import train
+from liverseg_helpers.training import train
 from liverseg_helpers.cli import main
 
 def run(argv):

@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from liverseg_helpers import crossval, io, leakcheck, phantom
+from liverseg_helpers import io
+from liverseg_helpers.data import phantom
 from liverseg_helpers.errors import DataError
+from liverseg_helpers.research import crossval, leakcheck
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 TINY = {"epochs": 1, "image_size": 32, "base_filters": 4, "depth": 2, "batch_size": 8}

@@ -1,4 +1,4 @@
-"""Known-answer tests of liverseg_helpers.losses (values worked out by hand)."""
+"""Known-answer tests of liverseg_helpers.training.losses (values worked out by hand)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pytest import approx
 
 keras = pytest.importorskip("keras")
 
-from liverseg_helpers import losses  # noqa: E402
+from liverseg_helpers.training import losses  # noqa: E402
 
 
 def _as_batch(*rows):

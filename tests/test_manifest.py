@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from liverseg_helpers import cli, manifest
+from liverseg_helpers import cli
+from liverseg_helpers.data import manifest
 from liverseg_helpers.errors import ChecksumError, DataError, OutputExistsError, UnsafeArchiveError
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"

@@ -1,4 +1,4 @@
-"""Tests of liverseg_helpers.model: architecture, options, model files."""
+"""Tests of liverseg_helpers.training.model: architecture, options, model files."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from liverseg_helpers import config, losses  # noqa: E402
-from liverseg_helpers import model as model_mod  # noqa: E402
+from liverseg_helpers import config  # noqa: E402
 from liverseg_helpers.errors import ModelFileError  # noqa: E402
+from liverseg_helpers.training import losses  # noqa: E402
+from liverseg_helpers.training import model as model_mod  # noqa: E402
 
 PAPER_PARAMS = 7_759_521
 

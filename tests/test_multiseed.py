@@ -12,9 +12,10 @@ keras = pytest.importorskip("keras")
 
 from test_crossval import TINY, write_tiny_cohort  # noqa: E402
 
-from liverseg_helpers import cli, config, crossval, multiseed, reference  # noqa: E402
-from liverseg_helpers import model as model_lib  # noqa: E402
+from liverseg_helpers import cli, config  # noqa: E402
 from liverseg_helpers.errors import DataError  # noqa: E402
+from liverseg_helpers.research import crossval, multiseed, reference  # noqa: E402
+from liverseg_helpers.training import model as model_lib  # noqa: E402
 
 pytestmark = pytest.mark.slow
 

@@ -8,8 +8,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from liverseg_helpers import phantom
 from liverseg_helpers.config import get_profile
+from liverseg_helpers.data import phantom
 
 # Small grids keep the suite fast; the default spacing keeps the body in millimetres the same.
 N_SLICES, SIZE = 32, 96

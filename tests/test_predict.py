@@ -1,4 +1,4 @@
-"""Prediction of whole CTs (predict.py) and writing the masks (predict_output.py)."""
+"""Prediction of whole CTs (predict.py) and writing the masks (mask_output.py)."""
 
 from __future__ import annotations
 
@@ -12,21 +12,22 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from liverseg_helpers import predict, predict_output  # noqa: E402
 from liverseg_helpers.errors import (  # noqa: E402
     DataError,
     ModelFileError,
     OutputExistsError,
 )
+from liverseg_helpers.inference import predict  # noqa: E402
+from liverseg_helpers.io import mask_output  # noqa: E402
 from liverseg_helpers.io.case import Case  # noqa: E402
-from liverseg_helpers.preprocess import PreprocessSettings  # noqa: E402
+from liverseg_helpers.preparation.preprocess import PreprocessSettings  # noqa: E402
 
 SIZE = 32  # network input of the tiny test models
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def build_tiny_unet(channels: int = 1, size: int = SIZE):
-    from liverseg_helpers import model
+    from liverseg_helpers.training import model
 
     return model.build_unet((size, size, channels), base_filters=4, depth=2)
 
@@ -126,7 +127,7 @@ def test_model_must_fit_settings():
 
 
 def test_settings_from_sidecar_or_model_shape(tmp_path):
-    from liverseg_helpers import model as model_lib
+    from liverseg_helpers.training import model as model_lib
 
     net = build_tiny_unet()
     trained = PreprocessSettings(image_size=SIZE, clahe=True, window_level_hu=60)
@@ -143,7 +144,7 @@ def test_settings_from_sidecar_or_model_shape(tmp_path):
 
 
 def test_a_model_of_the_other_task_is_refused(tmp_path):
-    from liverseg_helpers import model as model_lib
+    from liverseg_helpers.training import model as model_lib
 
     tumour = model_lib.save_model(
         build_tiny_unet(), tmp_path / "tumour.keras", PreprocessSettings(image_size=SIZE), "tumour"
@@ -161,7 +162,7 @@ def test_a_model_of_the_other_task_is_refused(tmp_path):
 
 
 def test_predict_case_from_model_file(tmp_path, toy_case):
-    from liverseg_helpers import model as model_lib
+    from liverseg_helpers.training import model as model_lib
 
     path = model_lib.save_model(
         build_tiny_unet(), tmp_path / "m.keras", PreprocessSettings(image_size=SIZE)
@@ -173,12 +174,12 @@ def test_predict_case_from_model_file(tmp_path, toy_case):
 
 
 def test_output_kind():
-    assert predict_output.output_kind("a/b.nii.gz") == "nifti"
-    assert predict_output.output_kind("seg.dcm") == "dicom_seg"
-    assert predict_output.output_kind("masks/") == "png"
-    assert predict_output.output_kind("masks") == "png"
+    assert mask_output.output_kind("a/b.nii.gz") == "nifti"
+    assert mask_output.output_kind("seg.dcm") == "dicom_seg"
+    assert mask_output.output_kind("masks/") == "png"
+    assert mask_output.output_kind("masks") == "png"
     with pytest.raises(DataError, match="unknown output"):
-        predict_output.output_kind("mask.png")
+        mask_output.output_kind("mask.png")
 
 
 def test_png_folder_is_atomic_and_refuses_overwrite(tmp_path, monkeypatch):
@@ -186,20 +187,20 @@ def test_png_folder_is_atomic_and_refuses_overwrite(tmp_path, monkeypatch):
 
     mask = np.zeros((3, 8, 8), bool)
     mask[1, 2:5, 2:5] = True
-    out = predict_output.write_png_folder(mask, tmp_path / "pred")
+    out = mask_output.write_png_folder(mask, tmp_path / "pred")
     assert sorted(p.name for p in out.iterdir()) == ["image_0.png", "image_1.png", "image_2.png"]
     back = cv2.imread(str(out / "image_1.png"), cv2.IMREAD_UNCHANGED)
     assert back.dtype == np.uint8 and set(np.unique(back)) == {0, 255}
     assert np.array_equal(back == 255, mask[1])
     with pytest.raises(OutputExistsError, match="pred"):
-        predict_output.write_png_folder(mask, out)
+        mask_output.write_png_folder(mask, out)
 
     def failing_imwrite(path, image):
         raise OSError("disk full")
 
     monkeypatch.setattr(cv2, "imwrite", failing_imwrite)
     with pytest.raises(OSError):
-        predict_output.write_png_folder(mask, tmp_path / "pred", overwrite=True)
+        mask_output.write_png_folder(mask, tmp_path / "pred", overwrite=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pred"]  # old output kept, no temp
     assert len(list(out.iterdir())) == 3
 
@@ -229,7 +230,7 @@ def cli_args(input_path, out, model, **kw) -> Namespace:
 
 @pytest.fixture
 def tiny_model_file(tmp_path) -> Path:
-    from liverseg_helpers import model as model_lib
+    from liverseg_helpers.training import model as model_lib
 
     return model_lib.save_model(
         build_tiny_unet(), tmp_path / "tiny.keras", PreprocessSettings(image_size=SIZE)
@@ -262,14 +263,14 @@ def test_cli_nifti_png_and_dicom_seg(tmp_path, toy_case, tiny_model_file, capsys
     seg_path = tmp_path / "seg.dcm"
     mask = toy_case.masks["liver"]
     case = io.load_case(patient)
-    predict_output.write_dicom_seg(mask, case, seg_path)
+    mask_output.write_dicom_seg(mask, case, seg_path)
     seg = hd.seg.segread(seg_path)
     assert seg.number_of_segments == 1
     # Each frame references its source CT image: check the mask slice by slice.
-    sources = predict_output.read_source_datasets(patient)
+    sources = mask_output.read_source_datasets(patient)
     one_file = sorted((patient / "PATIENT_DICOM").iterdir())[0]
-    assert len(predict_output.read_source_datasets(one_file)) == 1  # a one-slice "series"
-    ordered = predict_output.order_datasets_like_case(sources, case)
+    assert len(mask_output.read_source_datasets(one_file)) == 1  # a one-slice "series"
+    ordered = mask_output.order_datasets_like_case(sources, case)
     pixels = seg.get_pixels_by_source_instance(
         [ds.SOPInstanceUID for ds in ordered],
         segment_numbers=[1],
@@ -280,31 +281,31 @@ def test_cli_nifti_png_and_dicom_seg(tmp_path, toy_case, tiny_model_file, capsys
 
 def test_default_models_are_the_shipped_axial_and_coronal_pair(tmp_path, monkeypatch):
     axial, coronal = tmp_path / "liver_unet.keras", tmp_path / "liver_unet_coronal.keras"
-    monkeypatch.setattr(predict_output, "REFERENCE_MODEL", axial)
-    monkeypatch.setattr(predict_output, "REFERENCE_CORONAL_MODEL", coronal)
+    monkeypatch.setattr(mask_output, "REFERENCE_MODEL", axial)
+    monkeypatch.setattr(mask_output, "REFERENCE_CORONAL_MODEL", coronal)
     coronal.write_bytes(b"")
     with pytest.raises(ModelFileError, match="no reference model"):  # never coronal alone
-        predict_output.resolve_model_paths(None)
+        mask_output.resolve_model_paths(None)
     axial.write_bytes(b"")
-    assert predict_output.resolve_model_paths(None) == [axial, coronal]
-    assert predict_output.resolve_model_paths(["mine.keras"]) == [Path("mine.keras")]
+    assert mask_output.resolve_model_paths(None) == [axial, coronal]
+    assert mask_output.resolve_model_paths(["mine.keras"]) == [Path("mine.keras")]
     coronal.unlink()
-    assert predict_output.resolve_model_paths(None) == [axial]
+    assert mask_output.resolve_model_paths(None) == [axial]
 
 
 def test_cli_errors(tmp_path, toy_case, tiny_model_file, monkeypatch):
-    from liverseg_helpers import tumour  # --tumours: the cascade (tests/test_tumour.py)
+    from liverseg_helpers.tumours import tumour  # --tumours: the cascade (tests/test_tumour.py)
 
     monkeypatch.setattr(tumour, "REFERENCE_TUMOUR_MODEL", tmp_path / "none.keras")
     with pytest.raises(ModelFileError, match="--task tumour"):
         args = cli_args(tmp_path, tmp_path / "x.nii.gz", tiny_model_file, tumours=True)
         predict.run_predict_cli(args)
-    monkeypatch.setattr(predict_output, "REFERENCE_MODEL", tmp_path / "none.keras")
+    monkeypatch.setattr(mask_output, "REFERENCE_MODEL", tmp_path / "none.keras")
     with pytest.raises(ModelFileError, match="liverseg train"):
         predict.run_predict_cli(cli_args(tmp_path, tmp_path / "x.nii.gz", None))
     nifti_case = Case("n", toy_case.volume, toy_case.spacing_mm, source=str(tmp_path / "ct.nii"))
     with pytest.raises(DataError, match="DICOM input"):
-        predict_output.write_dicom_seg(toy_case.masks["liver"], nifti_case, tmp_path / "s.dcm")
+        mask_output.write_dicom_seg(toy_case.masks["liver"], nifti_case, tmp_path / "s.dcm")
     assert not os.path.exists(tmp_path / "s.dcm")
 
 
@@ -319,7 +320,7 @@ def test_real_ircadb_dicom_seg_roundtrip(tmp_path):
     case = io.load_case(patient)
     # IRCAD's files lack the FrameOfReferenceUID a DICOM-SEG must reference: a clear error.
     with pytest.raises(DataError, match="Frame Of Reference.*nii.gz"):
-        predict_output.write_dicom_seg(case.masks["liver"], case, tmp_path / "liver.dcm")
+        mask_output.write_dicom_seg(case.masks["liver"], case, tmp_path / "liver.dcm")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -340,7 +341,8 @@ def test_bfloat16_copy_predicts_like_float32(toy_case):
 
 
 def test_bfloat16_copy_reaches_inside_an_int8_ensemble():
-    from liverseg_helpers import ensemble, quantize
+    from liverseg_helpers.research import ensemble
+    from liverseg_helpers.training import quantize
 
     net = quantize.quantize_int8(ensemble.average_models([build_tiny_unet(), build_tiny_unet()]))
     fast = predict.convert_to_bfloat16(net)
@@ -385,9 +387,9 @@ def test_dicom_seg_matches_dcmqi_reference():
     # the three source images by position, and equal dcmqi's own liver SEG.
     case = io.load_case(folder / "ct-3slice")
     mask = sitk.GetArrayFromImage(sitk.ReadImage(str(folder / "liver_seg.nrrd"))) > 0
-    out = predict_output.write_dicom_seg(mask, case, Path(tempfile.mkdtemp()) / "seg.dcm")
-    ordered = predict_output.order_datasets_like_case(
-        predict_output.read_source_datasets(case.source), case
+    out = mask_output.write_dicom_seg(mask, case, Path(tempfile.mkdtemp()) / "seg.dcm")
+    ordered = mask_output.order_datasets_like_case(
+        mask_output.read_source_datasets(case.source), case
     )
     uids = [ds.SOPInstanceUID for ds in ordered]
     ours = hd.seg.segread(out).get_pixels_by_source_instance(

@@ -1,4 +1,4 @@
-"""Tests of liverseg_helpers.preprocess and liverseg_helpers.split (no TensorFlow needed)."""
+"""Tests of liverseg_helpers.preparation: preprocess and split (no TensorFlow needed)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from liverseg_helpers import preprocess as pp
 from liverseg_helpers.config import get_profile
 from liverseg_helpers.errors import DataError
+from liverseg_helpers.preparation import preprocess as pp
 
 DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -221,7 +221,7 @@ def test_slice_level_leak_report_shows_the_leak():
 
 def test_preprocess_imports_no_tensorflow():
     code = (
-        "import sys, liverseg_helpers.preprocess, liverseg_helpers.split;"
+        "import sys, liverseg_helpers.preparation.preprocess, liverseg_helpers.preparation.split;"
         "bad = [m for m in ('tensorflow', 'keras') if m in sys.modules];"
         "sys.exit(f'imported {bad}' if bad else 0)"
     )
@@ -271,7 +271,7 @@ def test_resize_mask_treats_nonzero_as_foreground():
 
 
 def test_read_split_without_returns_the_split_or_names_the_leaking_file(tmp_path):
-    from liverseg_helpers.split import read_split_without
+    from liverseg_helpers.preparation.split import read_split_without
 
     path = tmp_path / "split.json"
     path.write_text('{"train": ["p2"], "val": ["p3"], "test": ["p1"]}')
@@ -290,7 +290,7 @@ def test_read_split_without_returns_the_split_or_names_the_leaking_file(tmp_path
     ],
 )
 def test_read_split_without_names_a_missing_or_broken_file(tmp_path, text, problem):
-    from liverseg_helpers.split import read_split_without
+    from liverseg_helpers.preparation.split import read_split_without
 
     path = tmp_path / "split.json"
     if text is not None:

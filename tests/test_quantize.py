@@ -7,8 +7,9 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from liverseg_helpers import ensemble, quantize  # noqa: E402
-from liverseg_helpers import model as model_lib  # noqa: E402
+from liverseg_helpers.research import ensemble  # noqa: E402
+from liverseg_helpers.training import model as model_lib  # noqa: E402
+from liverseg_helpers.training import quantize  # noqa: E402
 
 SETTINGS = {"image_size": 32, "window_level_hu": 50.0}
 

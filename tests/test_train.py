@@ -1,4 +1,4 @@
-"""Tests of liverseg_helpers.train on tiny numpy data (32x32 slices, a 2-level UNet)."""
+"""Tests of liverseg_helpers.training.train on tiny numpy data (32x32 slices, a 2-level UNet)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from liverseg_helpers import config, train  # noqa: E402
-from liverseg_helpers import model as model_mod  # noqa: E402
+from liverseg_helpers import config  # noqa: E402
 from liverseg_helpers.errors import DataError, ModelFileError  # noqa: E402
+from liverseg_helpers.training import model as model_mod  # noqa: E402
+from liverseg_helpers.training import train  # noqa: E402
 
 TINY = {"image_size": 32, "base_filters": 4, "depth": 2, "batch_size": 4, "epochs": 2}
 
@@ -105,7 +106,7 @@ def test_resume_continues_epoch_count_and_optimizer(tmp_path):
 
 
 def test_cosine_schedule_decays_the_learning_rate_each_epoch(tmp_path):
-    from liverseg_helpers import fit
+    from liverseg_helpers.training import fit
 
     assert fit.cosine_learning_rate(0, 10, 1e-3) == pytest.approx(1e-3)
     assert fit.cosine_learning_rate(5, 10, 1e-3) == pytest.approx(5e-4)
@@ -177,8 +178,10 @@ def test_cpu_device_setup_changes_nothing():
 
 @pytest.mark.slow
 def test_train_smoke_on_phantom_cohort(tmp_path, capsys):
-    pytest.importorskip("liverseg_helpers.dataset", reason="dataset module not written yet")
-    pytest.importorskip("liverseg_helpers.phantom", reason="phantom module not written yet")
+    pytest.importorskip(
+        "liverseg_helpers.preparation.dataset", reason="dataset module not written yet"
+    )
+    pytest.importorskip("liverseg_helpers.data.phantom", reason="phantom module not written yet")
     args = SimpleNamespace(
         data=None,
         run_dir=str(tmp_path / "runs" / "smoke"),
@@ -219,7 +222,7 @@ def test_train_smoke_on_phantom_cohort(tmp_path, capsys):
 def feed_dice(values, tmp_path, losses=None):
     """Run StopWhenCollapsed over epochs with these training Dice values (and losses, 1.8 at
     every epoch by default: a loss that does not move); return the model."""
-    from liverseg_helpers.fit import StopWhenCollapsed
+    from liverseg_helpers.training.fit import StopWhenCollapsed
 
     net = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
     net.stop_training = False

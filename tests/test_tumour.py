@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from liverseg_helpers import lesion_eval, preprocess, tumour
 from liverseg_helpers.errors import DataError, ModelFileError
 from liverseg_helpers.io.case import Case
+from liverseg_helpers.preparation import preprocess
+from liverseg_helpers.tumours import lesion_eval, tumour
 
 SPACING = (2.0, 1.0, 1.0)  # mm: one voxel = 0.002 mL
 
@@ -202,7 +203,7 @@ def test_predict_tumours_without_liver_and_bad_inputs(tmp_path):
     assert not empty.any()
     with pytest.raises(DataError):
         tumour.predict_tumours(None, model, case, threshold=1.5, liver_mask=case.masks["liver"])
-    from liverseg_helpers import model as model_lib
+    from liverseg_helpers.training import model as model_lib
 
     path = model_lib.save_model(model, tmp_path / "liver.keras", {"image_size": 32}, "liver")
     with pytest.raises(ModelFileError, match="liver.keras: its sidecar says it segments the liver"):
@@ -210,7 +211,7 @@ def test_predict_tumours_without_liver_and_bad_inputs(tmp_path):
 
 
 def test_repeat_foreground_slices():
-    from liverseg_helpers import train
+    from liverseg_helpers.training import train
 
     x = np.arange(3, dtype=np.float32).reshape(3, 1, 1, 1)
     y = np.array([0, 1, 0], np.uint8).reshape(3, 1, 1, 1)
@@ -225,7 +226,7 @@ def test_repeat_foreground_slices():
 
 def write_toy_models_and_ct(tmp_path):
     from liverseg_helpers import io
-    from liverseg_helpers import model as model_lib
+    from liverseg_helpers.training import model as model_lib
 
     case = make_case()
     ct_path = io.write_mask_nifti(case.volume, case, tmp_path / "volume-0.nii.gz")

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from liverseg_helpers import dataset, views
 from liverseg_helpers.errors import DataError
 from liverseg_helpers.io.case import Case
-from liverseg_helpers.preprocess import PreprocessSettings, window_hu
+from liverseg_helpers.preparation import dataset, views
+from liverseg_helpers.preparation.preprocess import PreprocessSettings, window_hu
 
 SPACING = (2.0, 0.8, 1.0)  # z, y, x in mm: all different, so a swapped axis shows
 TALL = (4.0, 0.8, 1.0)  # the same voxels 120 mm tall: enough for a coronal network
@@ -100,7 +100,7 @@ def test_coronal_cache_pairs_each_slice_with_its_mask(tmp_path):
 @pytest.mark.parametrize("view", ["coronal", "sagittal"])
 def test_prediction_in_another_view_lands_on_the_ct_grid(view):
     keras = pytest.importorskip("keras")
-    from liverseg_helpers import predict
+    from liverseg_helpers.inference import predict
 
     volume = np.where(ellipsoid(), 250, -150).astype(np.int16)
     settings = PreprocessSettings(image_size=64, target_spacing_mm=1.0, view=view)
@@ -117,8 +117,9 @@ def test_an_axial_and_a_coronal_model_are_averaged_on_the_ct_grid(tmp_path, caps
     keras = pytest.importorskip("keras")
     import nibabel as nib
 
-    from liverseg_helpers import cli, io, predict
-    from liverseg_helpers import model as model_lib
+    from liverseg_helpers import cli, io
+    from liverseg_helpers.inference import predict
+    from liverseg_helpers.training import model as model_lib
 
     truth = ellipsoid()
     case = Case("views", np.where(truth, 250, -150).astype(np.int16), TALL)
@@ -151,8 +152,8 @@ def test_an_axial_and_a_coronal_model_are_averaged_on_the_ct_grid(tmp_path, caps
 
 def test_a_ct_too_short_for_the_coronal_model_is_predicted_by_the_axial_one(tmp_path):
     keras = pytest.importorskip("keras")
-    from liverseg_helpers import model as model_lib
-    from liverseg_helpers import predict
+    from liverseg_helpers.inference import predict
+    from liverseg_helpers.training import model as model_lib
 
     paths = []
     for view in ("axial", "coronal"):
@@ -202,7 +203,7 @@ def test_tumour_cache_cropped_to_the_liver_selects_liver_slices(tmp_path, view):
 
 
 def test_png_cases_cannot_be_turned_and_cut_masks_warn():
-    from liverseg_helpers import preprocess
+    from liverseg_helpers.preparation import preprocess
 
     coronal = PreprocessSettings(image_size=32, target_spacing_mm=1.0, view="coronal")
     grey = np.full((4, 8, 8), 100, dtype=np.int16)

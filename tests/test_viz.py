@@ -12,8 +12,9 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from liverseg_helpers import evaluate, viz, widgets  # noqa: E402
 from liverseg_helpers.errors import DataError  # noqa: E402
+from liverseg_helpers.evaluation import evaluate  # noqa: E402
+from liverseg_helpers.figures import viz, widgets  # noqa: E402
 from liverseg_helpers.io.case import Case  # noqa: E402
 
 

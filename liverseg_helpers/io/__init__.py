@@ -17,6 +17,7 @@ from liverseg_helpers.io.files import CaseNotFoundError
 from liverseg_helpers.io.info import describe_case, format_description
 from liverseg_helpers.io.ircadb import load_ircadb_patient
 from liverseg_helpers.io.ircadb_writer import write_ircadb_patient
+from liverseg_helpers.io.mask_output import write_prediction
 from liverseg_helpers.io.nifti import find_nifti_labels, load_nifti_case, write_mask_nifti
 from liverseg_helpers.io.nrrd_mask import attach_mask, read_nrrd_mask
 from liverseg_helpers.io.png import load_png_folder
@@ -42,4 +43,5 @@ __all__ = [
     "read_nrrd_mask",
     "write_ircadb_patient",
     "write_mask_nifti",
+    "write_prediction",
 ]

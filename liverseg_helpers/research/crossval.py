@@ -1,0 +1,511 @@
+"""Leave-one-patient-out cross-validation on real CT, with an ablation of training choices.
+
+With a handful of real patients, a random split leaves nothing to learn from or nothing to
+test on. Leave-one-patient-out (LOPO) trains one model per patient, on all the *other* real
+patients, and tests it on the patient it never saw: every patient is tested exactly once,
+always by a model that did not see it. The mean over patients is the honest estimate of
+accuracy on a new patient.
+
+Per fold::
+
+    train = the other real patients (+ phantom patients, if the variant adds them)
+            (+ every patient of ``train_extra``, e.g. LiTS, less copies of a test patient)
+    val   = one phantom patient (never trained on): monitored, not used to pick a model
+    test  = the held-out real patient (never in train or val)
+
+Why a phantom val patient: with two real patients there is no third one for early stopping,
+and slices of the training patient would only measure how well that patient is memorised.
+So every fold trains for the profile's fixed number of epochs and the *last* checkpoint is
+tested (``checkpoint="last"``); the phantom val loss is logged as a sanity check only.
+
+A *variant* is one training recipe (:mod:`liverseg_helpers.research.variants`).
+
+Files written under ``out_dir``::
+
+    cohort/                     symlinks to the real patients and the phantom patients
+    train_extra.json            with ``train_extra``: the patients added, the copies left out
+    scan_fingerprints.json      with ``train_extra``: what the copy check read (a cache)
+    phantom/                    generated phantom cohort (phantom_001 ...)
+    slice_cache/                per-settings slice caches
+    cohort_masses_lobe/ ...     the same three, once per harder phantom anatomy a variant uses
+    <variant>/fold_<patient>/   a run folder of ``train.train`` + ``metrics.json``
+    <variant>/per_patient_metrics.csv   one row per test patient, then mean / std / n_valid
+    ablation.csv, ablation.md   one row per variant: per-fold Dice and ASSD, training time
+
+Command: ``liverseg crossval --data DIR --out DIR [--profile real] [--variant NAME ...]
+[--train-extra DIR ...]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import pandas as pd
+
+from liverseg_helpers import config as config_mod
+from liverseg_helpers.atomic import atomic_file, write_json_atomic, write_text_atomic
+from liverseg_helpers.errors import DataError
+from liverseg_helpers.preparation.split import read_split_without
+from liverseg_helpers.research.ablation_table import (
+    format_markdown,
+    read_finished_rows,
+    summarise_ablation,
+)
+from liverseg_helpers.research.variants import VARIANTS, Variant
+from liverseg_helpers.training.run_reuse import check_same_training, started_same_training
+
+VAL_PHANTOM = "phantom_001"
+
+
+@dataclass
+class CrossvalResult:
+    """What :func:`run_leave_one_out` produced.
+
+    Attributes:
+        per_fold: One row per (variant, test patient): metrics, train seconds, epochs.
+        ablation: One row per variant (``ablation_table.summarise_ablation``).
+        out_dir: The output folder.
+    """
+
+    per_fold: pd.DataFrame
+    ablation: pd.DataFrame
+    out_dir: Path
+
+
+def make_cohort_dir(real_paths: list[Path], phantom_paths: list[Path], cohort_dir: Path) -> Path:
+    """One cohort folder of symlinks to the real and phantom patients (no data is copied).
+
+    Args:
+        real_paths: Real patient folders.
+        phantom_paths: Phantom patient folders.
+        cohort_dir: Folder to fill (created; existing correct links are kept).
+
+    Returns:
+        ``cohort_dir``.
+
+    Raises:
+        DataError: Two patients share a folder name, or a name is taken by another file.
+    """
+    cohort_dir.mkdir(parents=True, exist_ok=True)
+    names = [p.name for p in real_paths + phantom_paths]
+    if len(set(names)) != len(names):
+        raise DataError(f"{cohort_dir}: patients with the same folder name: {sorted(names)}")
+    for path in real_paths + phantom_paths:
+        link = cohort_dir / path.name
+        target = path.resolve()
+        if link.is_symlink() and link.resolve() == target:
+            continue
+        if link.exists() or link.is_symlink():
+            raise DataError(f"{link}: exists and does not link to {target}")
+        link.symlink_to(target, target_is_directory=True)
+    return cohort_dir
+
+
+def make_loo_folds(
+    real_ids: list[str],
+    phantom_ids: list[str],
+    phantom_train: int,
+    extra_ids: Sequence[str] = (),
+) -> list[dict[str, list[str]]]:
+    """Leave-one-patient-out splits: each real patient is the test patient once.
+
+    Args:
+        real_ids: Real patient ids (at least 2).
+        phantom_ids: Phantom ids, sorted; the first is the val patient, the next
+            ``phantom_train`` are added to training.
+        phantom_train: Phantom patients added to training.
+        extra_ids: Patients added to every fold's training, never tested (``train_extra``).
+
+    Returns:
+        One ``{"train", "val", "test"}`` dict per real patient, in the order of ``real_ids``.
+
+    Raises:
+        DataError: Fewer than 2 real patients, not enough phantom patients, or an extra
+            patient that is also a real or phantom one.
+    """
+    shared = sorted(set(extra_ids) & set(real_ids + phantom_ids))
+    if shared:
+        raise DataError(f"patients both tested or validated and added to training: {shared}")
+    if len(real_ids) < 2:
+        raise DataError(f"leave-one-out needs at least 2 real patients, got {real_ids}")
+    if len(phantom_ids) < 1 + phantom_train:
+        raise DataError(
+            f"need {1 + phantom_train} phantom patients (1 val + {phantom_train} train), "
+            f"got {len(phantom_ids)}"
+        )
+    val = [phantom_ids[0]]
+    extra = list(phantom_ids[1 : 1 + phantom_train]) + list(extra_ids)
+    return [
+        {
+            "train": sorted([r for r in real_ids if r != test] + extra),
+            "val": val,
+            "test": [test],
+        }
+        for test in real_ids
+    ]
+
+
+def evaluate_fold(model_path: Path, case_path: Path, postprocess: bool = True) -> tuple[dict, dict]:
+    """3D metrics of a model on one patient at native resolution.
+
+    Args:
+        model_path: ``.keras`` model with its sidecar.
+        case_path: Patient folder.
+        postprocess: Largest component + hole filling (``predict.postprocess_mask``).
+
+    Returns:
+        ``(metrics, metrics_without_postprocessing)`` dicts of ``evaluate.evaluate_masks``
+        plus ``predict_s``.
+    """
+    from liverseg_helpers import io
+    from liverseg_helpers.evaluation import evaluate
+    from liverseg_helpers.inference import predict
+
+    case = io.load_case(case_path)
+    result = predict.predict_case(model_path, case, postprocess=False)
+    raw_pred = result.pred  # thresholded only: postprocess=False
+    start = time.perf_counter()
+    pred = predict.mask_from_probs(result.probs, case.spacing_mm[0], postprocess=postprocess)
+    post_s = time.perf_counter() - start
+    truth = case.masks["liver"]
+    metrics = evaluate.evaluate_masks(pred, truth, case.spacing_mm)
+    metrics["predict_s"] = result.seconds + post_s
+    raw = evaluate.evaluate_masks(raw_pred, truth, case.spacing_mm)
+    return metrics, raw
+
+
+def real_repeat(variant: Variant, train_ids: list[str], real_ids: list[str]) -> dict[str, int]:
+    """``TrainConfig.case_repeat`` for a variant: its ``real_repeat`` for each real patient."""
+    if variant.real_repeat == 1:
+        return {}
+    real = set(real_ids)
+    return {cid: variant.real_repeat for cid in train_ids if cid in real}
+
+
+def fold_row(case_id: str, metrics: dict, raw: dict) -> dict:
+    """One test patient's table row: its metrics and the ``raw_*`` ones without post-processing."""
+    raw_kept = {f"raw_{k}": v for k, v in raw.items() if k in ("dice", "assd_mm", "hd95_mm")}
+    return {"case_id": case_id, **metrics, **raw_kept}
+
+
+def variant_train_config(
+    variant: Variant,
+    split: dict[str, list[str]],
+    cohort_dir: Path,
+    run_dir: Path,
+    profile: str,
+    seed: int,
+    cache_dir: Path,
+    overrides: dict | None = None,
+    case_repeat: dict[str, int] | None = None,
+):
+    """The ``train.TrainConfig`` of one variant's run: its loss, preprocessing and profile
+    changes, with ``overrides`` on top (tests shrink the model this way).
+
+    ``case_repeat`` is ``TrainConfig.case_repeat`` (see :func:`real_repeat`; None: none).
+    """
+    from liverseg_helpers.training import train
+
+    return train.TrainConfig(
+        data_dir=cohort_dir,
+        run_dir=run_dir,
+        profile=profile,
+        seed=seed,
+        loss=variant.loss,
+        overrides={**variant.overrides, **(overrides or {})},
+        cache_dir=cache_dir,
+        split=split,
+        preprocess=dict(variant.preprocess),
+        case_repeat=dict(case_repeat or {}),
+        batch_norm=variant.batch_norm,
+    )
+
+
+def run_fold(variant_name: str, cfg, checkpoint: str = "last") -> dict:
+    """Train one fold (or reuse a finished one of the same training) and evaluate it.
+
+    An interrupted fold of the same training continues from its last finished epoch.
+
+    Args:
+        variant_name: The recipe's name (for the row).
+        cfg: The fold's ``train.TrainConfig`` (:func:`variant_train_config`); its split has
+            one test patient.
+        checkpoint: ``"last"`` or ``"best"``: the model scored.
+
+    Returns:
+        Row dict: variant, test case_id, metrics, ``raw_*`` metrics without post-processing,
+        train_s (over all calls, see ``train.TrainResult.total_s``), epochs.
+
+    Raises:
+        DataError: The run's split.json puts the test patient in train or val, or a finished
+            run folder holds another seed's or recipe's training (:func:`check_same_training`).
+    """
+    from liverseg_helpers.training import train
+
+    run_dir, cohort_dir = Path(cfg.run_dir), Path(cfg.data_dir)
+    done = run_dir / "metrics.json"
+    if done.exists():
+        check_same_training(run_dir, cfg.seed, cfg.profile, cfg.overrides)
+        return json.loads(done.read_text())
+    cfg.resume = started_same_training(run_dir, cfg.seed, cfg.profile, cfg.overrides)
+    result = train.train(cfg)
+    test_id = cfg.split["test"][0]
+    used = read_split_without(run_dir / "split.json", test_id)
+    metrics, raw = evaluate_fold(run_dir / f"{checkpoint}.keras", cohort_dir / test_id)
+    row = {
+        "variant": variant_name,
+        **fold_row(test_id, metrics, raw),
+        "train_s": result.total_s,
+        "epochs": len(result.history.get("loss", [])),
+        "train_patients": used["train"],
+        "checkpoint": checkpoint,
+    }
+    write_json_atomic(row, done)
+    return row
+
+
+def slice_cache_dir(out_dir: Path, variant: Variant) -> Path:
+    """The slice cache of a variant's cohort (phantoms with other anatomy get their own)."""
+    return out_dir / f"slice_cache{variant.cohort_suffix}"
+
+
+class Cohort(NamedTuple):
+    """What :func:`prepare_cohort` built: one folder and the ids of each kind of patient."""
+
+    dir: Path
+    real_ids: list[str]
+    phantom_ids: list[str]
+    extra_ids: list[str]
+
+
+def extra_training_cases(
+    extra_dirs: Sequence[str | os.PathLike], real_paths: list[Path], out_dir: Path
+) -> list[Path]:
+    """The cases of ``extra_dirs`` that may join training: copies of a real patient left out.
+
+    LiTS and MSD Task03 hold the 3D-IRCADb scans under other names, so each extra case is
+    compared by content with each real (test) patient (:func:`leakcheck.find_copies`); the
+    copies are left out, printed and listed in ``out_dir/train_extra.json``.
+    """
+    from liverseg_helpers import io
+    from liverseg_helpers.research import leakcheck
+
+    candidates = [p for folder in extra_dirs for p in io.list_case_paths(folder)]
+    copies = leakcheck.find_copies(candidates, real_paths, out_dir / "scan_fingerprints.json")
+    for copy, original in copies.items():
+        print(f"left out of training: {copy} is a copy of {original} (a test patient)")
+    kept = [p for p in candidates if p not in copies]
+    record = {
+        "extra_dirs": [str(d) for d in extra_dirs],
+        "added": [str(p) for p in kept],
+        "left_out": {str(c): str(o) for c, o in copies.items()},
+    }
+    write_json_atomic(record, out_dir / "train_extra.json")
+    return kept
+
+
+def prepare_cohort(
+    data_dir: Path,
+    out_dir: Path,
+    profile_name: str,
+    variant: Variant,
+    extra_paths: Sequence[Path] = (),
+) -> Cohort:
+    """Phantom cohort + symlink cohort folder (+ extra training patients, already checked by
+    :func:`extra_training_cases`)."""
+    from liverseg_helpers import io
+    from liverseg_helpers.data import phantom
+
+    profile = config_mod.get_profile(profile_name)
+    real_paths = io.list_case_paths(data_dir)
+    extra_paths = list(extra_paths)
+    suffix = variant.cohort_suffix
+    phantom_dir = phantom.ensure_phantom_cohort(
+        out_dir / f"phantom{suffix}", profile, variant.anatomy
+    )
+    phantom_paths = io.list_case_paths(phantom_dir)
+    cohort_dir = make_cohort_dir(
+        real_paths + extra_paths, phantom_paths, out_dir / f"cohort{suffix}"
+    )
+    return Cohort(
+        cohort_dir,
+        [io.case_id_of(p) for p in real_paths],
+        sorted(p.name for p in phantom_paths),
+        [io.case_id_of(p) for p in extra_paths],
+    )
+
+
+def run_leave_one_out(
+    data_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    profile: str = "real",
+    seed: int = config_mod.DEFAULT_SEED,
+    variants: list[str] | None = None,
+    checkpoint: str = "last",
+    overrides: dict | None = None,
+    train_extra: Sequence[str | os.PathLike] = (),
+) -> CrossvalResult:
+    """Leave-one-patient-out training and 3D evaluation for each variant.
+
+    Finished folds (``metrics.json`` in their run folder) are reused, so an interrupted run
+    continues where it stopped.
+
+    Args:
+        data_dir: Cohort of real patients (e.g. ``../shared/data/3Dircadb1``).
+        out_dir: Output folder (outside the repo, or under the git-ignored ``runs/``).
+        profile: Profile name (``real``; ``smoke`` for tests).
+        seed: Seed of weights, augmentation and slice choice.
+        variants: Names from :data:`VARIANTS` (None = all, in ladder order).
+        checkpoint: ``"last"`` (fixed epochs, see the module docstring) or ``"best"``.
+        overrides: Profile changes for every variant (e.g. ``{"epochs": 1}`` in tests).
+        train_extra: Cohort folders (e.g. LiTS, MSD) whose patients join every fold's
+            training and are never tested; copies of a real patient's scan are left out.
+
+    Returns:
+        :class:`CrossvalResult`; the tables are also written to ``out_dir``.
+
+    Raises:
+        DataError: Unknown variant, fewer than 2 real patients, or a leaked split.
+    """
+    names = list(VARIANTS) if not variants else list(variants)
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        raise DataError(f"unknown variants {unknown}; choose from {list(VARIANTS)}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    from liverseg_helpers import io
+    from liverseg_helpers.evaluation import evaluate
+
+    # The copy check reads every extra scan: once per run, for all variants.
+    extra_paths = (
+        extra_training_cases(train_extra, io.list_case_paths(data_dir), out_dir)
+        if train_extra
+        else []
+    )
+    rows = []
+    for name in names:
+        variant = VARIANTS[name]
+        cohort_dir, real_ids, phantom_ids, extra_ids = prepare_cohort(
+            Path(data_dir), out_dir, profile, variant, extra_paths
+        )
+        folds = make_loo_folds(real_ids, phantom_ids, variant.phantom_train, extra_ids)
+        variant_rows = []
+        for split in folds:
+            run_dir = out_dir / name / f"fold_{split['test'][0]}"
+            cfg = variant_train_config(
+                variant,
+                split,
+                cohort_dir,
+                run_dir,
+                profile,
+                seed,
+                slice_cache_dir(out_dir, variant),
+                overrides,
+                real_repeat(variant, split["train"], real_ids),
+            )
+            row = run_fold(name, cfg, checkpoint)
+            print(
+                f"{name:<10} test {row['case_id']}: dice {row['dice']:.4f} "
+                f"assd {row['assd_mm']:.2f} mm, trained {row['train_s'] / 60:.1f} min",
+                flush=True,
+            )
+            variant_rows.append(row)
+        table = evaluate.evaluate_cohort(
+            [
+                {k: v for k, v in r.items() if k not in ("variant", "train_patients", "checkpoint")}
+                for r in variant_rows
+            ]
+        )
+        evaluate.save_metrics_csv(table, out_dir / name / "per_patient_metrics.csv")
+        rows.extend(variant_rows)
+    per_fold = pd.DataFrame(rows)
+    all_rows = pd.DataFrame(read_finished_rows(out_dir))
+    ablation = summarise_ablation(all_rows if len(all_rows) else per_fold, VARIANTS)
+    with atomic_file(out_dir / "ablation.csv") as tmp:
+        ablation.to_csv(tmp, float_format="%.4g")
+    write_text_atomic(out_dir / "ablation.md", format_markdown(ablation))
+    return CrossvalResult(per_fold=per_fold, ablation=ablation, out_dir=out_dir)
+
+
+def run_crossval_cli(args: argparse.Namespace) -> int:
+    """``liverseg crossval``: LOPO cross-validation (or ``--reference``: the shipped model)."""
+    profile = args.profile or "real"
+    if args.train_extra and (args.reference or args.ensemble_of):
+        raise DataError(
+            "--train-extra adds patients to leave-one-out training; it does not apply to "
+            "--reference or --ensemble-of"
+        )
+    if args.ensemble_of:
+        from liverseg_helpers.research import ensemble
+
+        return ensemble.run_ensemble_cli(args)
+    if args.reference and len(args.reference) > 1:
+        raise DataError("--reference trains one variant; several need --ensemble-of")
+    if args.export and not args.reference:
+        raise DataError(
+            "--export saves a model trained with --reference (or --ensemble-of); add --reference V"
+        )
+    if not (args.variant or args.reference):
+        raise DataError(
+            f"name the recipes: --variant V (repeatable), or --variant all for all {len(VARIANTS)} "
+            "(the whole ablation ladder: days on a 2-core CPU), or --reference V"
+        )
+    if args.variant == ["all"]:
+        args.variant = list(VARIANTS)
+    if args.int8 and len(args.seed) == 1 and not args.export:
+        raise DataError(
+            "--int8 stores the weights of an exported or averaged model: add --export, several "
+            "--seed, or --ensemble-of"
+        )
+    if len(args.seed) > 1:
+        from liverseg_helpers.research import multiseed
+
+        return multiseed.run_multiseed_cli(args)
+    seed = args.seed[0]
+    if args.reference:
+        from liverseg_helpers.research.reference import export_model, train_reference
+
+        result = train_reference(args.data, args.out, args.reference[0], profile, seed)
+        print(f"reference model: {result.run_dir / 'last.keras'} ({result.describe_time()})")
+        if args.export:
+            dest = export_model(result.run_dir / "last.keras", args.export, args.int8)
+            print(f"exported to {dest}")
+        return 0
+    result = run_leave_one_out(
+        args.data,
+        args.out,
+        profile,
+        seed,
+        args.variant,
+        args.checkpoint,
+        train_extra=args.train_extra or (),
+    )
+    print(format_markdown(result.ablation))
+    print(f"tables: {result.out_dir / 'ablation.csv'}, {result.out_dir / 'ablation.md'}")
+    return 0
+
+
+__all__ = [
+    "VARIANTS",
+    "Variant",
+    "CrossvalResult",
+    "Cohort",
+    "make_cohort_dir",
+    "extra_training_cases",
+    "make_loo_folds",
+    "slice_cache_dir",
+    "evaluate_fold",
+    "variant_train_config",
+    "run_fold",
+    "summarise_ablation",
+    "format_markdown",
+    "run_leave_one_out",
+    "run_crossval_cli",
+]
