@@ -20,10 +20,10 @@ HANDLERS = {
     "data-verify": "liverseg_helpers.data.manifest:run_verify_cli",
     "data-fetch": "liverseg_helpers.data.manifest:run_fetch_cli",
     "train": "liverseg_helpers.training.train:run_train_cli",
-    "predict": "liverseg_helpers.inference.predict:run_predict_cli",
+    "predict": "liverseg_helpers.inference.pipeline:run_predict_cli",
     "evaluate": "liverseg_helpers.evaluation.evaluate:run_evaluate_cli",
     "course": "liverseg_helpers.course:run_course_cli",
-    "crossval": "liverseg_helpers.research.crossval:run_crossval_cli",
+    "crossval": "liverseg_helpers.research.commands:run_crossval_cli",
 }
 
 

@@ -129,7 +129,7 @@ def choose_model(model_path: str = "", run_dir: str | os.PathLike = "") -> Path:
     """
     if model_path:
         return require_artefact(model_path, "04_training.ipynb")
-    from liverseg_helpers.io.mask_output import REFERENCE_MODEL
+    from liverseg_helpers.inference.pipeline import REFERENCE_MODEL
 
     trained = Path(run_dir) / "best.keras"
     for candidate in (trained, REFERENCE_MODEL):

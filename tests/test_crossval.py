@@ -13,10 +13,11 @@ keras = pytest.importorskip("keras")
 
 from liverseg_helpers.data import phantom  # noqa: E402
 from liverseg_helpers.errors import DataError  # noqa: E402
-from liverseg_helpers.io.mask_output import REFERENCE_CORONAL_MODEL as CORONAL_MODEL  # noqa: E402
-from liverseg_helpers.io.mask_output import REFERENCE_MODEL  # noqa: E402
+from liverseg_helpers.inference import pipeline  # noqa: E402
 from liverseg_helpers.research import crossval  # noqa: E402
 from liverseg_helpers.training import train  # noqa: E402
+
+REFERENCE_MODEL, CORONAL_MODEL = pipeline.REFERENCE_MODEL, pipeline.REFERENCE_CORONAL_MODEL
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 TINY = {"epochs": 1, "image_size": 32, "base_filters": 4, "depth": 2, "batch_size": 8}
@@ -350,9 +351,8 @@ def test_shipped_axial_and_coronal_pair_regression_on_patient_7():
     from liverseg_helpers import io
     from liverseg_helpers.evaluation import evaluate
     from liverseg_helpers.inference import predict
-    from liverseg_helpers.io import mask_output
 
-    paths = mask_output.resolve_model_paths(None)
+    paths = pipeline.resolve_model_paths(None)
     assert paths == [REFERENCE_MODEL, CORONAL_MODEL]
     case = io.load_case(SHARED_DATA / "3Dircadb1" / "3Dircadb1.7")
     truth = case.masks["liver"]
@@ -376,9 +376,8 @@ CORONAL_MIN_DICE_P7 = 0.90
 def test_shipped_pair_on_a_3_slice_ct_uses_the_axial_network_alone():
     from liverseg_helpers import io
     from liverseg_helpers.inference import predict
-    from liverseg_helpers.io import mask_output
 
     case = io.load_case(SHARED_DATA / "dcmqi-ct-3slice" / "ct-3slice")
     with pytest.warns(UserWarning, match="3 mm from feet to head.*coronal"):
-        pair = predict.predict_case(mask_output.resolve_model_paths(None), case)
+        pair = predict.predict_case(pipeline.resolve_model_paths(None), case)
     np.testing.assert_array_equal(pair.probs, predict.predict_case(REFERENCE_MODEL, case).probs)

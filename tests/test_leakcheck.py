@@ -118,6 +118,7 @@ def test_a_3dircadb_patient_saved_as_lits_is_found(tmp_path):
 
 def test_the_command_takes_train_extra_for_leave_one_out_only(tmp_path):
     from liverseg_helpers import cli
+    from liverseg_helpers.research import commands
 
     args = cli.build_parser().parse_args(
         ["crossval", "--data", "d", "--out", "o", "--train-extra", "a", "--train-extra", "b"]
@@ -125,4 +126,4 @@ def test_the_command_takes_train_extra_for_leave_one_out_only(tmp_path):
     assert args.train_extra == ["a", "b"]
     args.reference = ["aligned_wide"]
     with pytest.raises(DataError, match="--train-extra"):
-        crossval.run_crossval_cli(args)
+        commands.run_crossval_cli(args)

@@ -1,4 +1,4 @@
-"""Prediction of whole CTs (predict.py) and writing the masks (mask_output.py)."""
+"""Prediction of whole CTs (predict.py), writing the masks (io/mask_output.py), the pipeline."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from liverseg_helpers.errors import (  # noqa: E402
     ModelFileError,
     OutputExistsError,
 )
-from liverseg_helpers.inference import predict  # noqa: E402
+from liverseg_helpers.inference import pipeline, predict  # noqa: E402
 from liverseg_helpers.io import mask_output  # noqa: E402
 from liverseg_helpers.io.case import Case  # noqa: E402
 from liverseg_helpers.preparation.preprocess import PreprocessSettings  # noqa: E402
@@ -245,18 +245,18 @@ def test_cli_nifti_png_and_dicom_seg(tmp_path, toy_case, tiny_model_file, capsys
     patient = write_toy_patient(toy_case, tmp_path / "patient")
 
     out = tmp_path / "pred.nii.gz"
-    assert predict.run_predict_cli(cli_args(patient, out, tiny_model_file)) == 0
+    assert pipeline.run_predict_cli(cli_args(patient, out, tiny_model_file)) == 0
     printed = capsys.readouterr().out
     assert "mL" in printed and " s" in printed
     image = sitk.ReadImage(str(out))
     assert sitk.GetArrayFromImage(image).shape == toy_case.shape
     assert image.GetSpacing() == pytest.approx((0.8, 0.8, 2.0))
     with pytest.raises(OutputExistsError):
-        predict.run_predict_cli(cli_args(patient, out, tiny_model_file))
-    assert predict.run_predict_cli(cli_args(patient, out, tiny_model_file, overwrite=True)) == 0
+        pipeline.run_predict_cli(cli_args(patient, out, tiny_model_file))
+    assert pipeline.run_predict_cli(cli_args(patient, out, tiny_model_file, overwrite=True)) == 0
 
     png = tmp_path / "png_out"
-    assert predict.run_predict_cli(cli_args(patient, str(png) + "/", tiny_model_file)) == 0
+    assert pipeline.run_predict_cli(cli_args(patient, str(png) + "/", tiny_model_file)) == 0
     assert len(list(png.glob("image_*.png"))) == toy_case.shape[0]
 
     hd = pytest.importorskip("highdicom")
@@ -279,18 +279,33 @@ def test_cli_nifti_png_and_dicom_seg(tmp_path, toy_case, tiny_model_file, capsys
     assert np.array_equal(pixels[..., 0] > 0, mask)
 
 
+def test_segment_ct_is_the_road_of_the_command(tmp_path, toy_case, tiny_model_file):
+    io = pytest.importorskip("liverseg_helpers.io")
+    patient = write_toy_patient(toy_case, tmp_path / "patient")
+    lines = []
+    out = tmp_path / "pred.nii.gz"
+    result = pipeline.segment_ct(patient, out, [str(tiny_model_file)], log=lines.append)
+    direct = predict.predict_case([tiny_model_file], io.load_case(patient))
+    assert result.written == out and out.exists()
+    np.testing.assert_array_equal(result.labels, direct.pred)
+    assert result.report == [f"liver volume: {direct.liver_volume_ml:.1f} mL"]
+    assert lines[0] == f"model: {tiny_model_file}" and lines[1].startswith("read ")
+    with pytest.raises(DataError, match="0/1/2 label map"):  # before any model is loaded
+        pipeline.segment_ct(patient, tmp_path / "png/", [str(tiny_model_file)], tumours=True)
+
+
 def test_default_models_are_the_shipped_axial_and_coronal_pair(tmp_path, monkeypatch):
     axial, coronal = tmp_path / "liver_unet.keras", tmp_path / "liver_unet_coronal.keras"
-    monkeypatch.setattr(mask_output, "REFERENCE_MODEL", axial)
-    monkeypatch.setattr(mask_output, "REFERENCE_CORONAL_MODEL", coronal)
+    monkeypatch.setattr(pipeline, "REFERENCE_MODEL", axial)
+    monkeypatch.setattr(pipeline, "REFERENCE_CORONAL_MODEL", coronal)
     coronal.write_bytes(b"")
     with pytest.raises(ModelFileError, match="no reference model"):  # never coronal alone
-        mask_output.resolve_model_paths(None)
+        pipeline.resolve_model_paths(None)
     axial.write_bytes(b"")
-    assert mask_output.resolve_model_paths(None) == [axial, coronal]
-    assert mask_output.resolve_model_paths(["mine.keras"]) == [Path("mine.keras")]
+    assert pipeline.resolve_model_paths(None) == [axial, coronal]
+    assert pipeline.resolve_model_paths(["mine.keras"]) == [Path("mine.keras")]
     coronal.unlink()
-    assert mask_output.resolve_model_paths(None) == [axial]
+    assert pipeline.resolve_model_paths(None) == [axial]
 
 
 def test_cli_errors(tmp_path, toy_case, tiny_model_file, monkeypatch):
@@ -299,10 +314,10 @@ def test_cli_errors(tmp_path, toy_case, tiny_model_file, monkeypatch):
     monkeypatch.setattr(tumour, "REFERENCE_TUMOUR_MODEL", tmp_path / "none.keras")
     with pytest.raises(ModelFileError, match="--task tumour"):
         args = cli_args(tmp_path, tmp_path / "x.nii.gz", tiny_model_file, tumours=True)
-        predict.run_predict_cli(args)
-    monkeypatch.setattr(mask_output, "REFERENCE_MODEL", tmp_path / "none.keras")
+        pipeline.run_predict_cli(args)
+    monkeypatch.setattr(pipeline, "REFERENCE_MODEL", tmp_path / "none.keras")
     with pytest.raises(ModelFileError, match="liverseg train"):
-        predict.run_predict_cli(cli_args(tmp_path, tmp_path / "x.nii.gz", None))
+        pipeline.run_predict_cli(cli_args(tmp_path, tmp_path / "x.nii.gz", None))
     nifti_case = Case("n", toy_case.volume, toy_case.spacing_mm, source=str(tmp_path / "ct.nii"))
     with pytest.raises(DataError, match="DICOM input"):
         mask_output.write_dicom_seg(toy_case.masks["liver"], nifti_case, tmp_path / "s.dcm")

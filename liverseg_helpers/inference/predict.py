@@ -12,8 +12,9 @@ The steps of :func:`predict_case`, each its own function so notebook 05 can show
    organ; false positives in the spleen or heart are separate blobs) and fill holes slice by
    slice (vessels and tumours inside the liver belong to it).
 
-Writing the result (NIfTI, PNG folder, DICOM-SEG) and the ``liverseg predict`` command live in
-:mod:`liverseg_helpers.io.mask_output`.
+Writing the result (NIfTI, PNG folder, DICOM-SEG) lives with the other writers in
+:mod:`liverseg_helpers.io.mask_output`; the ``liverseg predict`` command is the one road of
+:mod:`liverseg_helpers.inference.pipeline`.
 """
 
 from __future__ import annotations
@@ -563,10 +564,3 @@ def predict_case(
         liver_volume_ml=float(np.count_nonzero(pred)) * case.voxel_volume_ml,
         stage_seconds=stage_seconds,
     )
-
-
-def run_predict_cli(args) -> int:
-    """``liverseg predict``: see :func:`liverseg_helpers.io.mask_output.run_predict_cli`."""
-    from liverseg_helpers.io import mask_output
-
-    return mask_output.run_predict_cli(args)

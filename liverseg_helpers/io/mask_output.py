@@ -1,4 +1,4 @@
-"""Write a predicted mask (NIfTI, PNG folder, DICOM-SEG) and the ``liverseg predict`` command.
+"""Write a predicted mask (NIfTI, PNG folder, DICOM-SEG) in the format its output path asks for.
 
 Output formats, chosen by the output path:
 
@@ -15,10 +15,7 @@ renames it.
 
 from __future__ import annotations
 
-import argparse
 import os
-import sys
-import time
 import warnings
 import zipfile
 from io import BytesIO
@@ -27,13 +24,9 @@ from pathlib import Path
 import numpy as np
 
 from liverseg_helpers.atomic import atomic_file, atomic_folder, check_output_path
-from liverseg_helpers.errors import DataError, ModelFileError
+from liverseg_helpers.errors import DataError
 from liverseg_helpers.io.case import Case
-
-# The reference models shipped with the course (models/liver_unet.md): the axial network,
-# and a coronal one whose probabilities `liverseg predict` averages with it by default.
-REFERENCE_MODEL = Path(__file__).resolve().parents[2] / "models" / "liver_unet.keras"
-REFERENCE_CORONAL_MODEL = REFERENCE_MODEL.with_name("liver_unet_coronal.keras")
+from liverseg_helpers.io.nifti import write_mask_nifti
 
 
 def output_kind(path: str | os.PathLike) -> str:
@@ -228,81 +221,6 @@ def write_prediction(
         return write_png_folder(mask, path, overwrite)
     if kind == "dicom_seg":
         return write_dicom_seg(mask, case, path, overwrite)
-    from liverseg_helpers import io
-
     check_output_path(path, overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
-    return Path(io.write_mask_nifti(np.asarray(mask, dtype=np.uint8), case, path, overwrite))
-
-
-def resolve_model_paths(models: list[str] | None) -> list[Path]:
-    """The ``--model`` paths (one or several to average), or the shipped reference models:
-    the axial one, with the coronal one when it is there (a multi-view ensemble).
-
-    Raises:
-        ModelFileError: No model given and no reference model shipped.
-    """
-    if models:
-        return [Path(model) for model in models]
-    if REFERENCE_MODEL.exists():
-        return [path for path in (REFERENCE_MODEL, REFERENCE_CORONAL_MODEL) if path.exists()]
-    raise ModelFileError(
-        f"no model given and no reference model at {REFERENCE_MODEL}: train one with "
-        "`liverseg train` and pass --model runs/<profile>/best.keras"
-    )
-
-
-def load_input_case(path: str | os.PathLike):
-    """Read the CT to segment (any format ``io.load_case`` reads) and say what was read."""
-    from liverseg_helpers import io
-
-    case = io.load_case(path)
-    print(f"read {case.case_id}: {case.shape} voxels, spacing {case.spacing_mm} mm", flush=True)
-    return case
-
-
-def run_predict_cli(args: argparse.Namespace) -> int:
-    """``liverseg predict INPUT -o OUT``: segment the liver of a CT and write the mask.
-
-    Args:
-        args: Parsed arguments: ``input``, ``model``, ``out``, ``threshold``,
-            ``no_postprocess``, ``smooth_z_mm``, ``tumours``, ``tumour_model``, ``overwrite``.
-
-    Returns:
-        Exit code 0.
-
-    With ``--tumours`` (or ``--tumour-model``) the cascade of
-    :func:`liverseg_helpers.tumours.tumour.run_tumour_predict_cli` writes a 0/1/2 label map
-    instead.
-
-    Raises:
-        OutputExistsError, ModelFileError, DataError: see the writers and loaders.
-    """
-    from liverseg_helpers.inference import predict
-
-    if args.tumours or args.tumour_model:  # the cascade: liver, then lesions inside it
-        from liverseg_helpers.tumours import tumour
-
-        return tumour.run_tumour_predict_cli(args)
-    out = Path(args.out)
-    output_kind(args.out)  # fail on an unknown output type before any work
-    check_output_path(out, args.overwrite)
-    model_paths = resolve_model_paths(args.model)
-    names = ", ".join(str(path) for path in model_paths)
-    label = "models (probabilities averaged)" if len(model_paths) > 1 else "model"
-    print(f"{label}: {names}")
-    start = time.perf_counter()
-    case = load_input_case(args.input)
-    result = predict.predict_case(
-        model_paths,
-        case,
-        threshold=args.threshold,
-        postprocess=not args.no_postprocess,
-        smooth_z_mm=args.smooth_z_mm,
-        progress=sys.stderr.isatty(),
-    )
-    written = write_prediction(result.pred, case, args.out, args.overwrite)
-    seconds = time.perf_counter() - start
-    print(f"liver volume: {result.liver_volume_ml:.1f} mL")
-    print(f"wrote {written} in {seconds:.1f} s (model and post-processing {result.seconds:.1f} s)")
-    return 0
+    return Path(write_mask_nifti(np.asarray(mask, dtype=np.uint8), case, path, overwrite))

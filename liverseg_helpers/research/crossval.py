@@ -33,12 +33,11 @@ Files written under ``out_dir``::
     ablation.csv, ablation.md   one row per variant: per-fold Dice and ASSD, training time
 
 Command: ``liverseg crossval --data DIR --out DIR [--profile real] [--variant NAME ...]
-[--train-extra DIR ...]``.
+[--train-extra DIR ...]``; :mod:`liverseg_helpers.research.commands` sorts out its options.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import time
@@ -434,64 +433,6 @@ def run_leave_one_out(
     return CrossvalResult(per_fold=per_fold, ablation=ablation, out_dir=out_dir)
 
 
-def run_crossval_cli(args: argparse.Namespace) -> int:
-    """``liverseg crossval``: LOPO cross-validation (or ``--reference``: the shipped model)."""
-    profile = args.profile or "real"
-    if args.train_extra and (args.reference or args.ensemble_of):
-        raise DataError(
-            "--train-extra adds patients to leave-one-out training; it does not apply to "
-            "--reference or --ensemble-of"
-        )
-    if args.ensemble_of:
-        from liverseg_helpers.research import ensemble
-
-        return ensemble.run_ensemble_cli(args)
-    if args.reference and len(args.reference) > 1:
-        raise DataError("--reference trains one variant; several need --ensemble-of")
-    if args.export and not args.reference:
-        raise DataError(
-            "--export saves a model trained with --reference (or --ensemble-of); add --reference V"
-        )
-    if not (args.variant or args.reference):
-        raise DataError(
-            f"name the recipes: --variant V (repeatable), or --variant all for all {len(VARIANTS)} "
-            "(the whole ablation ladder: days on a 2-core CPU), or --reference V"
-        )
-    if args.variant == ["all"]:
-        args.variant = list(VARIANTS)
-    if args.int8 and len(args.seed) == 1 and not args.export:
-        raise DataError(
-            "--int8 stores the weights of an exported or averaged model: add --export, several "
-            "--seed, or --ensemble-of"
-        )
-    if len(args.seed) > 1:
-        from liverseg_helpers.research import multiseed
-
-        return multiseed.run_multiseed_cli(args)
-    seed = args.seed[0]
-    if args.reference:
-        from liverseg_helpers.research.reference import export_model, train_reference
-
-        result = train_reference(args.data, args.out, args.reference[0], profile, seed)
-        print(f"reference model: {result.run_dir / 'last.keras'} ({result.describe_time()})")
-        if args.export:
-            dest = export_model(result.run_dir / "last.keras", args.export, args.int8)
-            print(f"exported to {dest}")
-        return 0
-    result = run_leave_one_out(
-        args.data,
-        args.out,
-        profile,
-        seed,
-        args.variant,
-        args.checkpoint,
-        train_extra=args.train_extra or (),
-    )
-    print(format_markdown(result.ablation))
-    print(f"tables: {result.out_dir / 'ablation.csv'}, {result.out_dir / 'ablation.md'}")
-    return 0
-
-
 __all__ = [
     "VARIANTS",
     "Variant",
@@ -507,5 +448,4 @@ __all__ = [
     "summarise_ablation",
     "format_markdown",
     "run_leave_one_out",
-    "run_crossval_cli",
 ]

@@ -17,16 +17,14 @@ The label map follows LiTS: 0 background, 1 liver, 2 tumour (the liver's volume 
 ``labels >= 1``, tumours included, as in 3D-IRCADb's liver masks).
 
 :func:`lesion_table` lists lesions (connected components, cc3d) with their volume and
-centroid; :func:`tumour_burden` is tumour volume / liver volume. The ``liverseg predict
---tumours`` command is :func:`run_tumour_predict_cli`. TensorFlow is imported only when a
-model is loaded.
+centroid; :func:`tumour_burden` is tumour volume / liver volume. ``liverseg predict --tumours``
+runs the cascade as a step of :func:`liverseg_helpers.inference.pipeline.segment_ct`, which
+prints :func:`format_report`. TensorFlow is imported only when a model is loaded.
 """
 
 from __future__ import annotations
 
 import os
-import sys
-import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -319,38 +317,3 @@ def format_report(labels: np.ndarray, case: Case) -> list[str]:
     lines.append(f"tumour volume: {tumour_ml:.2f} mL")
     lines.append(f"tumour burden: {100 * tumour_burden(labels):.2f} % of the liver")
     return lines
-
-
-def run_tumour_predict_cli(args: Any) -> int:
-    """``liverseg predict INPUT --tumours -o OUT.nii.gz``: a 0/1/2 label map and its lesions.
-
-    Args:
-        args: Parsed ``liverseg predict`` arguments (``input``, ``model``, ``tumour_model``,
-            ``out``, ``threshold``, ``overwrite``).
-
-    Returns:
-        Exit code 0.
-
-    Raises:
-        DataError: Output not NIfTI (a 0/1/2 label map needs a format with labels).
-        OutputExistsError, ModelFileError: see the writers and loaders.
-    """
-    from liverseg_helpers.io import mask_output
-
-    out = Path(args.out)
-    if mask_output.output_kind(args.out) != "nifti":
-        raise DataError(f"{out}: --tumours writes a 0/1/2 label map; use a .nii.gz output")
-    mask_output.check_output_path(out, args.overwrite)
-    liver_paths = mask_output.resolve_model_paths(args.model)
-    tumour_path = resolve_tumour_model_path(args.tumour_model)
-    start = time.perf_counter()
-    case = mask_output.load_input_case(args.input)
-    liver = predict.predict_case(liver_paths, case, progress=sys.stderr.isatty()).pred
-    labels = predict_tumours(None, tumour_path, case, threshold=args.threshold, liver_mask=liver)
-    written = mask_output.write_prediction(labels, case, out, args.overwrite)
-    for line in format_report(labels, case):
-        print(line)
-    print(
-        f"wrote {written} (0 background, 1 liver, 2 tumour) in {time.perf_counter() - start:.1f} s"
-    )
-    return 0

@@ -1,0 +1,196 @@
+"""The one road of ``liverseg predict``: load the CT, liver stage, optional tumour stage, write.
+
+:func:`segment_ct` runs the steps in order, each a function of its own chapter:
+
+1. check the output path and find the models (the shipped reference models by default), so a
+   wrong output or a missing model fails before any work;
+2. load the case: ``io.load_case`` reads any format the course reads;
+3. liver stage: ``predict.predict_case`` with one model or several (their probabilities
+   averaged on the CT's grid), post-processed by ``predict.postprocess_mask``;
+4. optional tumour stage: ``tumour.predict_tumours`` inside the predicted liver (the cascade),
+   which drops specks and returns a 0/1/2 label map;
+5. write: ``io.write_prediction`` in the format the output path asks for.
+
+:func:`run_predict_cli` only turns the parsed arguments into one :func:`segment_ct` call and
+prints its report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from liverseg_helpers.atomic import check_output_path
+from liverseg_helpers.errors import DataError, ModelFileError
+from liverseg_helpers.inference import predict
+from liverseg_helpers.io.case import Case
+from liverseg_helpers.io.cohort import load_case
+from liverseg_helpers.io.mask_output import output_kind, write_prediction
+from liverseg_helpers.tumours import tumour
+
+# The reference models shipped with the course (models/liver_unet.md): the axial network,
+# and a coronal one whose probabilities `liverseg predict` averages with it by default.
+REFERENCE_MODEL = Path(__file__).resolve().parents[2] / "models" / "liver_unet.keras"
+REFERENCE_CORONAL_MODEL = REFERENCE_MODEL.with_name("liver_unet_coronal.keras")
+
+
+@dataclass
+class PipelineResult:
+    """What :func:`segment_ct` made of one CT.
+
+    Attributes:
+        case: The CT that was read.
+        labels: The mask written: bool ``[z, y, x]`` (liver), or with the tumour stage uint8
+            ``[z, y, x]`` with 0 background, 1 liver, 2 tumour.
+        liver: The liver stage's :class:`predict.PredictionResult` (probabilities, mask, time).
+        written: The output path.
+        seconds: Wall time from reading the CT to the written output.
+        report: Lines that describe the result (volumes; lesions with the tumour stage).
+    """
+
+    case: Case
+    labels: np.ndarray
+    liver: predict.PredictionResult
+    written: Path
+    seconds: float
+    report: list[str] = field(default_factory=list)
+
+
+def resolve_model_paths(models: list[str] | None) -> list[Path]:
+    """The ``--model`` paths (one or several to average), or the shipped reference models:
+    the axial one, with the coronal one when it is there (a multi-view ensemble).
+
+    Raises:
+        ModelFileError: No model given and no reference model shipped.
+    """
+    if models:
+        return [Path(model) for model in models]
+    if REFERENCE_MODEL.exists():
+        return [path for path in (REFERENCE_MODEL, REFERENCE_CORONAL_MODEL) if path.exists()]
+    raise ModelFileError(
+        f"no model given and no reference model at {REFERENCE_MODEL}: train one with "
+        "`liverseg train` and pass --model runs/<profile>/best.keras"
+    )
+
+
+def segment_ct(
+    input_path: str | os.PathLike,
+    out: str | os.PathLike,
+    models: list[str] | None = None,
+    tumour_model: str | None = None,
+    tumours: bool = False,
+    threshold: float = 0.5,
+    postprocess: bool = True,
+    smooth_z_mm: float = 0.0,
+    overwrite: bool = False,
+    progress: bool = False,
+    log: Callable[[str], object] | None = None,
+) -> PipelineResult:
+    """Segment the liver (and with ``tumours`` its tumours) of one CT and write the mask.
+
+    Args:
+        input_path: DICOM series (folder or zip), 3D-IRCADb patient, NIfTI file, PNG folder.
+        out: Output ``.nii.gz``, PNG folder (``/`` at the end) or ``.dcm`` (DICOM-SEG); a
+            0/1/2 label map (``tumours``) needs ``.nii.gz``.
+        models: Liver ``.keras`` files (several: probabilities averaged); None: the shipped
+            reference models (:func:`resolve_model_paths`).
+        tumour_model: Stage-two ``.keras`` file; None: the shipped tumour model.
+        tumours: Run the tumour stage after the liver stage.
+        threshold: Probability threshold of the last stage: the liver's alone, the tumours'
+            with ``tumours`` (the liver stage of the cascade then keeps 0.5).
+        postprocess: Liver alone: largest component and filled holes (``predict_case``).
+        smooth_z_mm: Liver alone: blur the probabilities along z first, in mm.
+        overwrite: Replace an existing output.
+        progress: Show a progress bar over slice batches.
+        log: Called with a line when the models are chosen and when the CT is read (e.g.
+            ``print``, for a command that runs for minutes); None: silent.
+
+    Returns:
+        :class:`PipelineResult`.
+
+    Raises:
+        DataError: Unknown output type, a label map to a format without labels, a broken CT.
+        OutputExistsError: The output exists and ``overwrite`` is False.
+        ModelFileError: A model that is missing, cannot be loaded, or does not fit.
+    """
+    say = log or (lambda line: None)
+    kind = output_kind(out)  # fail on an unknown output type before any work
+    if tumours and kind != "nifti":
+        raise DataError(f"{out}: --tumours writes a 0/1/2 label map; use a .nii.gz output")
+    check_output_path(Path(out), overwrite)
+    liver_paths = resolve_model_paths(models)
+    tumour_path = tumour.resolve_tumour_model_path(tumour_model) if tumours else None
+    label = "models (probabilities averaged)" if len(liver_paths) > 1 else "model"
+    say(f"{label}: {', '.join(str(path) for path in liver_paths)}")
+    if tumour_path is not None:
+        say(f"tumour model: {tumour_path}")
+    start = time.perf_counter()
+    case = load_case(input_path)
+    say(f"read {case.case_id}: {case.shape} voxels, spacing {case.spacing_mm} mm")
+    if tumour_path is None:
+        liver = predict.predict_case(
+            liver_paths,
+            case,
+            threshold=threshold,
+            postprocess=postprocess,
+            smooth_z_mm=smooth_z_mm,
+            progress=progress,
+        )
+        labels = liver.pred
+        report = [f"liver volume: {liver.liver_volume_ml:.1f} mL"]
+    else:
+        liver = predict.predict_case(liver_paths, case, progress=progress)
+        labels = tumour.predict_tumours(
+            None, tumour_path, case, threshold=threshold, liver_mask=liver.pred
+        )
+        report = tumour.format_report(labels, case)
+    written = write_prediction(labels, case, out, overwrite)
+    return PipelineResult(case, labels, liver, written, time.perf_counter() - start, report)
+
+
+def run_predict_cli(args: argparse.Namespace) -> int:
+    """``liverseg predict INPUT -o OUT``: one :func:`segment_ct` call, then its report.
+
+    Args:
+        args: Parsed arguments: ``input``, ``model``, ``out``, ``threshold``,
+            ``no_postprocess``, ``smooth_z_mm``, ``tumours``, ``tumour_model``, ``overwrite``
+            (``--tumour-model`` alone also turns the tumour stage on).
+
+    Returns:
+        Exit code 0.
+
+    Raises:
+        OutputExistsError, ModelFileError, DataError: see :func:`segment_ct`.
+    """
+    tumours = bool(args.tumours or args.tumour_model)
+    result = segment_ct(
+        args.input,
+        args.out,
+        models=args.model,
+        tumour_model=args.tumour_model,
+        tumours=tumours,
+        threshold=args.threshold,
+        postprocess=not args.no_postprocess,
+        smooth_z_mm=args.smooth_z_mm,
+        overwrite=args.overwrite,
+        progress=sys.stderr.isatty(),
+        log=lambda line: print(line, flush=True),
+    )
+    for line in result.report:
+        print(line)
+    if tumours:
+        what = "(0 background, 1 liver, 2 tumour) "
+        print(f"wrote {result.written} {what}in {result.seconds:.1f} s")
+    else:
+        print(
+            f"wrote {result.written} in {result.seconds:.1f} s "
+            f"(model and post-processing {result.liver.seconds:.1f} s)"
+        )
+    return 0
