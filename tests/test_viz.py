@@ -71,6 +71,64 @@ def test_three_views_have_true_proportions(toy):
     assert sagittal.get_aspect() == 1.0
 
 
+def letters(ax) -> dict[str, str]:
+    """The orientation letters on ``ax``, by the edge they sit on."""
+    found = {}
+    for text in ax.texts:
+        x, y = text.get_position()
+        edge = {
+            (0.02, 0.5): "left",
+            (0.98, 0.5): "right",
+            (0.5, 0.98): "top",
+            (0.5, 0.02): "bottom",
+        }
+        found[edge[(x, y)]] = text.get_text()
+    return found
+
+
+def rendered_grey(fig, ax, x_frac: float, y_frac: float) -> float:
+    """Mean grey level (0..255) of a 5x5 pixel patch at an axes-fraction point, as drawn."""
+    fig.canvas.draw()
+    pixels = np.asarray(fig.canvas.buffer_rgba())[..., :3].mean(axis=-1)
+    col, row_from_bottom = ax.transAxes.transform((x_frac, y_frac))
+    row = pixels.shape[0] - int(row_from_bottom)
+    return float(pixels[row - 2 : row + 3, int(col) - 2 : int(col) + 3].mean())
+
+
+def test_ct_views_show_the_patient_sides_they_name():
+    """A bright block in the patient's right, front and head end lands where the letters say.
+
+    The readers' layout: column 0 is the patient's right, row 0 the front, the last slice the
+    head end. Whatever the view, the block must be drawn in the top-left quadrant, and that
+    quadrant's edges must be labelled with the block's sides.
+    """
+    zz, yy, xx = np.indices((16, 32, 32))
+    volume = np.where((xx <= 16) & (yy <= 16) & (zz >= 8), 1000, -1000).astype(np.int16)
+    fig = viz.plot_three_views(volume, (2.0, 1.0, 1.0), center=(8, 16, 16))
+    expected = {"axial": ("R", "A"), "coronal": ("R", "S"), "sagittal": ("A", "S")}
+    for ax, (view, (left, top)) in zip(fig.axes[:3], expected.items(), strict=True):
+        assert ax.get_title().startswith(view)
+        assert (letters(ax)["left"], letters(ax)["top"]) == (left, top), view
+        assert rendered_grey(fig, ax, 0.25, 0.75) > 200, view  # bright block top left
+        assert rendered_grey(fig, ax, 0.75, 0.25) < 50, view  # dark bottom right
+    colorbars = [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]
+    assert len(colorbars) == 3
+
+
+def test_overlay_has_hu_colourbar_at_the_window(toy):
+    volume, truth, _ = toy
+    fig = viz.plot_overlay(volume, truth, window=(40.0, 300.0))
+    colorbar = next(ax for ax in fig.axes if ax.get_label() == "<colorbar>")
+    assert colorbar.get_ylabel() == "HU"
+    assert fig.axes[0].images[0].get_clim() == (-110.0, 190.0)
+    assert letters(fig.axes[0]) == {"left": "R", "right": "L", "top": "A", "bottom": "P"}
+    fig = viz.plot_overlay(volume, truth, view="coronal", colorbar=False)
+    assert len(fig.axes) == 1 and fig.axes[0].get_title().startswith("coronal")
+    assert letters(fig.axes[0])["top"] == "S"
+    with pytest.raises(ValueError, match="view"):
+        viz.plot_overlay(volume, view="oblique")
+
+
 def test_slice_dice_and_plot(toy):
     _, truth, pred = toy
     dice = viz.compute_slice_dice(pred, truth)
@@ -155,7 +213,8 @@ def test_static_fallback(toy, monkeypatch):
     assert isinstance(fig, Figure)
     case = Case("toy", volume, (2.0, 1.0, 1.0), masks={"liver": truth})
     fig = widgets.show_viewer(case, static=True)
-    assert len(fig.axes) == 3  # three views when the spacing is known
+    panels = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
+    assert len(panels) == 3  # three views when the spacing is known
     monkeypatch.delenv(widgets.ENV_STATIC_VIEWER)
     assert widgets.use_static_viewer() is False
 
