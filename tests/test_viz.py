@@ -228,3 +228,32 @@ def test_interactive_viewer_builds_widgets(toy):
     assert len(controls) == 6
     with pytest.raises(DataError, match="probs"):
         widgets.show_viewer(volume, probs=pred[:2].astype(np.float32), static=True)
+
+
+def test_window_level_render_shades_the_window(toy):
+    volume, _, _ = toy
+    fig = widgets.render_window_level(volume, 8, level_hu=40, width_hu=300)
+    ax_ct, ax_hist = fig.axes[:2]
+    assert ax_ct.images[0].get_clim() == (-110.0, 190.0)
+    band = ax_hist.patches[-1]  # the shaded window, drawn last
+    assert (band.get_x(), band.get_x() + band.get_width()) == (-110.0, 190.0)
+    counts = [patch.get_height() for patch in ax_hist.patches[:-1]]
+    assert sum(counts) == volume[8].size  # every voxel of the slice is in the histogram
+    with pytest.raises(DataError, match="slice_index"):
+        widgets.render_window_level(volume, 16, 40, 300)
+    with pytest.raises(DataError, match="3D"):
+        widgets.render_window_level(volume[0], 0, 40, 300)
+
+
+def test_window_level_static_and_interactive(toy, monkeypatch):
+    volume, truth, _ = toy
+    monkeypatch.setenv(widgets.ENV_STATIC_VIEWER, "1")
+    fig = widgets.show_window_level(volume)
+    panels = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
+    assert len(panels) == len(widgets.WINDOW_PRESETS_HU)
+    lung = viz.window_bounds(widgets.WINDOW_PRESETS_HU["lung"])
+    assert panels[1].images[0].get_clim() == lung
+    box = widgets.show_window_level(Case("toy", volume, (2.0, 1.0, 1.0)), 3, static=False)
+    preset, level, width = box.children[0].children
+    preset.value = "bone"  # the drop-down sets both sliders (and redraws)
+    assert (level.value, width.value) == widgets.WINDOW_PRESETS_HU["bone"]
