@@ -421,3 +421,83 @@ def plot_worst_slices(
     fig.suptitle(f"{len(worst)} worst slices by Dice")
     fig.tight_layout()
     return fig
+
+
+# Error map: what each voxel of the prediction is, against the truth (0: background, unpainted).
+ERROR_CLASSES = {
+    1: ("true positive", "tab:green"),
+    2: ("false positive", "tab:red"),
+    3: ("false negative", "tab:blue"),
+}
+
+
+def error_codes(truth: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """Each voxel's class in an error map: 0 true negative, then the keys of ERROR_CLASSES.
+
+    Args:
+        truth: True mask, any shape, bool or 0/1.
+        pred: Predicted mask, same shape.
+
+    Returns:
+        uint8 array of the same shape: 1 true positive, 2 false positive, 3 false negative.
+    """
+    truth, pred = np.asarray(truth) != 0, np.asarray(pred) != 0
+    codes = np.zeros(truth.shape, np.uint8)
+    codes[truth & pred] = 1
+    codes[pred & ~truth] = 2
+    codes[truth & ~pred] = 3
+    return codes
+
+
+def plot_error_map(
+    volume: np.ndarray,
+    truth: np.ndarray,
+    pred: np.ndarray,
+    slice_index: int | None = None,
+    window: tuple[float, float] = LIVER_WINDOW_HU,
+    ax: Axes | None = None,
+) -> Figure:
+    """Where a prediction is wrong: false positives and false negatives painted on an axial slice.
+
+    Outlines show where two masks differ only as two nearby lines; painting each pixel by its
+    class shows the errors themselves: red where the prediction calls liver and the truth does
+    not, blue where it misses liver, green where both agree.
+
+    Args:
+        volume: CT ``[z, y, x]`` in HU.
+        truth: True mask, same shape.
+        pred: Predicted mask, same shape.
+        slice_index: Axial slice; default the one with the most wrong voxels.
+        window: Display window ``(level_hu, width_hu)``.
+        ax: Axes to draw on; a new 6x6 inch figure when absent.
+
+    Returns:
+        The figure; the legend counts each class's pixels in the slice.
+
+    Raises:
+        DataError: If a mask's shape differs from the volume's or the slice is out of range.
+    """
+    from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Patch
+
+    volume = np.asarray(volume)
+    for name, mask in (("truth", truth), ("pred", pred)):
+        if np.shape(mask) != volume.shape:
+            raise DataError(f"{name} shape {np.shape(mask)} differs from volume {volume.shape}")
+    codes = error_codes(truth, pred)
+    if slice_index is None:
+        slice_index = pick_slice_index(codes >= 2, truth, n_slices=volume.shape[0])
+    # The CT slice with its colour bar and letters (and the slice's range checked) first.
+    fig = plot_overlay(volume, slice_index=slice_index, window=window, ax=ax)
+    ax = fig.axes[0] if ax is None else ax
+    colours = ListedColormap([colour for _, colour in ERROR_CLASSES.values()])
+    painted = np.ma.masked_equal(codes[slice_index], 0)
+    ax.imshow(painted, cmap=colours, vmin=1, vmax=3, alpha=0.55, interpolation="nearest")
+    counts = np.bincount(codes[slice_index].ravel(), minlength=4)
+    handles = [
+        Patch(color=colour, alpha=0.55, label=f"{label} ({counts[code]} px)")
+        for code, (label, colour) in ERROR_CLASSES.items()
+    ]
+    ax.legend(handles=handles, loc="lower right", fontsize="small")
+    ax.set_title(f"errors on axial slice {slice_index} (W {window[1]:g} / L {window[0]:g} HU)")
+    return fig

@@ -94,6 +94,42 @@ def render_viewer_slice(
     return fig
 
 
+def describe_threshold(
+    probs: np.ndarray,
+    threshold: float,
+    truth: np.ndarray | None = None,
+    spacing_mm: tuple[float, float, float] | None = None,
+) -> str:
+    """What the viewer prints under its threshold slider: 3D Dice and predicted volume.
+
+    Args:
+        probs: Probabilities ``[z, y, x]`` in [0, 1]; the prediction is ``probs > threshold``.
+        threshold: Probability threshold.
+        truth: Optional true mask, same shape (for the Dice and the true volume).
+        spacing_mm: Optional voxel size ``(z, y, x)``: volumes in mL; voxels without it.
+
+    Returns:
+        One line, e.g. ``"threshold 0.50: Dice 0.934 | volume 1523.4 mL (truth 1490.2 mL)"``.
+    """
+    pred = threshold_probs(probs, threshold)
+
+    def volume(mask: np.ndarray) -> str:
+        voxels = np.count_nonzero(mask)
+        if spacing_mm is None:
+            return f"{voxels} voxels"
+        return f"{voxels * float(np.prod(spacing_mm)) / 1000.0:.1f} mL"
+
+    line = f"threshold {threshold:.2f}: "
+    if truth is not None:
+        counts = np.bincount(viz.error_codes(truth, pred).ravel(), minlength=4)
+        overlap, wrong = 2 * counts[1], counts[2] + counts[3]
+        line += f"Dice {overlap / (overlap + wrong) if overlap + wrong else 1.0:.3f} | "
+    line += f"volume {volume(pred)}"
+    if truth is not None:
+        line += f" (truth {volume(truth)})"
+    return line
+
+
 def show_viewer(
     volume: np.ndarray | Case,
     probs: np.ndarray | None = None,
@@ -115,7 +151,10 @@ def show_viewer(
         threshold: Initial probability threshold.
 
     Returns:
-        The ipywidgets container (interactive), or the static Figure (fallback).
+        The ipywidgets container (interactive), or the static Figure (fallback), for the
+        notebook to show once as the cell's result (the viewer does not display itself). Under
+        the threshold slider, :func:`describe_threshold` gives the 3D Dice and the predicted
+        volume at the current threshold; the static figure has that line as its title.
 
     Raises:
         DataError: If ``probs`` or ``truth`` does not have the volume's shape.
@@ -131,11 +170,19 @@ def show_viewer(
     start = viz.pick_slice_index(truth, threshold_probs(probs, threshold), n_slices=len(volume))
     level_hu, width_hu = viz.LIVER_WINDOW_HU
 
+    summary = None if probs is None else describe_threshold(probs, threshold, truth, spacing_mm)
     if use_static_viewer(static):
+        import matplotlib.pyplot as plt
+
         pred = threshold_probs(probs, threshold)
         if spacing_mm is not None:
-            return viz.plot_three_views(volume, spacing_mm, truth, pred)
-        return viz.plot_overlay(volume, truth, pred, slice_index=start)
+            fig = viz.plot_three_views(volume, spacing_mm, truth, pred)
+        else:
+            fig = viz.plot_overlay(volume, truth, pred, slice_index=start)
+        if summary:
+            fig.suptitle(summary)
+        plt.close(fig)  # shown once, as the cell's result, not a second time by pyplot
+        return fig
 
     import ipywidgets as widgets  # lazy: only the interactive viewer needs it
     import matplotlib.pyplot as plt
@@ -167,6 +214,7 @@ def show_viewer(
         ),
     }
     output = widgets.Output()
+    scores = widgets.Label(value=summary or "")
 
     def redraw(_change=None) -> None:
         with output:
@@ -177,12 +225,15 @@ def show_viewer(
             display(fig)
             plt.close(fig)
 
+    def rescore(change) -> None:
+        scores.value = describe_threshold(probs, change["new"], truth, spacing_mm)
+
     for control in controls.values():
         control.observe(redraw, names="value")
+    if probs is not None:
+        controls["threshold"].observe(rescore, names="value")
     redraw()
-    box = widgets.HBox([widgets.VBox(list(controls.values())), output])
-    display(box)
-    return box
+    return widgets.HBox([widgets.VBox([*controls.values(), scores]), output])
 
 
 # Display windows ``(level_hu, width_hu)`` that radiologists switch between.

@@ -211,6 +211,8 @@ def test_static_fallback(toy, monkeypatch):
     assert widgets.use_static_viewer(False) is False
     fig = widgets.show_viewer(volume, probs=pred.astype(np.float32), truth=truth)
     assert isinstance(fig, Figure)
+    assert fig.number not in plt.get_fignums()  # closed: shown once, as the cell's result
+    assert fig.get_suptitle().startswith("threshold 0.50: Dice")
     case = Case("toy", volume, (2.0, 1.0, 1.0), masks={"liver": truth})
     fig = widgets.show_viewer(case, static=True)
     panels = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
@@ -224,8 +226,12 @@ def test_interactive_viewer_builds_widgets(toy):
     box = widgets.show_viewer(volume, probs=pred.astype(np.float32), truth=truth, static=False)
     controls = box.children[0].children
     threshold = next(c for c in controls if c.description == "threshold")
-    threshold.value = 0.9  # triggers the redraw callback without a front end
-    assert len(controls) == 6
+    scores = controls[-1]  # the live Dice and volume under the sliders
+    assert scores.value == widgets.describe_threshold(pred.astype(np.float32), 0.5, truth)
+    threshold.value = 1.0  # triggers the redraw and rescore callbacks without a front end
+    assert len(controls) == 7
+    n_true = np.count_nonzero(truth)
+    assert scores.value == f"threshold 1.00: Dice 0.000 | volume 0 voxels (truth {n_true} voxels)"
     with pytest.raises(DataError, match="probs"):
         widgets.show_viewer(volume, probs=pred[:2].astype(np.float32), static=True)
 
@@ -257,3 +263,42 @@ def test_window_level_static_and_interactive(toy, monkeypatch):
     preset, level, width = box.children[0].children
     preset.value = "bone"  # the drop-down sets both sliders (and redraws)
     assert (level.value, width.value) == widgets.WINDOW_PRESETS_HU["bone"]
+
+
+def test_error_map_paints_false_positives_and_negatives(toy):
+    volume, truth, pred = toy  # pred: the truth shifted by 2 columns
+    codes = viz.error_codes(truth, pred)
+    assert (codes == 2).sum() == (pred & ~truth).sum() > 0
+    assert (codes == 3).sum() == (truth & ~pred).sum() > 0
+    assert (codes == 1).sum() == (truth & pred).sum()
+    fig = viz.plot_error_map(volume, truth, pred)
+    ax = fig.axes[0]
+    painted = ax.images[-1].get_array()
+    # slice 8 has the most wrong voxels; its row 16 runs through the sphere's middle
+    assert "slice 8" in ax.get_title()
+    row = truth[8, 16]
+    first, last = np.flatnonzero(row)[[0, -1]]
+    assert painted[16, first] == 3 and painted[16, last + 1] == 2  # missed left, extra right
+    assert painted[16, first + 3] == 1 and np.ma.is_masked(painted[0, 0])
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels[1] == f"false positive ({(codes[8] == 2).sum()} px)"
+    assert {"R", "L", "A", "P"} <= {t.get_text() for t in ax.texts}  # the CT view's letters
+    with pytest.raises(DataError, match="pred"):
+        viz.plot_error_map(volume, truth, pred[:2])
+
+
+def test_viewer_scores_follow_the_threshold_and_it_renders_once(toy, monkeypatch):
+    volume, truth, pred = toy
+    probs = np.where(pred, 0.8, 0.1).astype(np.float32)
+    overlap = np.count_nonzero(truth & pred)
+    dice = 2 * overlap / (np.count_nonzero(truth) + np.count_nonzero(pred))
+    line = widgets.describe_threshold(probs, 0.5, truth, spacing_mm=(2.0, 1.0, 1.0))
+    ml = np.count_nonzero(pred) * 0.002
+    assert line == f"threshold 0.50: Dice {dice:.3f} | volume {ml:.1f} mL (truth {ml:.1f} mL)"
+    assert widgets.describe_threshold(probs, 0.05) == f"threshold 0.05: volume {probs.size} voxels"
+    import IPython.display
+
+    shown = []
+    monkeypatch.setattr(IPython.display, "display", lambda *objs, **kw: shown.extend(objs))
+    widgets.show_viewer(volume, probs=probs, truth=truth, static=False)
+    assert [type(obj) for obj in shown] == [Figure]  # one slice figure; the box is the result
