@@ -20,6 +20,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib import patheffects
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.image import AxesImage
@@ -67,7 +68,12 @@ def label_ct_view(
     if view not in ORIENTATION_LETTERS:
         raise ValueError(f"view {view!r}: expected one of {sorted(ORIENTATION_LETTERS)}")
     left, right, top, bottom = ORIENTATION_LETTERS[view]
-    style = {"transform": ax.transAxes, "color": "yellow", "fontweight": "bold"}
+    style = {
+        "transform": ax.transAxes,
+        "color": "yellow",
+        "fontweight": "bold",
+        "path_effects": [patheffects.withStroke(linewidth=2, foreground="black")],  # on bone too
+    }
     ax.text(0.02, 0.5, left, ha="left", va="center", **style)
     ax.text(0.98, 0.5, right, ha="right", va="center", **style)
     ax.text(0.5, 0.98, top, ha="center", va="top", **style)
