@@ -173,3 +173,73 @@ def test_store_checked_outputs_keeps_only_checked_cells(tmp_path):
     stored = nbformat.read(source, as_version=4)
     assert stored.cells[0].outputs[0]["text"] == "1\n"
     assert stored.cells[1].outputs == []
+
+
+REPO = Path(__file__).resolve().parents[1]
+README = REPO / "README.md"
+DOC_PAGES = [README, *sorted((REPO / "docs").glob("*.md"))]
+COURSE_COMMAND = (
+    'python3 -m venv .venv && .venv/bin/pip install -e ".[cpu,dev]" '
+    "&& .venv/bin/liverseg course --profile course"
+)
+TEST_COMMAND = (
+    'python3 -m venv .venv && .venv/bin/pip install -e ".[cpu,dev]" && .venv/bin/python -m pytest'
+)
+
+
+def test_readme_reads_in_two_minutes():
+    assert len(README.read_bytes()) <= 12_000, "README.md: over 12,000 bytes; move detail to docs/"
+
+
+def test_readme_gives_the_two_commands_and_ci_runs_the_second():
+    text = README.read_text(encoding="utf-8")
+    assert f"\n{COURSE_COMMAND}\n" in text and f"\n{TEST_COMMAND}\n" in text
+    ci_lines = (REPO / ".ci" / "run").read_text(encoding="utf-8").strip().splitlines()
+    assert ci_lines[-1] == TEST_COMMAND
+
+
+def parse_markdown(page: Path) -> list:
+    # markdown-it-py comes with keras (through rich): a real parser, so code blocks hold no links
+    from markdown_it import MarkdownIt
+
+    return MarkdownIt("commonmark").enable("table").parse(page.read_text(encoding="utf-8"))
+
+
+def markdown_targets(page: Path) -> list[str]:
+    """Every link and image target of a markdown page."""
+    targets = []
+    for token in parse_markdown(page):
+        for child in token.children or []:
+            target = child.attrs.get("href") or child.attrs.get("src")
+            if target:
+                targets.append(str(target))
+    return targets
+
+
+def heading_anchors(page: Path) -> set[str]:
+    """The anchors GitHub gives a page's headings: lower case, punctuation dropped, spaces
+    to hyphens; a repeated heading gets -1, -2, ..."""
+    anchors: set[str] = set()
+    tokens = parse_markdown(page)
+    for opening, inline in zip(tokens, tokens[1:], strict=False):
+        if opening.type != "heading_open":
+            continue
+        slug = re.sub(r"[^\w\- ]", "", inline.content.strip().lower()).replace(" ", "-")
+        anchor, repeat = slug, 0
+        while anchor in anchors:
+            repeat += 1
+            anchor = f"{slug}-{repeat}"
+        anchors.add(anchor)
+    return anchors
+
+
+@pytest.mark.parametrize("page", DOC_PAGES, ids=lambda page: page.name)
+def test_every_relative_link_resolves(page):
+    for target in markdown_targets(page):
+        if re.match(r"[a-z][a-z0-9+.-]*:", target):  # https:, mailto: ...
+            continue
+        file_part, _, anchor = target.partition("#")
+        linked = (page.parent / file_part).resolve() if file_part else page
+        assert linked.exists(), f"{page.name}: link {target}: {linked} does not exist"
+        if anchor and linked.suffix == ".md":
+            assert anchor in heading_anchors(linked), f"{page.name}: link {target}: no heading"
