@@ -243,3 +243,15 @@ def test_every_relative_link_resolves(page):
         assert linked.exists(), f"{page.name}: link {target}: {linked} does not exist"
         if anchor and linked.suffix == ".md":
             assert anchor in heading_anchors(linked), f"{page.name}: link {target}: no heading"
+
+
+@pytest.mark.parametrize("name", course.NOTEBOOKS)
+def test_readme_gives_the_learner_time_each_notebook_states(name):
+    """The README's "your time" holds the minutes of the notebook's own "**Your time:**" line."""
+    heading = read_notebook(name).cells[0].source
+    stated = re.search(r"\*\*Your time:\*\*([^*]*)", heading)
+    assert stated, f"{name}: no '**Your time:**' under the title"
+    row = next(line for line in README.read_text(encoding="utf-8").splitlines() if name in line)
+    your_time = row.split(" | ")[-2]
+    minutes = r"\d+(?:[–-]\d+)?"
+    assert re.findall(minutes, your_time) == re.findall(minutes, stated.group(1)), (name, row)
