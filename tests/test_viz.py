@@ -10,9 +10,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
+from io_fixtures import DATA_DIR  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from liverseg_helpers import evaluate, viz, widgets  # noqa: E402
+from liverseg_helpers import evaluate, io, viz, widgets  # noqa: E402
 from liverseg_helpers.errors import DataError  # noqa: E402
 from liverseg_helpers.io.case import Case  # noqa: E402
 
@@ -302,3 +303,22 @@ def test_viewer_scores_follow_the_threshold_and_it_renders_once(toy, monkeypatch
     monkeypatch.setattr(IPython.display, "display", lambda *objs, **kw: shown.extend(objs))
     widgets.show_viewer(volume, probs=probs, truth=truth, static=False)
     assert [type(obj) for obj in shown] == [Figure]  # one slice figure; the box is the result
+
+
+# DICOM series whose ImageOrientationPatient is [1, 0, 0, 0, 1, 0], with liver masks.
+REAL_LIVERS = [DATA_DIR / "3Dircadb1" / "3Dircadb1.1", DATA_DIR / "3Dircadb1" / "3Dircadb1.7"]
+
+
+@pytest.mark.parametrize("path", REAL_LIVERS, ids=lambda p: p.name)
+def test_real_liver_lies_on_the_image_left(path):
+    """The radiological convention the figures state holds on real CT: the liver (in the patient's
+    right) lies in the columns drawn on the image's left, under the letter R."""
+    if not path.is_dir():
+        pytest.skip(f"real data not found at {path}")
+    case = io.load_case(path)
+    direction = np.reshape(case.direction, (3, 3))
+    assert direction[0, 0] > 0.9 and direction[1, 1] > 0.9  # columns to the left, rows to the back
+    columns = np.nonzero(case.masks["liver"])[2]
+    assert columns.mean() < 0.5 * case.shape[2]
+    fig = viz.plot_overlay(case.volume, truth=case.masks["liver"])
+    assert letters(fig.axes[0])["left"] == "R"
