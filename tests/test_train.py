@@ -296,7 +296,7 @@ def test_notebook_04_fit_by_hand_gives_the_history_of_train(tmp_path, monkeypatc
     data_dir = phantom.ensure_phantom_cohort(tmp_path / "data", tiny)
     notebook = json.loads((course.find_repo_root() / "notebooks" / "04_training.ipynb").read_text())
     cells = [c for c in notebook["cells"] if "fit-by-hand" in c["metadata"].get("tags", [])]
-    assert len(cells) == 3  # data, compile, fit
+    assert len(cells) == 4  # data, compile, callbacks, fit
     by_hand = tmp_path / "by_hand"
     ctx = SimpleNamespace(profile=tiny, data_dir=data_dir, run_dir=by_hand, seed=42)
     names = dict(ctx=ctx, LOSS="dice_bce", keras=keras, fit=fit, losses=losses, train=train)
