@@ -1,6 +1,6 @@
 """Liver models on a patient no recipe was chosen with. An experiment, not a test.
 
-Every leave-one-patient-out figure of the README was measured on 3D-IRCADb patients 1 and 7,
+Every leave-one-patient-out figure of docs/results.md was measured on 3D-IRCADb patients 1 and 7,
 and the recipes were chosen by looking at those figures. This script scores models on a third
 patient that took no part in any choice: by default dcmqi's 3-slice CT (another scanner, another
 hospital, BSD-3 licence; ``../shared/data/dcmqi-ct-3slice``) with its liver mask. Three slices

@@ -148,6 +148,57 @@ def require_artefact(path: str | os.PathLike, notebook: str) -> Path:
     return found
 
 
+# Given to every notebook's kernel: no TensorFlow C++ log lines, no debugger warning about
+# frozen modules (debugpy), and the viewer draws a static figure (no widget front end).
+KERNEL_ENV = {
+    "TF_CPP_MIN_LOG_LEVEL": "3",
+    "PYDEVD_DISABLE_FILE_VALIDATION": "1",
+    ENV_STATIC_VIEWER: "1",
+}
+
+
+def kernel_manager_logging_to(log_path: Path) -> type:
+    """A Jupyter kernel manager class whose kernels write their stderr to ``log_path``.
+
+    A kernel's own stderr is not a cell's output: it holds the kernel's start-up warnings and
+    the C++ log lines TensorFlow writes even when told to be quiet (absl's "All log messages
+    before absl::InitializeLog()" and oneDNN's notice). The course keeps them in a file, so the
+    terminal shows only the progress, and a crash still leaves its reason behind.
+
+    Args:
+        log_path: File that receives the kernel's stderr (appended).
+
+    Returns:
+        A subclass of ``jupyter_client.AsyncKernelManager`` for papermill's
+        ``kernel_manager_class`` option.
+    """
+    from jupyter_client import AsyncKernelManager
+
+    class LoggingKernelManager(AsyncKernelManager):
+        async def start_kernel(self, **kw):
+            kw["env"] = {**kw.get("env", os.environ), **KERNEL_ENV}
+            with open(log_path, "ab") as log:  # the kernel keeps its own copy of the handle
+                return await super().start_kernel(stderr=log, **kw)
+
+    return LoggingKernelManager
+
+
+def describe_failure(err, name: str, executed: Path, kernel_log: Path) -> str:
+    """The message of a failed notebook: its cell, the error, the executed copy and the log.
+
+    Args:
+        err: papermill's ``PapermillExecutionError``.
+        name: Notebook file name.
+        executed: Path of the executed copy (it holds the whole traceback).
+        kernel_log: Path of the kernel's stderr log.
+    """
+    cell = "\n".join(f"    {line}" for line in err.source.splitlines())
+    return (
+        f"{name} failed in cell [{err.exec_count}]:\n{cell}\n{err.ename}: {err.evalue}\n"
+        f"executed notebook (whole traceback): {executed}\nkernel log: {kernel_log}"
+    )
+
+
 def run_course(
     profile: str | None = "course",
     data_dir: str | os.PathLike | None = None,
@@ -158,8 +209,10 @@ def run_course(
 ) -> Path:
     """Execute the notebooks in order with papermill into a run folder.
 
-    Executed notebooks land in ``OUT/notebooks``; models, metrics and figures in ``OUT``.
-    Execution stops at the first failing cell.
+    Executed notebooks land in ``OUT/notebooks``, each with its kernel's log
+    (``<name>.kernel.log``); models, metrics and figures in ``OUT``. Each notebook shows one
+    progress line (papermill's tqdm bar: cells done and time taken). Execution stops at the
+    first failing cell.
 
     Args:
         profile: ``smoke``, ``course`` or ``full``; None: ``$LIVERSEG_PROFILE`` or ``course``.
@@ -173,15 +226,18 @@ def run_course(
         The run folder.
 
     Raises:
-        CourseError: A cell failed; the message names the notebook, the cell and the error.
+        CourseError: A cell failed, or the kernel died; the message names the notebook, shows
+            the failing cell and the error, and gives the paths of the executed copy and of
+            the kernel's log.
     """
     import papermill
+    from nbclient.exceptions import DeadKernelError
     from papermill.exceptions import PapermillExecutionError
 
     profile = config.get_profile(profile).name  # None: $LIVERSEG_PROFILE or course; typos fail
     source_dir = Path(source_dir or find_repo_root(Path(__file__).parent) / "notebooks")
     run_path = Path(out_dir) if out_dir else find_repo_root() / "runs" / f"course-{profile}"
-    executed_dir = run_path / "notebooks"
+    executed_dir = (run_path / "notebooks").resolve()  # papermill runs in source_dir
     executed_dir.mkdir(parents=True, exist_ok=True)
     parameters = {
         "PROFILE": profile,
@@ -189,31 +245,37 @@ def run_course(
         "RUN_DIR": str(run_path.resolve()),
         "SEED": seed,
     }
-    os.environ[ENV_STATIC_VIEWER] = "1"
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     timings: dict[str, float] = {}
     for index, name in enumerate(notebooks, start=1):
         source = source_dir / name
         if not source.is_file():
             raise CourseError(f"{source}: notebook not found")
-        print(f"[{index}/{len(notebooks)}] {name} ...", flush=True)
+        executed = executed_dir / name
+        kernel_log = executed_dir / f"{Path(name).stem}.kernel.log"
+        kernel_log.unlink(missing_ok=True)
         started = time.perf_counter()
         try:
             papermill.execute_notebook(
                 str(source),
-                str(executed_dir / name),
+                str(executed),
                 parameters=parameters,
                 kernel_name="python3",
                 cwd=str(source_dir),
-                progress_bar=False,
+                progress_bar={
+                    "desc": f"[{index}/{len(notebooks)}] {name}",
+                    "bar_format": "{desc} |{bar:20}| {n_fmt}/{total_fmt} cells in {elapsed}",
+                    "file": sys.stdout,
+                },
+                kernel_manager_class=kernel_manager_logging_to(kernel_log),
             )
         except PapermillExecutionError as err:
+            raise CourseError(describe_failure(err, name, executed, kernel_log)) from None
+        except DeadKernelError:
             raise CourseError(
-                f"{name}: cell {err.cell_index} (execution count {err.exec_count}) failed with "
-                f"{err.ename}: {err.evalue}\nexecuted notebook: {executed_dir / name}"
+                f"{name}: the kernel died (out of memory?); its log: {kernel_log}\n"
+                f"executed notebook: {executed}"
             ) from None
         timings[name] = round(time.perf_counter() - started, 1)
-        print(f"      done in {timings[name]:.0f} s", flush=True)
     summary = {"profile": profile, "seed": seed, "seconds": timings, **parameters}
     write_json_atomic(summary, run_path / "course_summary.json")
     print(f"course finished in {sum(timings.values()):.0f} s; run folder: {run_path}")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import re
 from pathlib import Path
 
 import nbformat
@@ -107,24 +109,56 @@ def write_notebook(path: Path, sources: list[str]) -> None:
     nbformat.write(nb, path)
 
 
+PARAMETERS_CELL = 'PROFILE = ""  # p\nDATA_DIR = ""  # d\nRUN_DIR = ""  # r\nSEED = 0  # s'
+
+
 @pytest.mark.slow
-def test_run_course_passes_parameters_and_names_the_failing_cell(tmp_path):
+def test_run_course_shows_one_quiet_progress_line_per_notebook(tmp_path, capfd):
     src = tmp_path / "src"
     src.mkdir()
-    write_notebook(
-        src / "a.ipynb",
-        [
-            'PROFILE = ""  # p\nDATA_DIR = ""  # d\nRUN_DIR = ""  # r\nSEED = 0  # s',
-            "from pathlib import Path\nPath(RUN_DIR, 'seen.txt').write_text(f'{PROFILE} {SEED}')",
-        ],
+    noisy_cell = (
+        "import os\nfrom pathlib import Path\n"
+        "os.write(2, b'I0000 port.cc:153] fake TensorFlow C++ log line\\n')\n"
+        "seen = [PROFILE, SEED, os.environ['TF_CPP_MIN_LOG_LEVEL']]\n"
+        "Path(RUN_DIR, 'seen.txt').write_text(repr(seen))"
     )
-    write_notebook(src / "b.ipynb", ["SEED = 0  # s", "1 / 0"])
+    write_notebook(src / "a.ipynb", [PARAMETERS_CELL, noisy_cell])
     out = tmp_path / "run"
     course.run_course("smoke", out_dir=out, seed=5, notebooks=("a.ipynb",), source_dir=src)
-    assert (out / "seen.txt").read_text() == "smoke 5"
+    assert (out / "seen.txt").read_text() == "['smoke', 5, '3']"
     assert json.loads((out / "course_summary.json").read_text())["seed"] == 5
-    with pytest.raises(course.CourseError, match=r"b.ipynb: cell 2 .*ZeroDivisionError"):
-        course.run_course("smoke", out_dir=out, notebooks=("a.ipynb", "b.ipynb"), source_dir=src)
+    printed = capfd.readouterr()
+    # tqdm redraws its line with carriage returns; the last drawing is what stays on screen
+    lines = [line.split("\r")[-1] for line in printed.out.rstrip("\n").split("\n")]
+    assert re.fullmatch(r"\[1/1\] a\.ipynb \|.*\| 3/3 cells in \d\d:\d\d", lines[0]), lines
+    assert lines[1].startswith("course finished in "), lines
+    assert len(lines) == 2, lines
+    # The kernel's own stderr (its start-up warnings, C++ log lines) goes to a log file.
+    assert "fake TensorFlow" not in printed.out + printed.err
+    assert "IPKernelApp" not in printed.out + printed.err
+    assert "fake TensorFlow" in (out / "notebooks" / "a.kernel.log").read_text()
+
+
+@pytest.mark.slow
+def test_failed_notebook_shows_the_cell_the_error_and_the_executed_copy(
+    tmp_path, monkeypatch, capsys
+):
+    from liverseg_helpers import cli
+
+    src = tmp_path / "src"
+    src.mkdir()
+    write_notebook(src / "b.ipynb", [PARAMETERS_CELL, "ratio = 1\nratio / 0"])
+    only_b = functools.partial(course.run_course, notebooks=("b.ipynb",), source_dir=src)
+    monkeypatch.setattr(course, "run_course", only_b)
+    out = tmp_path / "run"
+    assert cli.main(["course", "--profile", "smoke", "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    executed = out.resolve() / "notebooks" / "b.ipynb"
+    assert "b.ipynb failed in cell [3]:\n    ratio = 1\n    ratio / 0\n" in err  # [2]: papermill's
+    assert "ZeroDivisionError: division by zero" in err
+    assert f"executed notebook (whole traceback): {executed}" in err
+    ran = nbformat.read(executed, as_version=4)
+    assert ran.cells[-1].outputs[0]["ename"] == "ZeroDivisionError"
 
 
 def test_store_checked_outputs_keeps_only_checked_cells(tmp_path):
@@ -139,3 +173,85 @@ def test_store_checked_outputs_keeps_only_checked_cells(tmp_path):
     stored = nbformat.read(source, as_version=4)
     assert stored.cells[0].outputs[0]["text"] == "1\n"
     assert stored.cells[1].outputs == []
+
+
+REPO = Path(__file__).resolve().parents[1]
+README = REPO / "README.md"
+DOC_PAGES = [README, *sorted((REPO / "docs").glob("*.md"))]
+COURSE_COMMAND = (
+    'python3 -m venv .venv && .venv/bin/pip install -e ".[cpu,dev]" '
+    "&& .venv/bin/liverseg course --profile course"
+)
+TEST_COMMAND = (
+    'python3 -m venv .venv && .venv/bin/pip install -e ".[cpu,dev]" && .venv/bin/python -m pytest'
+)
+
+
+def test_readme_reads_in_two_minutes():
+    assert len(README.read_bytes()) <= 12_000, "README.md: over 12,000 bytes; move detail to docs/"
+
+
+def test_readme_gives_the_two_commands_and_ci_runs_the_second():
+    text = README.read_text(encoding="utf-8")
+    assert f"\n{COURSE_COMMAND}\n" in text and f"\n{TEST_COMMAND}\n" in text
+    ci_lines = (REPO / ".ci" / "run").read_text(encoding="utf-8").strip().splitlines()
+    assert ci_lines[-1] == TEST_COMMAND
+
+
+def parse_markdown(page: Path) -> list:
+    # markdown-it-py comes with keras (through rich): a real parser, so code blocks hold no links
+    from markdown_it import MarkdownIt
+
+    return MarkdownIt("commonmark").enable("table").parse(page.read_text(encoding="utf-8"))
+
+
+def markdown_targets(page: Path) -> list[str]:
+    """Every link and image target of a markdown page."""
+    targets = []
+    for token in parse_markdown(page):
+        for child in token.children or []:
+            target = child.attrs.get("href") or child.attrs.get("src")
+            if target:
+                targets.append(str(target))
+    return targets
+
+
+def heading_anchors(page: Path) -> set[str]:
+    """The anchors GitHub gives a page's headings: lower case, punctuation dropped, spaces
+    to hyphens; a repeated heading gets -1, -2, ..."""
+    anchors: set[str] = set()
+    tokens = parse_markdown(page)
+    for opening, inline in zip(tokens, tokens[1:], strict=False):
+        if opening.type != "heading_open":
+            continue
+        slug = re.sub(r"[^\w\- ]", "", inline.content.strip().lower()).replace(" ", "-")
+        anchor, repeat = slug, 0
+        while anchor in anchors:
+            repeat += 1
+            anchor = f"{slug}-{repeat}"
+        anchors.add(anchor)
+    return anchors
+
+
+@pytest.mark.parametrize("page", DOC_PAGES, ids=lambda page: page.name)
+def test_every_relative_link_resolves(page):
+    for target in markdown_targets(page):
+        if re.match(r"[a-z][a-z0-9+.-]*:", target):  # https:, mailto: ...
+            continue
+        file_part, _, anchor = target.partition("#")
+        linked = (page.parent / file_part).resolve() if file_part else page
+        assert linked.exists(), f"{page.name}: link {target}: {linked} does not exist"
+        if anchor and linked.suffix == ".md":
+            assert anchor in heading_anchors(linked), f"{page.name}: link {target}: no heading"
+
+
+@pytest.mark.parametrize("name", course.NOTEBOOKS)
+def test_readme_gives_the_learner_time_each_notebook_states(name):
+    """The README's "your time" holds the minutes of the notebook's own "**Your time:**" line."""
+    heading = read_notebook(name).cells[0].source
+    stated = re.search(r"\*\*Your time:\*\*([^*]*)", heading)
+    assert stated, f"{name}: no '**Your time:**' under the title"
+    row = next(line for line in README.read_text(encoding="utf-8").splitlines() if name in line)
+    your_time = row.split(" | ")[-2]
+    minutes = r"\d+(?:[–-]\d+)?"
+    assert re.findall(minutes, your_time) == re.findall(minutes, stated.group(1)), (name, row)

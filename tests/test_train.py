@@ -276,3 +276,50 @@ def test_fit_model_stops_a_dead_liver_network_but_not_a_tumour_one(tmp_path, tas
     assert max(history["dice_metric"]) < 0.01
     collapsed = [w for w in caught if "training collapsed" in str(w.message)]
     assert len(collapsed) == (task == "liver")
+
+
+def test_notebook_04_fit_by_hand_gives_the_history_of_train(tmp_path, monkeypatch):
+    """The cells of notebook 04 tagged ``fit-by-hand`` (prepare_training, compile, model.fit
+    with the callbacks written out) and ``train.train`` give the same history at one seed."""
+    from dataclasses import replace
+    from pathlib import Path
+
+    from liverseg_helpers import course
+    from liverseg_helpers.data import phantom
+    from liverseg_helpers.training import fit, losses
+
+    tiny = replace(
+        config.get_profile("smoke"),
+        **{**TINY, "epochs": 3},
+        early_stopping_patience=2,
+        reduce_lr_patience=1,
+        phantom_patients=4,
+        phantom_slices=12,
+        phantom_size=64,
+    )
+    monkeypatch.setitem(config.PROFILES, "smoke", tiny)
+    data_dir = phantom.ensure_phantom_cohort(tmp_path / "data", tiny)
+    notebook = json.loads((course.find_repo_root() / "notebooks" / "04_training.ipynb").read_text())
+    cells = [c for c in notebook["cells"] if "fit-by-hand" in c["metadata"].get("tags", [])]
+    assert len(cells) == 4  # data, compile, callbacks, fit
+    by_hand = tmp_path / "by_hand"
+    ctx = SimpleNamespace(profile=tiny, data_dir=data_dir, run_dir=by_hand, seed=42)
+    names = dict(ctx=ctx, LOSS="dice_bce", keras=keras, fit=fit, losses=losses, train=train)
+    names.update(model_mod=model_mod, print=lambda *args, **kwargs: None)
+    for cell in cells:
+        exec("".join(cell["source"]), names)  # noqa: S102  (the notebook's own code)
+    one_call = train.train(
+        train.TrainConfig(
+            data_dir=data_dir,
+            run_dir=tmp_path / "one_call",
+            profile="smoke",
+            seed=42,
+            cache_dir=by_hand / "cache",
+        )
+    )
+    hand_history = train.read_history(by_hand)
+    assert len(hand_history["loss"]) == 3
+    assert hand_history == one_call.history
+    for name in ("config.json", "split.json", "preprocess.json", "best.keras", "best.keras.json"):
+        assert (Path(by_hand) / name).exists(), name
+    assert json.loads((by_hand / "config.json").read_text())["loss"] == "dice_bce"

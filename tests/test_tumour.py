@@ -257,3 +257,46 @@ def test_predict_cli_writes_a_label_map_and_reports_lesions(tmp_path, capsys):
     png_out = str(tmp_path / "labels_png") + "/"
     args = [*argv, "--tumour-model", str(tumour_path), "-o", png_out]
     assert cli.main(args) == 2  # a 0/1/2 label map needs NIfTI: error, exit code 2
+
+
+def test_longest_axial_diameter_is_recist_not_the_equivalent_sphere():
+    # A flat, elongated lesion: 31 px long (x), 5 px wide (y), 2 slices thick, 0.8 mm pixels.
+    lesions = np.zeros((6, 40, 40), np.int32)
+    lesions[2:4, 18:23, 4:35] = 1
+    lesions[1, 19:22, 10:20] = 1  # a smaller cut above: the longest is in slices 2-3
+    spacing = (5.0, 0.8, 0.8)
+    table = tumour.lesion_table(lesions, spacing)
+    axial = table.loc[1, "axial_diameter_mm"]
+    # between the centre-to-centre length (30 px) and the corner-to-corner one (31 x 5 px)
+    assert 30 * 0.8 <= axial <= np.hypot(31, 5) * 0.8
+    # the sphere of the same volume is far smaller than the long axis a radiologist measures
+    assert table.loc[1, "sphere_diameter_mm"] < 0.6 * axial
+    # anisotropic pixels: 2 mm along x doubles the length along x
+    wide = tumour.longest_axial_diameters_mm(lesions, (5.0, 0.8, 1.6))[1]
+    assert wide == pytest.approx(2 * axial, rel=0.02)
+    assert tumour.longest_axial_diameters_mm(np.zeros((2, 4, 4), np.int32), spacing) == {}
+
+
+# ---- the tumour split ------------------------------------------------------------------------
+
+
+def test_tumour_split_puts_lesion_patients_in_validation_and_keeps_the_liver_test():
+    from liverseg_helpers.preparation import split as split_mod
+
+    ids = [f"p{i:02d}" for i in range(10)]
+    with_lesions = ["p01", "p03", "p04", "p07", "p08"]
+    for seed in range(6):
+        liver = split_mod.split_patients(ids, 2, 2, seed)
+        tumour_split = split_mod.split_patients_with_lesions(ids, with_lesions, 2, 2, seed)
+        assert tumour_split["test"] == liver["test"]  # unseen by both stages
+        assert len(tumour_split["val"]) == 2
+        assert set(tumour_split["val"]) <= set(with_lesions)
+        assert set(tumour_split["train"]) & set(with_lesions)  # lesions left to learn from
+        assert sorted(sum(tumour_split.values(), [])) == ids
+    # Only two lesion patients outside the test set: one validates, one trains.
+    few = split_mod.split_patients_with_lesions(ids, ["p01", "p02"], 3, 0, 0)
+    assert len(few["val"]) == 1 and set(few["val"]) < {"p01", "p02"}
+    with pytest.raises(DataError, match="need two"):
+        split_mod.split_patients_with_lesions(ids, ["p01"], 2, 0, 0)
+    with pytest.raises(DataError, match="not in the cohort"):
+        split_mod.split_patients_with_lesions(ids, ["p01", "x"], 2, 0, 0)

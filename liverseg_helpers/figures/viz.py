@@ -4,6 +4,12 @@ Matplotlib only (no TensorFlow). Every function makes a figure of fixed size, la
 units and returns the :class:`~matplotlib.figure.Figure`; notebooks call ``plt.show()``.
 Arrays are ``[slice, row, column]`` (``z, y, x``) as everywhere in the package.
 Truth is drawn in green, prediction in red (their overlap looks yellow-brown).
+
+Every CT view carries a colour bar in HU and the patient's orientation letters on its edges
+(:func:`draw_ct`, :func:`label_ct_view`): the readers turn every CT to the axial layout of a DICOM
+series (columns towards the patient's left, rows towards the back, slices towards the head), and
+the figures draw it in the radiological convention: axial slices seen from the feet, so the
+patient's right is on the image's left, and coronal and sagittal planes with the head up.
 """
 
 from __future__ import annotations
@@ -14,8 +20,10 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib import patheffects
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.image import AxesImage
 from matplotlib.lines import Line2D
 
 from liverseg_helpers.errors import DataError
@@ -24,6 +32,81 @@ TRUTH_COLOR = "tab:green"
 PRED_COLOR = "tab:red"
 # Soft-tissue window (level 50 HU, width 400 HU): liver, vessels and tumours are visible.
 LIVER_WINDOW_HU = (50.0, 400.0)
+# The patient's sides at the (left, right, top, bottom) edges of each view, as the course draws
+# it (module docstring): R/L right and left, A/P anterior and posterior, S/I superior and inferior.
+ORIENTATION_LETTERS = {
+    "axial": ("R", "L", "A", "P"),
+    "coronal": ("R", "L", "S", "I"),
+    "sagittal": ("A", "P", "S", "I"),
+}
+
+
+def window_bounds(window: tuple[float, float]) -> tuple[float, float]:
+    """The lowest and highest HU of a ``(level_hu, width_hu)`` window (black and white)."""
+    level, width = window
+    return level - width / 2.0, level + width / 2.0
+
+
+def label_ct_view(
+    ax: Axes, image: AxesImage | None = None, view: str = "axial", colorbar: bool = True
+) -> None:
+    """Put the orientation letters on the edges of a CT view, and a colour bar beside it.
+
+    The letters assume the course's layout (module docstring): an axial slice drawn with row 0
+    at the top, coronal and sagittal planes drawn with the head up.
+
+    Args:
+        ax: Axes showing the CT view.
+        image: The image drawn on ``ax`` (``ax.imshow``'s result); its colour bar is labelled
+            in HU, so draw it in HU (:func:`draw_ct` does). No colour bar when None.
+        view: ``"axial"``, ``"coronal"`` or ``"sagittal"``.
+        colorbar: Add the colour bar (when ``image`` is given).
+
+    Raises:
+        ValueError: If ``view`` is unknown.
+    """
+    if view not in ORIENTATION_LETTERS:
+        raise ValueError(f"view {view!r}: expected one of {sorted(ORIENTATION_LETTERS)}")
+    left, right, top, bottom = ORIENTATION_LETTERS[view]
+    style = {
+        "transform": ax.transAxes,
+        "color": "yellow",
+        "fontweight": "bold",
+        "path_effects": [patheffects.withStroke(linewidth=2, foreground="black")],  # on bone too
+    }
+    ax.text(0.02, 0.5, left, ha="left", va="center", **style)
+    ax.text(0.98, 0.5, right, ha="right", va="center", **style)
+    ax.text(0.5, 0.98, top, ha="center", va="top", **style)
+    ax.text(0.5, 0.02, bottom, ha="center", va="bottom", **style)
+    if colorbar and image is not None:
+        ax.figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="HU")
+
+
+def draw_ct(
+    ax: Axes,
+    image: np.ndarray,
+    window: tuple[float, float] = LIVER_WINDOW_HU,
+    view: str = "axial",
+    colorbar: bool = True,
+    **imshow_kwargs,
+) -> AxesImage:
+    """Draw one CT plane in grey at a display window, with a colour bar in HU and letters.
+
+    Args:
+        ax: Axes to draw on.
+        image: 2D CT plane in HU, laid out as :func:`label_ct_view` expects.
+        window: Display window ``(level_hu, width_hu)``: HU below it are black, above it white.
+        view: ``"axial"``, ``"coronal"`` or ``"sagittal"`` (sets the letters).
+        colorbar: Add the colour bar in HU.
+        **imshow_kwargs: Passed to ``ax.imshow`` (e.g. ``extent``, ``origin``).
+
+    Returns:
+        The image artist.
+    """
+    low, high = window_bounds(window)
+    artist = ax.imshow(np.asarray(image), cmap="gray", vmin=low, vmax=high, **imshow_kwargs)
+    label_ct_view(ax, artist, view, colorbar)
+    return artist
 
 
 def window_for_display(image: np.ndarray, window: tuple[float, float]) -> np.ndarray:
@@ -73,16 +156,21 @@ def plot_overlay(
     slice_index: int | None = None,
     window: tuple[float, float] = LIVER_WINDOW_HU,
     ax: Axes | None = None,
+    view: str = "axial",
+    colorbar: bool = True,
 ) -> Figure:
-    """One axial CT slice with the truth and prediction outlined.
+    """One CT slice (axial by default) with the truth and prediction outlined.
 
     Args:
-        volume: CT ``[z, y, x]`` in HU.
+        volume: CT ``[z, y, x]`` in HU (or a turned volume whose slices are ``view``'s planes,
+            drawn head up).
         truth: Optional true mask, same shape.
         pred: Optional predicted mask, same shape.
-        slice_index: Axial slice; default the one with the most truth (or prediction).
+        slice_index: Slice; default the one with the most truth (or prediction).
         window: Display window ``(level_hu, width_hu)``.
         ax: Axes to draw on; a new 6x6 inch figure when absent.
+        view: The plane the slices are in (sets the orientation letters and the title).
+        colorbar: Add a colour bar in HU.
 
     Returns:
         The figure.
@@ -102,11 +190,11 @@ def plot_overlay(
         fig, ax = plt.subplots(figsize=(6, 6))
     else:
         fig = ax.figure
-    ax.imshow(window_for_display(volume[slice_index], window), cmap="gray", vmin=0, vmax=1)
+    draw_ct(ax, volume[slice_index], window, view, colorbar)
     draw_contours(ax, None if truth is None else truth[slice_index], TRUTH_COLOR)
     draw_contours(ax, None if pred is None else pred[slice_index], PRED_COLOR)
     add_legend(ax, truth is not None, pred is not None)
-    ax.set_title(f"axial slice {slice_index} (W {window[1]:g} / L {window[0]:g} HU)")
+    ax.set_title(f"{view} slice {slice_index} (W {window[1]:g} / L {window[0]:g} HU)")
     ax.set_xlabel("column (pixels)")
     ax.set_ylabel("row (pixels)")
     return fig
@@ -132,7 +220,8 @@ def plot_three_views(
         window: Display window ``(level_hu, width_hu)``.
 
     Returns:
-        A 15x5 inch figure with three panels.
+        A 15x5 inch figure with three panels, each with its colour bar in HU and the
+        patient's orientation letters (coronal and sagittal drawn head up).
     """
     volume = np.asarray(volume)
     sz, sy, sx = (float(s) for s in spacing_mm)
@@ -159,8 +248,7 @@ def plot_three_views(
     }
     for ax, (view, (extent, xlabel, ylabel, title)) in zip(axes, extents.items(), strict=True):
         origin = "upper" if view == "axial" else "lower"
-        image = window_for_display(take(volume, view), window)
-        ax.imshow(image, cmap="gray", vmin=0, vmax=1, extent=extent, origin=origin)
+        draw_ct(ax, take(volume, view), window, view, extent=extent, origin=origin)
         for mask, color in ((truth, TRUTH_COLOR), (pred, PRED_COLOR)):
             plane = take(mask, view)
             if plane is not None and np.any(plane):
@@ -338,4 +426,84 @@ def plot_worst_slices(
         ax.set_title(f"slice {index}: Dice {dice[index]:.2f}")
     fig.suptitle(f"{len(worst)} worst slices by Dice")
     fig.tight_layout()
+    return fig
+
+
+# Error map: what each voxel of the prediction is, against the truth (0: background, unpainted).
+ERROR_CLASSES = {
+    1: ("true positive", "tab:green"),
+    2: ("false positive", "tab:red"),
+    3: ("false negative", "tab:blue"),
+}
+
+
+def error_codes(truth: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """Each voxel's class in an error map: 0 true negative, then the keys of ERROR_CLASSES.
+
+    Args:
+        truth: True mask, any shape, bool or 0/1.
+        pred: Predicted mask, same shape.
+
+    Returns:
+        uint8 array of the same shape: 1 true positive, 2 false positive, 3 false negative.
+    """
+    truth, pred = np.asarray(truth) != 0, np.asarray(pred) != 0
+    codes = np.zeros(truth.shape, np.uint8)
+    codes[truth & pred] = 1
+    codes[pred & ~truth] = 2
+    codes[truth & ~pred] = 3
+    return codes
+
+
+def plot_error_map(
+    volume: np.ndarray,
+    truth: np.ndarray,
+    pred: np.ndarray,
+    slice_index: int | None = None,
+    window: tuple[float, float] = LIVER_WINDOW_HU,
+    ax: Axes | None = None,
+) -> Figure:
+    """Where a prediction is wrong: false positives and false negatives painted on an axial slice.
+
+    Outlines show where two masks differ only as two nearby lines; painting each pixel by its
+    class shows the errors themselves: red where the prediction calls liver and the truth does
+    not, blue where it misses liver, green where both agree.
+
+    Args:
+        volume: CT ``[z, y, x]`` in HU.
+        truth: True mask, same shape.
+        pred: Predicted mask, same shape.
+        slice_index: Axial slice; default the one with the most wrong voxels.
+        window: Display window ``(level_hu, width_hu)``.
+        ax: Axes to draw on; a new 6x6 inch figure when absent.
+
+    Returns:
+        The figure; the legend counts each class's pixels in the slice.
+
+    Raises:
+        DataError: If a mask's shape differs from the volume's or the slice is out of range.
+    """
+    from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Patch
+
+    volume = np.asarray(volume)
+    for name, mask in (("truth", truth), ("pred", pred)):
+        if np.shape(mask) != volume.shape:
+            raise DataError(f"{name} shape {np.shape(mask)} differs from volume {volume.shape}")
+    codes = error_codes(truth, pred)
+    if slice_index is None:
+        slice_index = pick_slice_index(codes >= 2, truth, n_slices=volume.shape[0])
+    # The CT slice with its colour bar and letters (and the slice's range checked) first.
+    fig = plot_overlay(volume, slice_index=slice_index, window=window, ax=ax)
+    ax = fig.axes[0] if ax is None else ax
+    colours = ListedColormap([colour for _, colour in ERROR_CLASSES.values()])
+    painted = np.ma.masked_equal(codes[slice_index], 0)
+    ax.imshow(painted, cmap=colours, vmin=1, vmax=3, alpha=0.55, interpolation="nearest")
+    counts = np.bincount(codes[slice_index].ravel(), minlength=4)
+    handles = [
+        Patch(color=colour, alpha=0.55, label=f"{label} ({counts[code]} px)")
+        for code, (label, colour) in ERROR_CLASSES.items()
+    ]
+    ax.legend(handles=handles, loc="lower right", fontsize="small")
+    ax.set_title(f"errors on axial slice {slice_index} (W {window[1]:g} / L {window[0]:g} HU)")
     return fig

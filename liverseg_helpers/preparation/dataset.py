@@ -506,7 +506,7 @@ def plot_augmentation_grid(ds_or_xy, n: int = 8, seed: int = 0):
         rows = [("batch", np.concatenate(batches_images)[:n], np.concatenate(batches_masks)[:n])]
     n_cols = len(rows[0][1])
     fig, axes = plt.subplots(
-        len(rows), n_cols, figsize=(2.0 * n_cols, 2.2 * len(rows)), squeeze=False
+        len(rows), n_cols, figsize=(2.0 * n_cols, 2.5 * len(rows)), squeeze=False
     )
     for row, (label, images, masks) in enumerate(rows):
         for col in range(n_cols):

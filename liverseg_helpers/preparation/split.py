@@ -153,3 +153,54 @@ def slice_level_leak_report(
         "n_patients": len(slices_per_patient),
         "n_patients_on_both_sides": len(both),
     }
+
+
+def split_patients_with_lesions(
+    case_ids: Sequence[str],
+    lesion_ids: Sequence[str],
+    n_val: int,
+    n_test: int,
+    seed: int = 42,
+) -> dict[str, list[str]]:
+    """Patient split for the tumour task: validation patients all have lesions.
+
+    A validation patient without a lesion cannot tell a network that finds lesions from one
+    that predicts none, so the best-val checkpoint and early stopping would judge on nothing.
+    The test patients are those of :func:`split_patients` with the same ids and seed (the
+    liver model's test patients stay unseen by both stages); validation patients are drawn
+    from the remaining patients with lesions, keeping at least one of them for training.
+
+    Args:
+        case_ids: One id per patient (unique).
+        lesion_ids: The patients whose tumour mask is not empty.
+        n_val: Validation patients wanted; fewer when too few patients have lesions.
+        n_test: Patients for the final test.
+        seed: Random seed.
+
+    Returns:
+        ``{"train": [...], "val": [...], "test": [...]}``, each sorted; every patient in
+        exactly one list, every ``val`` patient in ``lesion_ids``.
+
+    Raises:
+        DataError: An id of ``lesion_ids`` not in ``case_ids``, or fewer than two patients
+            with lesions outside the test set (one to train on, one to validate on).
+    """
+    split = split_patients(case_ids, n_val, n_test, seed)
+    lesion_set = {str(c) for c in lesion_ids}
+    unknown = sorted(lesion_set - set(split["train"] + split["val"] + split["test"]))
+    if unknown:
+        raise DataError(f"split_patients_with_lesions: lesion ids not in the cohort: {unknown}")
+    rest = sorted(split["train"] + split["val"])
+    with_lesions = [c for c in rest if c in lesion_set]
+    if len(with_lesions) < 2:
+        raise DataError(
+            f"split_patients_with_lesions: {len(with_lesions)} patient(s) with lesions outside "
+            f"the test set {split['test']}; need two, one to train on and one to validate on"
+        )
+    order = np.random.default_rng(seed).permutation(len(with_lesions))
+    val = {with_lesions[i] for i in order[: min(n_val, len(with_lesions) - 1)]}
+    return {
+        "train": [c for c in rest if c not in val],
+        "val": sorted(val),
+        "test": split["test"],
+    }

@@ -38,6 +38,7 @@ from liverseg_helpers import config as config_mod
 from liverseg_helpers.atomic import write_json_atomic
 from liverseg_helpers.errors import DataError, ModelFileError
 from liverseg_helpers.preparation.augment import AugmentSettings
+from liverseg_helpers.preparation.split import split_patients_with_lesions
 from liverseg_helpers.training import losses as losses_mod
 from liverseg_helpers.training import model as model_mod
 from liverseg_helpers.training import run_reuse
@@ -217,6 +218,13 @@ def prepare_data(cfg: TrainConfig, profile: Any, run_dir: Path) -> tuple[dict, A
         split = json.loads(split_path.read_text())
     elif cfg.split is not None:
         split = check_split(cfg.split, case_ids, data_dir)
+    elif tumour:  # validation patients with lesions, else the best checkpoint judges on nothing
+        with_lesions = [
+            cid for cid in case_ids if dataset.load_cached_slices(cache_dir, [cid])[1].any()
+        ]
+        split = split_patients_with_lesions(
+            case_ids, with_lesions, profile.val_patients, profile.test_patients, cfg.seed
+        )
     else:
         split = preprocess.split_patients(
             case_ids, profile.val_patients, profile.test_patients, cfg.seed
@@ -299,20 +307,53 @@ def _infinite(data: Any) -> bool:
     return cardinality is not None and int(cardinality()) == -1  # tf.data.INFINITE_CARDINALITY
 
 
-def train(cfg: TrainConfig) -> TrainResult:
-    """Train a UNet on a cohort and fill the run folder (see the module docstring).
+@dataclass
+class TrainingData:
+    """Everything ``model.fit`` needs for one training, from :func:`prepare_training`.
+
+    Attributes:
+        profile: The profile with the run's overrides applied.
+        run_dir: The run folder (created).
+        split: Patient ids of ``train``, ``val`` and ``test``.
+        settings: PreprocessSettings of the slice cache (saved beside the model).
+        train_ds: Shuffled, augmented training batches (``tf.data`` or ``PyDataset``).
+        val_ds: Validation batches, in order, not augmented.
+        steps_per_epoch: Batches per epoch (None: one pass over ``train_ds``).
+        validation_steps: Validation batches (None: one pass over ``val_ds``).
+        in_channels: Input channels of a slice (1 + 2 * context slices).
+        initial_epoch: Epochs already done (more than 0 only when resuming).
+        state: ``training_state.json`` of a resumed run ({} for a fresh one).
+    """
+
+    profile: Any
+    run_dir: Path
+    split: dict
+    settings: Any
+    train_ds: Any
+    val_ds: Any
+    steps_per_epoch: int | None
+    validation_steps: int | None
+    in_channels: int
+    initial_epoch: int = 0
+    state: dict = field(default_factory=dict)
+
+
+def prepare_training(cfg: TrainConfig) -> TrainingData:
+    """Seed, split the cohort by patient, build the slice cache and the input pipelines.
+
+    The first half of :func:`train`; notebook 04 calls it and then compiles and fits the
+    model in cells of its own, so that both give the same history at the same seed (tested).
 
     Args:
         cfg: What to train.
 
     Returns:
-        TrainResult with ``run_dir/best.keras`` and the full history.
+        The training data and what the fit needs besides the model.
 
     Raises:
         ModelFileError: ``resume=True`` but the run folder has no ``last.keras``.
         DataError: The cohort is empty or too small to split.
     """
-    start = time.perf_counter()
     overrides = dict(cfg.overrides)
     if cfg.epochs is not None:
         overrides["epochs"] = cfg.epochs
@@ -358,45 +399,83 @@ def train(cfg: TrainConfig) -> TrainResult:
     per_epoch = math.ceil(len(x_train) / profile.batch_size)
     steps = profile.steps_per_epoch or (per_epoch if _infinite(train_ds) else None)
     val_steps = math.ceil(len(x_val) / profile.batch_size) if _infinite(val_ds) else None
+    return TrainingData(
+        profile=profile,
+        run_dir=run_dir,
+        split=split,
+        settings=settings,
+        train_ds=train_ds,
+        val_ds=val_ds,
+        steps_per_epoch=steps,
+        validation_steps=val_steps,
+        in_channels=int(x_train.shape[-1]),
+        initial_epoch=initial_epoch,
+        state=state,
+    )
 
+
+def save_run_config(cfg: TrainConfig, profile: Any, replicas: int = 1) -> Path:
+    """Write ``config.json``: what was asked, the profile, Keras version, backend, precision.
+
+    Later runs read it to refuse reusing a folder for another training (``run_reuse``).
+    """
+    return write_json_atomic(
+        {
+            **asdict(cfg),
+            "profile_settings": profile.to_dict(),
+            "keras_version": keras.__version__,
+            "backend": keras.backend.backend(),
+            "precision_policy": keras.mixed_precision.dtype_policy().name,
+            "replicas": replicas,
+        },
+        Path(cfg.run_dir) / "config.json",
+    )
+
+
+def train(cfg: TrainConfig) -> TrainResult:
+    """Train a UNet on a cohort and fill the run folder (see the module docstring).
+
+    Args:
+        cfg: What to train.
+
+    Returns:
+        TrainResult with ``run_dir/best.keras`` and the full history.
+
+    Raises:
+        ModelFileError: ``resume=True`` but the run folder has no ``last.keras``.
+        DataError: The cohort is empty or too small to split.
+    """
+    start = time.perf_counter()
+    data = prepare_training(cfg)
+    profile, run_dir, state = data.profile, data.run_dir, data.state
     previous_policy = keras.mixed_precision.dtype_policy()
     setup = select_device_setup()
     try:
         with setup.scope:
             if cfg.resume:
-                model = model_mod.load_model(last_path)
+                model = model_mod.load_model(run_dir / "last.keras")
             else:
                 batch_norm = cfg.task == "tumour" if cfg.batch_norm is None else cfg.batch_norm
                 model = model_mod.model_from_profile(
-                    profile, in_channels=x_train.shape[-1], batch_norm=batch_norm
+                    profile, in_channels=data.in_channels, batch_norm=batch_norm
                 )
-                write_json_atomic(
-                    {
-                        **asdict(cfg),
-                        "profile_settings": profile.to_dict(),
-                        "keras_version": keras.__version__,
-                        "backend": keras.backend.backend(),
-                        "precision_policy": setup.policy,
-                        "replicas": setup.replicas,
-                    },
-                    run_dir / "config.json",
-                )
+                save_run_config(cfg, profile, setup.replicas)
                 fig = model_mod.plot_architecture(model, run_dir / "figures" / "architecture.png")
                 import matplotlib.pyplot as plt
 
                 plt.close(fig)
-            if initial_epoch < profile.epochs:
+            if data.initial_epoch < profile.epochs:
                 fit_model(
                     model,
-                    train_ds,
-                    val_ds,
+                    data.train_ds,
+                    data.val_ds,
                     run_dir,
                     profile,
                     cfg.loss,
-                    initial_epoch,
-                    steps_per_epoch=steps,
-                    validation_steps=val_steps,
-                    settings=settings,
+                    data.initial_epoch,
+                    steps_per_epoch=data.steps_per_epoch,
+                    validation_steps=data.validation_steps,
+                    settings=data.settings,
                     task=cfg.task,
                 )
     finally:

@@ -14,7 +14,7 @@ from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch, Rectangle
 
-from liverseg_helpers.figures.viz import window_for_display
+from liverseg_helpers.figures.viz import LIVER_WINDOW_HU, draw_ct, label_ct_view
 
 FOUND, MISSED, FALSE, REAL = "tab:green", "tab:red", "tab:orange", "tab:blue"
 TUMOUR_WINDOW_HU = (70.0, 200.0)  # display window of preprocess.tumour_settings
@@ -50,14 +50,13 @@ def plot_lesion_outlines(
     if z is None:
         counts = ((true_lesions != 0) | (pred_lesions != 0)).reshape(len(volume_hu), -1).sum(1)
         z = int(np.argmax(counts))
-    image = window_for_display(volume_hu[z], window)
-    fig, axes = plt.subplots(1, 2, figsize=(10, 5))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 5))
     layers = (
         ("truth", true_lesions[z], match["missed_ids"], FOUND, MISSED),
         ("prediction", pred_lesions[z], match["false_ids"], REAL, FALSE),
     )
     for ax, (title, ids2d, bad_ids, good, bad) in zip(axes, layers, strict=True):
-        ax.imshow(image, cmap="gray")
+        draw_ct(ax, volume_hu[z], window, "axial")
         if liver[z].any():
             ax.contour(liver[z], levels=[0.5], colors="white", linewidths=0.8)
         bad_mask = _ids_mask(ids2d, bad_ids)
@@ -108,23 +107,29 @@ def plot_lesion_mip(
     code[_ids_mask(true_lesions, match["missed_ids"])] = 5
     cmap = ListedColormap(["black", "dimgray", REAL, FOUND, FALSE, MISSED])
     fig, axes = plt.subplots(1, 2, figsize=(10, 5))
-    views = (
-        ("axial MIP (along z)", code.max(axis=0), 1.0),
-        ("coronal MIP (along rows)", code.max(axis=1)[::-1], spacing_mm[0] / spacing_mm[2]),
-    )
-    for ax, (title, image, aspect) in zip(axes, views, strict=True):
-        ax.imshow(image, cmap=cmap, vmin=0, vmax=5, interpolation="nearest", aspect=aspect)
-        ax.set_title(title)
-        ax.set_xlabel("column (pixels)")
+    shape = dict(cmap=cmap, vmin=0, vmax=5, interpolation="nearest")
+    axes[0].imshow(code.max(axis=0), **shape)
+    axes[0].set_title("axial MIP (along z)")
     axes[0].set_ylabel("row (pixels)")
-    axes[1].set_ylabel("slice (head at top)")
+    # Coronal: height in mm above the first slice, drawn upwards (origin "lower"), so the head
+    # is at the top and the tick labels are true heights; one column is spacing_mm[2] mm wide.
+    n_slices, n_cols = code.shape[0], code.shape[2]
+    extent = (-0.5, n_cols - 0.5, -0.5 * spacing_mm[0], (n_slices - 0.5) * spacing_mm[0])
+    axes[1].imshow(
+        code.max(axis=1), origin="lower", extent=extent, aspect=1.0 / spacing_mm[2], **shape
+    )
+    axes[1].set_title("coronal MIP (along rows)")
+    axes[1].set_ylabel("height z (mm above the first slice)")
+    for ax, view in zip(axes, ("axial", "coronal"), strict=True):
+        ax.set_xlabel("column (pixels)")
+        label_ct_view(ax, view=view, colorbar=False)
     handles = [
         Patch(color=c, label=n)
         for c, n in ((FOUND, "found"), (MISSED, "missed"), (FALSE, "false"), (REAL, "predicted"))
     ]
     fig.legend(handles=handles, loc="lower center", ncol=4)
     fig.suptitle("Lesion map, maximum-intensity projection (liver in grey)")
-    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     return fig
 
 
@@ -144,10 +149,12 @@ def plot_crop(
     """
     r0, r1, c0, c1 = box
     fig, axes = plt.subplots(1, 2, figsize=(10, 5))
-    axes[0].imshow(window_for_display(volume_hu[z], (50.0, 400.0)), cmap="gray")
+    draw_ct(axes[0], volume_hu[z], LIVER_WINDOW_HU, "axial")
     axes[0].add_patch(Rectangle((c0, r0), c1 - c0, r1 - r0, fill=False, color="yellow", lw=2))
     axes[0].set_title(f"stage one's view: whole slice {z}, liver window")
-    axes[1].imshow(crop_input, cmap="gray", vmin=0, vmax=1)
+    grey = axes[1].imshow(crop_input, cmap="gray", vmin=0, vmax=1)
+    label_ct_view(axes[1], view="axial", colorbar=False)
+    fig.colorbar(grey, ax=axes[1], fraction=0.046, pad=0.04, label="input (tumour window as 0-1)")
     side = crop_input.shape[0]
     axes[1].set_title(f"stage two's input: liver box, tumour window, {side}x{side}")
     for ax in axes:

@@ -198,8 +198,33 @@ def label_lesions(tumour: np.ndarray) -> np.ndarray:
     return cc3d.connected_components((np.asarray(tumour) != 0).astype(np.uint8), connectivity=26)
 
 
+def longest_axial_diameters_mm(
+    lesions: np.ndarray, spacing_mm: tuple[float, float, float]
+) -> dict[int, float]:
+    """Each lesion's longest diameter in an axial slice (RECIST 1.1's measure), in mm.
+
+    For every axial slice, the maximum Feret diameter of each lesion's cut (scikit-image's
+    ``feret_diameter_max``, with the in-plane pixel spacing); the largest over the slices.
+
+    Args:
+        lesions: Integer id map ``[z, y, x]``, one id per lesion, 0 elsewhere.
+        spacing_mm: Voxel size ``(z, y, x)`` in mm.
+
+    Returns:
+        ``{lesion id: diameter in mm}`` for every id present.
+    """
+    from skimage.measure import regionprops
+
+    longest: dict[int, float] = {}
+    for z in np.flatnonzero(np.asarray(lesions).reshape(len(lesions), -1).any(axis=1)):
+        for region in regionprops(lesions[z], spacing=tuple(spacing_mm[1:])):
+            diameter = float(region.feret_diameter_max)
+            longest[region.label] = max(longest.get(region.label, 0.0), diameter)
+    return longest
+
+
 def lesion_table(lesions: np.ndarray, spacing_mm: tuple[float, float, float]) -> pd.DataFrame:
-    """One row per lesion: volume, centroid, extent.
+    """One row per lesion: volume, centroid, size.
 
     Args:
         lesions: Integer id map ``[z, y, x]``, one id per lesion (``case.lesions``, or
@@ -210,8 +235,10 @@ def lesion_table(lesions: np.ndarray, spacing_mm: tuple[float, float, float]) ->
     Returns:
         DataFrame indexed by ``lesion`` (1..n, by decreasing volume) with ``source_id`` (the
         id in ``lesions``), ``volume_ml``, ``voxels``, ``centroid_z``, ``centroid_y``,
-        ``centroid_x`` (voxel indices), ``diameter_mm`` (of the sphere of the same volume)
-        and ``slices`` (z extent).
+        ``centroid_x`` (voxel indices), ``axial_diameter_mm`` (the longest diameter in an
+        axial slice, what a radiologist measures under RECIST 1.1, see
+        :func:`longest_axial_diameters_mm`), ``sphere_diameter_mm`` (of the sphere of the
+        same volume) and ``slices`` (z extent).
         Empty (those columns, no rows) when there is no lesion.
     """
     lesions = np.asarray(lesions)
@@ -219,6 +246,7 @@ def lesion_table(lesions: np.ndarray, spacing_mm: tuple[float, float, float]) ->
         raise DataError(f"lesion_table: expected an integer id map, got {lesions.dtype}")
     voxel_ml = float(np.prod(spacing_mm)) / 1000.0
     stats = cc3d.statistics(lesions.astype(np.uint32, copy=False))
+    axial = longest_axial_diameters_mm(lesions, spacing_mm)
     rows = []
     for lesion_id in range(1, len(stats["voxel_counts"])):
         voxels = int(stats["voxel_counts"][lesion_id])
@@ -235,7 +263,8 @@ def lesion_table(lesions: np.ndarray, spacing_mm: tuple[float, float, float]) ->
                 centroid_z=cz,
                 centroid_y=cy,
                 centroid_x=cx,
-                diameter_mm=float((6000.0 * volume_ml / np.pi) ** (1 / 3)),
+                axial_diameter_mm=axial[lesion_id],
+                sphere_diameter_mm=float((6000.0 * volume_ml / np.pi) ** (1 / 3)),
                 slices=int(zbox.stop - zbox.start),
             )
         )
@@ -246,7 +275,8 @@ def lesion_table(lesions: np.ndarray, spacing_mm: tuple[float, float, float]) ->
         "centroid_z",
         "centroid_y",
         "centroid_x",
-        "diameter_mm",
+        "axial_diameter_mm",
+        "sphere_diameter_mm",
         "slices",
     ]
     table = pd.DataFrame(rows, columns=columns).sort_values("volume_ml", ascending=False)
