@@ -20,6 +20,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, SegmentationStorage, generate_uid
 
+from liverseg_helpers import manifest
 from liverseg_helpers.errors import DataError, DicomSeriesError
 from liverseg_helpers.io import (
     describe_case,
@@ -246,3 +247,15 @@ def test_real_info_of_a_cohort_folder(capsys):
         "2022",
     ]
     assert out.count("  tumour ") == 3
+
+
+@pytest.mark.real_data
+@pytest.mark.parametrize(
+    ("folder", "card", "n_hashed"), [("chaos_ct", "chaos", 78), ("hcc_tace_seg", "hcc_tace_seg", 6)]
+)
+@pytest.mark.skipif(not HCC.is_dir(), reason=f"real data not found at {DATA_DIR}")
+def test_real_copies_verify_against_their_cards(folder, card, n_hashed):
+    assert manifest.guess_dataset(DATA_DIR / folder) == card
+    report = manifest.verify_dataset(DATA_DIR / folder)
+    assert report.ok, report.errors
+    assert report.files_hashed == n_hashed
