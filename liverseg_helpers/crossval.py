@@ -30,10 +30,16 @@ Files written under ``out_dir``::
     cohort_masses_lobe/ ...     the same three, once per harder phantom anatomy a variant uses
     <variant>/fold_<patient>/   a run folder of ``train.train`` + ``metrics.json``
     <variant>/per_patient_metrics.csv   one row per test patient, then mean / std / n_valid
+    <variant>/per_source_metrics.csv    one row per source (the ``--data`` folder a patient
+                                came from): mean of its patients' metrics, n_patients
     ablation.csv, ablation.md   one row per variant: per-fold Dice and ASSD, training time
 
-Command: ``liverseg crossval --data DIR --out DIR [--profile real] [--variant NAME ...]
-[--train-extra DIR ...]``.
+Several sources (hospitals, scanners) enter as several ``--data`` folders: their patients form
+one leave-one-out cohort, each patient is one fold's test patient, and the metrics are also
+given per source, since a model can be good on one hospital's scans and poor on another's.
+
+Command: ``liverseg crossval --data DIR [--data DIR ...] --out DIR [--profile real]
+[--variant NAME ...] [--train-extra DIR ...]``.
 """
 
 from __future__ import annotations
@@ -58,6 +64,52 @@ from liverseg_helpers.split import read_split_without
 from liverseg_helpers.variants import VARIANTS, Variant
 
 VAL_PHANTOM = "phantom_001"
+DataDirs = str | os.PathLike | Sequence[str | os.PathLike]
+
+
+def real_case_paths(data_dirs: DataDirs) -> list[Path]:
+    """The real patients of one or several cohort folders (one folder per source).
+
+    Raises:
+        DataError: Two patients of the folders have the same id (both paths are named).
+    """
+    from liverseg_helpers import io
+
+    dirs = [data_dirs] if isinstance(data_dirs, (str, os.PathLike)) else list(data_dirs)
+    paths = [p for d in dirs for p in io.list_case_paths(d)]
+    seen: dict[str, Path] = {}
+    for path in paths:
+        case_id = io.case_id_of(path)
+        if case_id in seen:
+            raise DataError(f"{path}: patient id {case_id!r} is also {seen[case_id]}")
+        seen[case_id] = path
+    return paths
+
+
+def source_of(case_path: Path) -> str:
+    """A patient's source: the name of the cohort folder holding it (``hcc_tace_seg``)."""
+    return Path(case_path).absolute().parent.name
+
+
+def per_source_table(rows: list[dict], sources: dict[str, str]) -> pd.DataFrame:
+    """Mean of each numeric metric over the test patients of each source.
+
+    Args:
+        rows: Fold rows (``case_id`` and metrics).
+        sources: Case id to source (:func:`source_of`).
+
+    Returns:
+        DataFrame indexed by ``source``: ``n_patients``, ``patients`` and the metric means
+        (distances of an empty prediction, ``nan``, are skipped).
+    """
+    table = pd.DataFrame(rows)
+    table["source"] = table["case_id"].map(sources)
+    numeric = table.select_dtypes("number").columns
+    means = table.groupby("source")[list(numeric)].mean()
+    groups = table.groupby("source")["case_id"]
+    means.insert(0, "patients", groups.agg(" ".join))
+    means.insert(0, "n_patients", groups.size())
+    return means
 
 
 @dataclass
@@ -305,7 +357,7 @@ def extra_training_cases(
 
 
 def prepare_cohort(
-    data_dir: Path,
+    data_dir: DataDirs,
     out_dir: Path,
     profile_name: str,
     variant: Variant,
@@ -316,7 +368,7 @@ def prepare_cohort(
     from liverseg_helpers import io, phantom
 
     profile = config_mod.get_profile(profile_name)
-    real_paths = io.list_case_paths(data_dir)
+    real_paths = real_case_paths(data_dir)
     extra_paths = list(extra_paths)
     suffix = variant.cohort_suffix
     phantom_dir = phantom.ensure_phantom_cohort(
@@ -335,7 +387,7 @@ def prepare_cohort(
 
 
 def run_leave_one_out(
-    data_dir: str | os.PathLike,
+    data_dir: DataDirs,
     out_dir: str | os.PathLike,
     profile: str = "real",
     seed: int = config_mod.DEFAULT_SEED,
@@ -350,7 +402,8 @@ def run_leave_one_out(
     continues where it stopped.
 
     Args:
-        data_dir: Cohort of real patients (e.g. ``../shared/data/3Dircadb1``).
+        data_dir: Cohort of real patients (e.g. ``../shared/data/3Dircadb1``), or several
+            cohorts, one per source (their patients are pooled; metrics also per source).
         out_dir: Output folder (outside the repo, or under the git-ignored ``runs/``).
         profile: Profile name (``real``; ``smoke`` for tests).
         seed: Seed of weights, augmentation and slice choice.
@@ -374,17 +427,15 @@ def run_leave_one_out(
     out_dir.mkdir(parents=True, exist_ok=True)
     from liverseg_helpers import evaluate, io
 
+    real_paths = real_case_paths(data_dir)
+    sources = {io.case_id_of(p): source_of(p) for p in real_paths}
     # The copy check reads every extra scan: once per run, for all variants.
-    extra_paths = (
-        extra_training_cases(train_extra, io.list_case_paths(data_dir), out_dir)
-        if train_extra
-        else []
-    )
+    extra_paths = extra_training_cases(train_extra, real_paths, out_dir) if train_extra else []
     rows = []
     for name in names:
         variant = VARIANTS[name]
         cohort_dir, real_ids, phantom_ids, extra_ids = prepare_cohort(
-            Path(data_dir), out_dir, profile, variant, extra_paths
+            data_dir, out_dir, profile, variant, extra_paths
         )
         folds = make_loo_folds(real_ids, phantom_ids, variant.phantom_train, extra_ids)
         variant_rows = []
@@ -415,6 +466,10 @@ def run_leave_one_out(
             ]
         )
         evaluate.save_metrics_csv(table, out_dir / name / "per_patient_metrics.csv")
+        by_source = per_source_table(variant_rows, sources)
+        with atomic_file(out_dir / name / "per_source_metrics.csv") as tmp:
+            by_source.to_csv(tmp, float_format="%.4g")
+        print(by_source[["n_patients", "dice", "assd_mm", "hd95_mm"]].to_string(), flush=True)
         rows.extend(variant_rows)
     per_fold = pd.DataFrame(rows)
     all_rows = pd.DataFrame(read_finished_rows(out_dir))
@@ -428,6 +483,12 @@ def run_leave_one_out(
 def run_crossval_cli(args: argparse.Namespace) -> int:
     """``liverseg crossval``: LOPO cross-validation (or ``--reference``: the shipped model)."""
     profile = args.profile or "real"
+    if len(args.data) > 1 and (args.reference or args.ensemble_of or len(args.seed) > 1):
+        raise DataError(
+            "several --data folders are pooled by leave-one-out only; --reference, "
+            "--ensemble-of and several --seed take one --data"
+        )
+    data_dirs, args.data = args.data, args.data[0]
     if args.train_extra and (args.reference or args.ensemble_of):
         raise DataError(
             "--train-extra adds patients to leave-one-out training; it does not apply to "
@@ -470,7 +531,7 @@ def run_crossval_cli(args: argparse.Namespace) -> int:
             print(f"exported to {dest}")
         return 0
     result = run_leave_one_out(
-        args.data,
+        data_dirs,
         args.out,
         profile,
         seed,
@@ -491,6 +552,9 @@ __all__ = [
     "make_cohort_dir",
     "extra_training_cases",
     "make_loo_folds",
+    "per_source_table",
+    "real_case_paths",
+    "source_of",
     "slice_cache_dir",
     "evaluate_fold",
     "variant_train_config",
