@@ -114,7 +114,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=42, help="random seed")
 
     p = sub.add_parser("crossval", help="leave-one-patient-out training, 3D metrics, ablation")
-    p.add_argument("--data", required=True, help="cohort of real patients (>= 2)")
+    p.add_argument(
+        "--data",
+        required=True,
+        action="append",
+        help="cohort of real patients (>= 2 in all); repeat for several sources",
+    )
     p.add_argument("--out", required=True, help="output folder (run folders, tables)")
     p.add_argument("--profile", default=None, help="profile (default: real)")
     p.add_argument(

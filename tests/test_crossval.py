@@ -381,3 +381,64 @@ def test_shipped_pair_on_a_3_slice_ct_uses_the_axial_network_alone():
     with pytest.warns(UserWarning, match="3 mm from feet to head.*coronal"):
         pair = predict.predict_case(pipeline.resolve_model_paths(None), case)
     np.testing.assert_array_equal(pair.probs, predict.predict_case(REFERENCE_MODEL, case).probs)
+
+
+def test_real_case_paths_pools_sources_and_refuses_one_id_twice(tmp_path):
+    for folder, names in (("hosp_a", ["p1", "p2"]), ("hosp_b", ["q1"]), ("hosp_c", ["p2"])):
+        for name in names:
+            (tmp_path / folder / name / "PATIENT_DICOM").mkdir(parents=True)
+    paths = crossval.real_case_paths([tmp_path / "hosp_a", tmp_path / "hosp_b"])
+    assert [p.name for p in paths] == ["p1", "p2", "q1"]
+    assert [crossval.source_of(p) for p in paths] == ["hosp_a", "hosp_a", "hosp_b"]
+    assert crossval.real_case_paths(tmp_path / "hosp_b") == [tmp_path / "hosp_b" / "q1"]
+    with pytest.raises(DataError, match=r"hosp_c/p2: patient id 'p2' is also .*hosp_a/p2"):
+        crossval.real_case_paths([tmp_path / "hosp_a", tmp_path / "hosp_c"])
+
+
+def test_per_source_table_means_each_source_apart():
+    rows = [
+        {"case_id": "p1", "dice": 0.9, "assd_mm": 2.0},
+        {"case_id": "p2", "dice": 0.7, "assd_mm": float("nan")},
+        {"case_id": "q1", "dice": 0.5, "assd_mm": 6.0},
+    ]
+    table = crossval.per_source_table(rows, {"p1": "a", "p2": "a", "q1": "b"})
+    assert table.loc["a", "n_patients"] == 2 and table.loc["a", "patients"] == "p1 p2"
+    assert table.loc["a", "dice"] == pytest.approx(0.8)
+    assert table.loc["a", "assd_mm"] == pytest.approx(2.0)  # nan (empty prediction) skipped
+    assert table.loc["b", "dice"] == pytest.approx(0.5)
+
+
+def test_several_data_folders_only_for_leave_one_out(tmp_path):
+    from liverseg_helpers import cli
+    from liverseg_helpers.research import commands
+
+    args = cli.build_parser().parse_args(
+        ["crossval", "--data", "a", "--data", "b", "--out", str(tmp_path), "--reference", "x"]
+    )
+    assert args.data == ["a", "b"]
+    with pytest.raises(DataError, match="several --data folders are pooled by leave-one-out"):
+        commands.run_crossval_cli(args)
+
+
+@pytest.mark.slow
+def test_run_leave_one_out_over_two_sources(tmp_path):
+    write_tiny_cohort(tmp_path / "hosp_a", ["pat_a", "pat_b"])
+    write_tiny_cohort(tmp_path / "hosp_b", ["pat_c"], seed=8)
+    out = tmp_path / "cv"
+    result = crossval.run_leave_one_out(
+        [tmp_path / "hosp_a", tmp_path / "hosp_b"],
+        out,
+        profile="smoke",
+        variants=["baseline"],
+        overrides=TINY,
+    )
+    assert sorted(result.per_fold["case_id"]) == ["pat_a", "pat_b", "pat_c"]
+    for test in ("pat_a", "pat_b", "pat_c"):
+        used = json.loads((out / "baseline" / f"fold_{test}" / "split.json").read_text())
+        assert used["test"] == [test] and test not in used["train"] + used["val"]
+    by_source = (out / "baseline" / "per_source_metrics.csv").read_text().splitlines()
+    assert by_source[0].startswith("source,n_patients,patients,")
+    assert [line.split(",")[:3] for line in by_source[1:]] == [
+        ["hosp_a", "2", "pat_a pat_b"],
+        ["hosp_b", "1", "pat_c"],
+    ]

@@ -34,7 +34,7 @@ PAYLOAD_SHA256 = hashlib.sha256(PAYLOAD).hexdigest()
 
 def test_cards_listed_and_complete():
     names = manifest.list_cards()
-    assert names == ["ircadb", "lits", "msd_task03_liver", "phantom"]
+    assert names == ["chaos", "hcc_tace_seg", "ircadb", "lits", "msd_task03_liver", "phantom"]
     cards_dir = manifest.find_cards_dir()
     for name in names:
         card = manifest.load_card(name)

@@ -5,6 +5,7 @@
 """
 
 from liverseg_helpers.io.case import LIVER, TUMOUR, Case
+from liverseg_helpers.io.chaos import load_chaos_case
 from liverseg_helpers.io.cohort import (
     case_id_of,
     detect_case_format,
@@ -13,7 +14,9 @@ from liverseg_helpers.io.cohort import (
     load_cohort,
 )
 from liverseg_helpers.io.dicom import load_dicom_series
+from liverseg_helpers.io.dicom_seg import read_seg_mask
 from liverseg_helpers.io.files import CaseNotFoundError
+from liverseg_helpers.io.hcc_tace import load_hcc_tace_case
 from liverseg_helpers.io.info import describe_case, format_description
 from liverseg_helpers.io.ircadb import load_ircadb_patient
 from liverseg_helpers.io.ircadb_writer import write_ircadb_patient
@@ -35,12 +38,15 @@ __all__ = [
     "format_description",
     "list_case_paths",
     "load_case",
+    "load_chaos_case",
     "load_cohort",
     "load_dicom_series",
+    "load_hcc_tace_case",
     "load_ircadb_patient",
     "load_nifti_case",
     "load_png_folder",
     "read_nrrd_mask",
+    "read_seg_mask",
     "write_ircadb_patient",
     "write_mask_nifti",
     "write_prediction",

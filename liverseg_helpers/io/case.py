@@ -31,8 +31,8 @@ class Case:
         lesions: Optional int32 label map with the volume's shape, one id per liver lesion
             (0 = none), for lesion-level scoring.
         source: Path the case was read from.
-        format: Reader that produced it (``"ircadb"``, ``"dicom"``, ``"nifti"``, ``"png"``,
-            ``"phantom"``).
+        format: Reader that produced it (``"ircadb"``, ``"chaos"``, ``"hcc_tace"``,
+            ``"dicom"``, ``"nifti"``, ``"png"``, ``"phantom"``).
     """
 
     case_id: str

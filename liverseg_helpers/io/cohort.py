@@ -7,8 +7,10 @@ from pathlib import Path
 
 from liverseg_helpers.errors import DataError
 from liverseg_helpers.io.case import Case
+from liverseg_helpers.io.chaos import is_chaos_case, load_chaos_case
 from liverseg_helpers.io.dicom import NON_DICOM_SUFFIXES, load_dicom_series
 from liverseg_helpers.io.files import CaseNotFoundError, natural_key
+from liverseg_helpers.io.hcc_tace import is_hcc_tace_case, load_hcc_tace_case
 from liverseg_helpers.io.ircadb import PATIENT_DICOM, is_ircadb_patient, load_ircadb_patient
 from liverseg_helpers.io.nifti import (
     is_label_file,
@@ -19,10 +21,34 @@ from liverseg_helpers.io.nifti import (
 from liverseg_helpers.io.png import is_png_folder, load_png_folder
 
 MASK_SUFFIXES = (".nrrd", ".nhdr", ".seg.nrrd")
+# Case folder layouts recognised by their content, in the order they are tried.
+_FOLDER_FORMATS = (
+    ("ircadb", is_ircadb_patient),
+    ("chaos", is_chaos_case),
+    ("hcc_tace", is_hcc_tace_case),
+    ("png", is_png_folder),
+)
+
+
+def folder_format(folder: Path) -> str | None:
+    """The layout of a case folder (``"ircadb"``, ``"chaos"``, ``"hcc_tace"``, ``"png"``), or
+    None for any other folder."""
+    return next((name for name, test in _FOLDER_FORMATS if test(folder)), None)
+
+
+def is_cohort_folder(path: Path) -> bool:
+    """True for a folder that is no case itself but holds case folders (e.g. ``hcc_tace_seg``)."""
+    path = Path(path)
+    return (
+        path.is_dir()
+        and folder_format(path) is None
+        and any(folder_format(c) for c in path.iterdir() if c.is_dir())
+    )
 
 
 def detect_case_format(path: str | Path) -> str:
-    """Name the reader for a path: ``"ircadb"``, ``"png"``, ``"nifti"`` or ``"dicom"``.
+    """Name the reader for a path: ``"ircadb"``, ``"chaos"``, ``"hcc_tace"``, ``"png"``,
+    ``"nifti"`` or ``"dicom"``.
 
     Raises:
         CaseNotFoundError: If the path does not exist.
@@ -32,16 +58,15 @@ def detect_case_format(path: str | Path) -> str:
     if not path.exists():
         raise CaseNotFoundError(f"{path}: no such file or folder")
     if path.is_dir():
-        if is_ircadb_patient(path):
-            return "ircadb"
-        if is_png_folder(path):
-            return "png"
+        layout = folder_format(path)
+        if layout is not None:
+            return layout
         if (path / "imagesTr").is_dir():
             raise DataError(
                 f"{path}: an MSD task folder holds many cases; use load_cohort() or pass one "
                 "imagesTr/<case>.nii.gz"
             )
-        if any(is_ircadb_patient(c) or is_png_folder(c) for c in path.iterdir() if c.is_dir()):
+        if is_cohort_folder(path):
             raise DataError(
                 f"{path}: a folder of patients (a cohort); use load_cohort() or pass one patient"
             )
@@ -74,7 +99,8 @@ def load_case(path: str | Path) -> Case:
         path: 3D-IRCADb patient folder (``PATIENT_DICOM`` + ``MASKS_DICOM``, folders or zips),
             DICOM series (folder, zip or single file), NIfTI CT (LiTS ``volume-N`` or MSD
             ``imagesTr/…``; the label file is found automatically), or a PNG folder
-            (``Images/`` + ``Masks/``).
+            (``Images/`` + ``Masks/``), CHAOS case (``DICOM_anon/`` + ``Ground/``) or
+            HCC-TACE-Seg patient (``CT/`` + ``liver_seg.dcm``, ``tumour_seg.dcm``).
 
     Returns:
         The Case; see the format's reader for what ``masks`` holds.
@@ -87,6 +113,8 @@ def load_case(path: str | Path) -> Case:
     readers = {
         "ircadb": load_ircadb_patient,
         "png": load_png_folder,
+        "chaos": load_chaos_case,
+        "hcc_tace": load_hcc_tace_case,
         "nifti": load_nifti_case,
         "dicom": load_dicom_series,
     }
@@ -104,10 +132,11 @@ def _holds_dicom(folder: Path) -> bool:
 def list_case_paths(data_dir: str | Path) -> list[Path]:
     """The cases of a cohort folder, in natural name order.
 
-    Recognised: 3D-IRCADb patient folders and PNG folders among the children (e.g.
-    ``3Dircadb1.1``, ``3Dircadb1.7`` or ``phantom_001``...), LiTS ``volume-N`` files (also one
-    folder down, as in the LiTS batches), MSD ``imagesTr/*.nii.gz`` (macOS ``._`` files skipped)
-    and child folders holding DICOM files. ``data_dir`` itself may also be a single case.
+    Recognised: 3D-IRCADb patient, CHAOS, HCC-TACE-Seg and PNG folders among the children
+    (e.g. ``3Dircadb1.1``, ``chaos_ct_1``, ``0697`` or ``phantom_001``...), LiTS ``volume-N``
+    files (also one folder down, as in the LiTS batches), MSD ``imagesTr/*.nii.gz`` (macOS
+    ``._`` files skipped) and child folders holding DICOM files. ``data_dir`` itself may also
+    be a single case.
 
     Raises:
         CaseNotFoundError: If ``data_dir`` does not exist.
@@ -116,7 +145,7 @@ def list_case_paths(data_dir: str | Path) -> list[Path]:
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise CaseNotFoundError(f"{data_dir}: no such folder")
-    if is_ircadb_patient(data_dir) or is_png_folder(data_dir):
+    if folder_format(data_dir):
         return [data_dir]
     if (data_dir / "imagesTr").is_dir():
         found = [
@@ -130,7 +159,7 @@ def list_case_paths(data_dir: str | Path) -> list[Path]:
             if child.name.startswith("."):
                 continue
             if child.is_dir():
-                if is_ircadb_patient(child) or is_png_folder(child) or _holds_dicom(child):
+                if folder_format(child) or _holds_dicom(child):
                     found.append(child)
                 else:
                     found += [
@@ -140,7 +169,8 @@ def list_case_paths(data_dir: str | Path) -> list[Path]:
                 found.append(child)
     if not found:
         raise DataError(
-            f"{data_dir}: no cases found (expected 3D-IRCADb patient folders, DICOM folders, "
+            f"{data_dir}: no cases found (expected 3D-IRCADb, CHAOS or HCC-TACE-Seg patient "
+            "folders, DICOM folders, "
             "LiTS volume-N.nii, MSD imagesTr/ or PNG folders)"
         )
     return sorted(found, key=lambda p: natural_key(p.as_posix()))

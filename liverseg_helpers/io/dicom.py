@@ -8,6 +8,7 @@ Slices are ordered by geometry: each ``ImagePositionPatient`` is projected on th
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
@@ -26,6 +27,9 @@ NON_DICOM_SUFFIXES = {
     ".txt", ".md", ".json", ".csv", ".xml", ".html", ".pdf", ".png", ".jpg", ".jpeg",
     ".nrrd", ".nhdr", ".nii", ".gz", ".zip", ".py", ".ipynb", ".vtk", ".mha", ".mhd",
 }  # fmt: skip
+# A lone end slice farther than this many median spacings from its neighbour is a stray (a
+# scout or a slice of another acquisition kept in the folder), not part of the series.
+STRAY_GAP_RATIO = 2.5
 _UNCOMPRESSED = {ImplicitVRLittleEndian, ExplicitVRLittleEndian}
 _SIGNED_DTYPES = {8: np.int8, 16: np.int16}
 _UNSIGNED_DTYPES = {8: np.uint8, 16: np.uint16}
@@ -169,9 +173,21 @@ def _check_same_grid(slices: list[DicomSlice]) -> None:
             raise DicomSeriesError(f"{sl.label}: PixelSpacing differs from {first.label}")
 
 
+def _common_orientation_slice(slices: list[DicomSlice]) -> DicomSlice:
+    """A slice of the orientation most slices share, so that one stray slice of another plane
+    (a localizer) cannot set the normal the whole series is ordered along."""
+    groups: dict[tuple, list[DicomSlice]] = {}
+    for sl in slices:
+        iop = sl.dataset.get("ImageOrientationPatient")
+        key = tuple(round(float(v), 3) for v in iop) if iop else ()
+        groups.setdefault(key, []).append(sl)
+    return max(groups.values(), key=len)[0]
+
+
 def slice_positions_mm(slices: list[DicomSlice]) -> np.ndarray | None:
-    """Position of each slice along the slice normal, mm; None if a slice lacks the tag."""
-    _, _, normal = _orientation(slices[0])
+    """Position of each slice along the slice normal (of the orientation most slices share),
+    mm; None if a slice lacks the tag."""
+    _, _, normal = _orientation(_common_orientation_slice(slices))
     positions = []
     for sl in slices:
         ipp = _float_list(sl.dataset, "ImagePositionPatient", sl.label, 3)
@@ -196,6 +212,37 @@ def sort_slices_by_position(slices: list[DicomSlice]) -> list[DicomSlice]:
             f"{missing.label}: no ImagePositionPatient; cannot order the slices by geometry"
         )
     return [slices[i] for i in np.argsort(positions, kind="stable")]
+
+
+def drop_stray_end_slices(slices: list[DicomSlice]) -> list[DicomSlice]:
+    """Drop a lone slice far from the rest at either end of a sorted series, with a warning.
+
+    Some exported series hold one slice of another acquisition 60-100 mm beyond the others
+    (three of the HCC-TACE-Seg patients). Stacking it would stretch the volume with a false
+    spacing, so it is dropped and named. A gap between two longer runs of slices is not a stray
+    slice; :func:`compute_geometry` refuses it.
+
+    Args:
+        slices: Slices sorted by position (:func:`sort_slices_by_position`).
+
+    Returns:
+        The slices without stray end slices (the same list when there is none).
+    """
+    positions = slice_positions_mm(slices) if len(slices) >= 4 else None
+    if positions is None:
+        return slices
+    steps = np.abs(np.diff(positions))
+    typical_mm = float(np.median(steps))
+    keep = list(range(len(slices)))
+    for end, step in ((0, steps[0]), (len(slices) - 1, steps[-1])):
+        if step > STRAY_GAP_RATIO * typical_mm:
+            warnings.warn(
+                f"{slices[end].label}: slice lies {step:.1f} mm from the next slice of the "
+                f"series, whose spacing is {typical_mm:.2f} mm; dropped as a stray slice",
+                stacklevel=2,
+            )
+            keep.remove(end)
+    return [slices[i] for i in keep]
 
 
 def compute_geometry(slices: list[DicomSlice]) -> SliceGeometry:
@@ -342,12 +389,15 @@ def load_dicom_series(path: str | Path) -> Case:
     Raises:
         CaseNotFoundError: If ``path`` does not exist.
         DicomSeriesError: Non-CT modality, no pixel data, corrupt file, several series, slices
-            of different sizes, duplicate or missing positions, no DICOM file at all.
+            of different sizes, duplicate or missing positions, a gap inside the series, no
+            DICOM file at all. A lone stray slice at either end is dropped with a warning
+            (:func:`drop_stray_end_slices`).
         UnsafeArchiveError: If a zip member name leaves the archive.
     """
     path = Path(path)
     slices = sort_slices_by_position(read_series_slices(path))
     _check_one_series(slices, path)
+    slices = drop_stray_end_slices(slices)
     geometry = compute_geometry(slices)
     case_id = path.name[: -len(".zip")] if path.name.lower().endswith(".zip") else path.name
     return Case(

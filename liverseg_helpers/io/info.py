@@ -8,7 +8,7 @@ import json
 import numpy as np
 
 from liverseg_helpers.io.case import Case
-from liverseg_helpers.io.cohort import load_case
+from liverseg_helpers.io.cohort import is_cohort_folder, list_case_paths, load_case
 
 
 def describe_case(case: Case) -> dict:
@@ -88,7 +88,12 @@ def format_description(info: dict) -> str:
 
 
 def run_info_cli(args: argparse.Namespace) -> int:
-    """Handler of ``liverseg info PATH [--json]``: print :func:`describe_case` of the case."""
-    info = describe_case(load_case(args.path))
-    print(json.dumps(info, indent=2) if args.json else format_description(info))
+    """Handler of ``liverseg info PATH [--json]``: print :func:`describe_case` of the case, or
+    of each case of a folder of patients (e.g. ``../shared/data/hcc_tace_seg``)."""
+    paths = list_case_paths(args.path) if is_cohort_folder(args.path) else [args.path]
+    infos = [describe_case(load_case(p)) for p in paths]
+    if args.json:
+        print(json.dumps(infos[0] if len(infos) == 1 else infos, indent=2))
+    else:
+        print("\n\n".join(format_description(info) for info in infos))
     return 0

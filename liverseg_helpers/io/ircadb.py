@@ -29,10 +29,12 @@ from liverseg_helpers.io.dicom import (
     stack_hu,
 )
 from liverseg_helpers.io.files import Member, natural_key, open_members, slice_number
+from liverseg_helpers.io.mask_values import odd_mask_values, warn_odd_mask_values
 
 PATIENT_DICOM = "PATIENT_DICOM"
 MASKS_DICOM = "MASKS_DICOM"
 LIVER_TUMOUR_PREFIX = "livertumor"
+MASK_FOREGROUND = 255  # IRCAD stores its masks as 0/255
 
 
 def find_ircadb_part(folder: Path, part: str) -> Path | None:
@@ -71,6 +73,7 @@ def _read_structures(
     """Read the structures whose names are in ``wanted`` or start with ``livertumor``."""
     structures: dict[str, np.ndarray] = {}
     filled: dict[str, set[str]] = {}
+    odd: dict[str, tuple[list[str], set[int]]] = {}  # structure -> (files, odd values)
     with open_members(masks_path) as members:
         for m in members:
             name = m.parent_name
@@ -91,7 +94,14 @@ def _read_structures(
                 structures[name] = np.zeros(shape, dtype=bool)
                 filled[name] = set()
             structures[name][slice_index[m.file_name]] = sl.pixels > 0
+            odd_values = odd_mask_values(sl.pixels, MASK_FOREGROUND)
+            if odd_values:
+                files, values = odd.setdefault(name, ([], set()))
+                files.append(m.label)
+                values.update(odd_values)
             filled[name].add(m.file_name)
+    for files, values in odd.values():
+        warn_odd_mask_values(files[0], values, MASK_FOREGROUND, n_files=len(files))
     for name, got in filled.items():
         # IRCAD stores every structure on every CT slice; a gap is a lost file, which would
         # otherwise read as "no organ on this slice".

@@ -19,6 +19,7 @@ import SimpleITK as sitk
 from liverseg_helpers.errors import DataError
 from liverseg_helpers.io.case import Case
 from liverseg_helpers.io.files import CaseNotFoundError
+from liverseg_helpers.io.mask_values import check_mask_values
 
 
 def read_nrrd_mask(path: str | Path, label: int | None = None) -> tuple[np.ndarray, dict]:
@@ -47,6 +48,8 @@ def read_nrrd_mask(path: str | Path, label: int | None = None) -> tuple[np.ndarr
         raise DataError(f"{path}: cannot read as NRRD ({err})") from err
     if data.ndim != 3:
         raise DataError(f"{path}: expected a 3D mask, got {data.ndim}D of shape {data.shape}")
+    if label is None:
+        check_mask_values(data, str(path))
     mask = data != 0 if label is None else data == label
     return mask, dict(header)
 
@@ -71,6 +74,8 @@ def read_mask_image(path: Path, label: int | None = None) -> tuple[np.ndarray, s
     if image.GetDimension() != 3:
         raise DataError(f"{path}: expected a 3D mask, got {image.GetDimension()}D")
     data = sitk.GetArrayFromImage(image)
+    if label is None:
+        check_mask_values(data, str(path))
     return (data != 0 if label is None else data == label), image
 
 

@@ -19,6 +19,7 @@ import numpy as np
 from liverseg_helpers.errors import DataError
 from liverseg_helpers.io.case import LIVER, Case
 from liverseg_helpers.io.files import CaseNotFoundError, natural_key
+from liverseg_helpers.io.mask_values import check_mask_values
 
 IMAGES = "Images"
 MASKS = "Masks"
@@ -92,12 +93,27 @@ def load_png_folder(folder: str | Path) -> Case:
             mask_path = masks_dir / path.name
             if not mask_path.is_file():
                 raise DataError(f"{mask_path}: missing mask for image {path.name}")
-            mask = _read_grey(mask_path)
-            if mask.shape != slices[0].shape:
-                raise DataError(
-                    f"{mask_path}: mask shape {mask.shape} differs from image shape "
-                    f"{slices[0].shape}"
-                )
-            masks.append(mask > 0)
+            masks.append(read_png_mask(mask_path, slices[0].shape))
         case.masks[LIVER] = np.stack(masks)
     return case
+
+
+def read_png_mask(path: Path, shape: tuple[int, int]) -> np.ndarray:
+    """Read one PNG mask slice as bool (any non-zero value is foreground).
+
+    Args:
+        path: PNG file.
+        shape: ``(rows, cols)`` it must have (its CT slice's).
+
+    Returns:
+        Bool mask ``(rows, cols)``. Values besides 0 and the most frequent non-zero value
+        are warned about (:mod:`liverseg_helpers.io.mask_values`).
+
+    Raises:
+        DataError: If the file is unreadable or its shape differs from ``shape``.
+    """
+    mask = _read_grey(path)
+    if mask.shape != tuple(shape):
+        raise DataError(f"{path}: mask shape {mask.shape} differs from image shape {tuple(shape)}")
+    check_mask_values(mask, str(path))
+    return mask > 0

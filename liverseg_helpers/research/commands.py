@@ -24,6 +24,12 @@ from liverseg_helpers.research.variants import VARIANTS
 def run_crossval_cli(args: argparse.Namespace) -> int:
     """``liverseg crossval``: LOPO cross-validation (or ``--reference``: the shipped model)."""
     profile = args.profile or "real"
+    if len(args.data) > 1 and (args.reference or args.ensemble_of or len(args.seed) > 1):
+        raise DataError(
+            "several --data folders are pooled by leave-one-out only; --reference, "
+            "--ensemble-of and several --seed take one --data"
+        )
+    data_dirs, args.data = args.data, args.data[0]
     if args.train_extra and (args.reference or args.ensemble_of):
         raise DataError(
             "--train-extra adds patients to leave-one-out training; it does not apply to "
@@ -60,7 +66,7 @@ def run_crossval_cli(args: argparse.Namespace) -> int:
             print(f"exported to {dest}")
         return 0
     result = crossval.run_leave_one_out(
-        args.data,
+        data_dirs,
         args.out,
         profile,
         seed,

@@ -30,10 +30,17 @@ Files written under ``out_dir``::
     cohort_masses_lobe/ ...     the same three, once per harder phantom anatomy a variant uses
     <variant>/fold_<patient>/   a run folder of ``train.train`` + ``metrics.json``
     <variant>/per_patient_metrics.csv   one row per test patient, then mean / std / n_valid
+    <variant>/per_source_metrics.csv    one row per source (the ``--data`` folder a patient
+                                came from): mean of its patients' metrics, n_patients
     ablation.csv, ablation.md   one row per variant: per-fold Dice and ASSD, training time
 
-Command: ``liverseg crossval --data DIR --out DIR [--profile real] [--variant NAME ...]
-[--train-extra DIR ...]``; :mod:`liverseg_helpers.research.commands` sorts out its options.
+Several sources (hospitals, scanners) enter as several ``--data`` folders: their patients form
+one leave-one-out cohort, each patient is one fold's test patient, and the metrics are also
+given per source, since a model can be good on one hospital's scans and poor on another's.
+
+Command: ``liverseg crossval --data DIR [--data DIR ...] --out DIR [--profile real]
+[--variant NAME ...] [--train-extra DIR ...]``; :mod:`liverseg_helpers.research.commands` sorts out
+its options.
 """
 
 from __future__ import annotations
@@ -61,6 +68,52 @@ from liverseg_helpers.research.variants import VARIANTS, Variant
 from liverseg_helpers.training.run_reuse import check_same_training, started_same_training
 
 VAL_PHANTOM = "phantom_001"
+DataDirs = str | os.PathLike | Sequence[str | os.PathLike]
+
+
+def real_case_paths(data_dirs: DataDirs) -> list[Path]:
+    """The real patients of one or several cohort folders (one folder per source).
+
+    Raises:
+        DataError: Two patients of the folders have the same id (both paths are named).
+    """
+    from liverseg_helpers import io
+
+    dirs = [data_dirs] if isinstance(data_dirs, (str, os.PathLike)) else list(data_dirs)
+    paths = [p for d in dirs for p in io.list_case_paths(d)]
+    seen: dict[str, Path] = {}
+    for path in paths:
+        case_id = io.case_id_of(path)
+        if case_id in seen:
+            raise DataError(f"{path}: patient id {case_id!r} is also {seen[case_id]}")
+        seen[case_id] = path
+    return paths
+
+
+def source_of(case_path: Path) -> str:
+    """A patient's source: the name of the cohort folder holding it (``hcc_tace_seg``)."""
+    return Path(case_path).absolute().parent.name
+
+
+def per_source_table(rows: list[dict], sources: dict[str, str]) -> pd.DataFrame:
+    """Mean of each numeric metric over the test patients of each source.
+
+    Args:
+        rows: Fold rows (``case_id`` and metrics).
+        sources: Case id to source (:func:`source_of`).
+
+    Returns:
+        DataFrame indexed by ``source``: ``n_patients``, ``patients`` and the metric means
+        (distances of an empty prediction, ``nan``, are skipped).
+    """
+    table = pd.DataFrame(rows)
+    table["source"] = table["case_id"].map(sources)
+    numeric = table.select_dtypes("number").columns
+    means = table.groupby("source")[list(numeric)].mean()
+    groups = table.groupby("source")["case_id"]
+    means.insert(0, "patients", groups.agg(" ".join))
+    means.insert(0, "n_patients", groups.size())
+    return means
 
 
 @dataclass
@@ -311,7 +364,7 @@ def extra_training_cases(
 
 
 def prepare_cohort(
-    data_dir: Path,
+    data_dir: DataDirs,
     out_dir: Path,
     profile_name: str,
     variant: Variant,
@@ -323,7 +376,7 @@ def prepare_cohort(
     from liverseg_helpers.data import phantom
 
     profile = config_mod.get_profile(profile_name)
-    real_paths = io.list_case_paths(data_dir)
+    real_paths = real_case_paths(data_dir)
     extra_paths = list(extra_paths)
     suffix = variant.cohort_suffix
     phantom_dir = phantom.ensure_phantom_cohort(
@@ -342,7 +395,7 @@ def prepare_cohort(
 
 
 def run_leave_one_out(
-    data_dir: str | os.PathLike,
+    data_dir: DataDirs,
     out_dir: str | os.PathLike,
     profile: str = "real",
     seed: int = config_mod.DEFAULT_SEED,
@@ -357,7 +410,8 @@ def run_leave_one_out(
     continues where it stopped.
 
     Args:
-        data_dir: Cohort of real patients (e.g. ``../shared/data/3Dircadb1``).
+        data_dir: Cohort of real patients (e.g. ``../shared/data/3Dircadb1``), or several
+            cohorts, one per source (their patients are pooled; metrics also per source).
         out_dir: Output folder (outside the repo, or under the git-ignored ``runs/``).
         profile: Profile name (``real``; ``smoke`` for tests).
         seed: Seed of weights, augmentation and slice choice.
@@ -382,17 +436,15 @@ def run_leave_one_out(
     from liverseg_helpers import io
     from liverseg_helpers.evaluation import evaluate
 
+    real_paths = real_case_paths(data_dir)
+    sources = {io.case_id_of(p): source_of(p) for p in real_paths}
     # The copy check reads every extra scan: once per run, for all variants.
-    extra_paths = (
-        extra_training_cases(train_extra, io.list_case_paths(data_dir), out_dir)
-        if train_extra
-        else []
-    )
+    extra_paths = extra_training_cases(train_extra, real_paths, out_dir) if train_extra else []
     rows = []
     for name in names:
         variant = VARIANTS[name]
         cohort_dir, real_ids, phantom_ids, extra_ids = prepare_cohort(
-            Path(data_dir), out_dir, profile, variant, extra_paths
+            data_dir, out_dir, profile, variant, extra_paths
         )
         folds = make_loo_folds(real_ids, phantom_ids, variant.phantom_train, extra_ids)
         variant_rows = []
@@ -423,6 +475,10 @@ def run_leave_one_out(
             ]
         )
         evaluate.save_metrics_csv(table, out_dir / name / "per_patient_metrics.csv")
+        by_source = per_source_table(variant_rows, sources)
+        with atomic_file(out_dir / name / "per_source_metrics.csv") as tmp:
+            by_source.to_csv(tmp, float_format="%.4g")
+        print(by_source[["n_patients", "dice", "assd_mm", "hd95_mm"]].to_string(), flush=True)
         rows.extend(variant_rows)
     per_fold = pd.DataFrame(rows)
     all_rows = pd.DataFrame(read_finished_rows(out_dir))
@@ -441,6 +497,9 @@ __all__ = [
     "make_cohort_dir",
     "extra_training_cases",
     "make_loo_folds",
+    "per_source_table",
+    "real_case_paths",
+    "source_of",
     "slice_cache_dir",
     "evaluate_fold",
     "variant_train_config",
