@@ -36,10 +36,7 @@ import pandas as pd  # noqa: E402
 from liverseg_helpers import io  # noqa: E402
 from liverseg_helpers.preparation import preprocess  # noqa: E402
 from liverseg_helpers.training import train  # noqa: E402
-from liverseg_helpers.tumours import (
-    lesion_eval,  # noqa: E402
-    tumour,  # noqa: E402
-)
+from liverseg_helpers.tumours import lesion_eval, tumour  # noqa: E402
 
 # name: (loss, foreground_repeat)
 CONFIGS = {

@@ -21,10 +21,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import pandas as pd  # noqa: E402
 
 from liverseg_helpers import io  # noqa: E402
-from liverseg_helpers.tumours import (
-    lesion_eval,  # noqa: E402
-    tumour,  # noqa: E402
-)
+from liverseg_helpers.tumours import lesion_eval, tumour  # noqa: E402
 
 COLUMNS = [
     "stage_one",

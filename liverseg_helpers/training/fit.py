@@ -118,13 +118,11 @@ class StopWhenCollapsed(keras.callbacks.Callback):
     ``min_loss_drop`` (a fraction of the epoch before's).
 
     A dead network outputs (nearly) the same probability everywhere, so it predicts no liver,
-    its loss stops moving and more epochs do not bring it back (seen on one leave-one-out
-    fold of ``aligned_wide_coronal`` at seed 42: training Dice 0.0 and loss 1.81 +- 0.01 from
-    the second epoch to the twentieth). A network that is alive but has learnt the background
-    first also predicts no liver, but its loss falls (Dice + BCE on the course profile: Dice
-    0.00 in epochs 1 and 2, loss 1.44, 0.88, then Dice 0.51 in epoch 3). Stopping says so at
-    once, with a warning naming the run folder, instead of after hours; the cure is another
-    seed, or Dice + BCE. Not used for tumours, whose Dice can rightly stay near 0 for several
+    its loss stops moving and more epochs do not bring it back (docs/results.md gives a
+    measured case). A network that is alive but has learnt the background first also predicts
+    no liver, but its loss falls, so it is not stopped. Stopping says so at once, with a
+    warning naming the run folder, instead of after hours; the cure is another seed, or
+    Dice + BCE. Not used for tumours, whose Dice can rightly stay near 0 for several
     epochs.
     """
 
