@@ -431,6 +431,7 @@ def run_leave_one_out(
     unknown = [n for n in names if n not in VARIANTS]
     if unknown:
         raise DataError(f"unknown variants {unknown}; choose from {list(VARIANTS)}")
+    config_mod.get_profile(profile)  # a typo fails before any data is read
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     from liverseg_helpers import io
