@@ -35,8 +35,9 @@ import pandas as pd  # noqa: E402
 
 from liverseg_helpers import io  # noqa: E402
 from liverseg_helpers.preparation import preprocess  # noqa: E402
+from liverseg_helpers.research import tumour_loo  # noqa: E402
 from liverseg_helpers.training import train  # noqa: E402
-from liverseg_helpers.tumours import lesion_eval, tumour  # noqa: E402
+from liverseg_helpers.tumours import lesion_eval  # noqa: E402
 
 # name: (loss, foreground_repeat)
 CONFIGS = {
@@ -56,22 +57,6 @@ def link_cohort(data: Path, negatives: list[Path], folder: Path) -> Path:
         if not link.exists():
             link.symlink_to(path.resolve())
     return folder
-
-
-def score_model(model_path: Path, paths: list[Path], liver_model: str | None) -> dict:
-    """Cascade each test patient; return {case_id: (pred, truth, spacing, lesions)}."""
-    results = {}
-    for path in paths:
-        case = io.load_case(path)
-        liver = None if liver_model else case.masks["liver"]
-        labels = tumour.predict_tumours(liver_model, model_path, case, liver_mask=liver)
-        results[case.case_id] = (
-            labels,
-            tumour.labels_from_case(case),
-            case.spacing_mm,
-            case.lesions,
-        )
-    return results
 
 
 def main() -> None:
@@ -131,7 +116,11 @@ def main() -> None:
             if not paths:
                 continue
             table = lesion_eval.evaluate_tumour_cohort(
-                score_model(result.run_dir / "last.keras", paths, args.liver_model)
+                tumour_loo.cascade_results(
+                    result.run_dir / "last.keras",
+                    paths,
+                    [args.liver_model] if args.liver_model else None,
+                )
             )
             table = table.rename(index={"cohort": f"cohort_{group}"})
             for case_id, row in table.iterrows():

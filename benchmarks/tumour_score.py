@@ -20,8 +20,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pandas as pd  # noqa: E402
 
-from liverseg_helpers import io  # noqa: E402
-from liverseg_helpers.tumours import lesion_eval, tumour  # noqa: E402
+from liverseg_helpers.research import tumour_loo  # noqa: E402
+from liverseg_helpers.tumours import lesion_eval  # noqa: E402
 
 COLUMNS = [
     "stage_one",
@@ -50,13 +50,8 @@ def main() -> None:
         stage_ones["liver model"] = args.liver_model
     tables = []
     for name, liver_model in stage_ones.items():
-        results = {}
-        for path in args.cases:
-            case = io.load_case(path)
-            liver = None if liver_model else case.masks["liver"]
-            labels = tumour.predict_tumours(liver_model, args.model, case, liver_mask=liver)
-            truth = tumour.labels_from_case(case)
-            results[case.case_id] = (labels, truth, case.spacing_mm, case.lesions)
+        livers = [liver_model] if liver_model else None
+        results = tumour_loo.cascade_results(args.model, args.cases, livers)
         table = lesion_eval.evaluate_tumour_cohort(results)
         table.insert(0, "stage_one", name)
         tables.append(table)

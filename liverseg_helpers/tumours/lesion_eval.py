@@ -217,6 +217,22 @@ def evaluate_tumour_cohort(
     table["global_dice"] = np.nan
     if not rows:
         return table
+    table.loc["cohort"] = pd.Series(pooled_row(table, global_dice(pairs)))
+    table.index.name = "case_id"
+    return table
+
+
+def pooled_row(table: pd.DataFrame, global_dice_value: float = float("nan")) -> dict:
+    """The ``cohort`` row of per-patient tumour scores (:data:`SUMMARY_COLUMNS`).
+
+    Args:
+        table: One row per patient, as :func:`evaluate_tumours` gives them.
+        global_dice_value: The pooled Dice, when the masks are at hand (:func:`global_dice`).
+
+    Returns:
+        Mean per-patient Dice, lesion counts summed with recall / precision from the pooled
+        counts, volumes and burden errors as means, all missed lesions' volumes.
+    """
     sums = table[["n_true_lesions", "n_detected", "n_pred_lesions", "n_false_lesions"]].sum()
     n_real_pred = sums.n_pred_lesions - sums.n_false_lesions
     cohort = dict(
@@ -236,11 +252,9 @@ def evaluate_tumour_cohort(
             )
         },
         missed_ml=sorted(sum(table["missed_ml"], []), reverse=True),
-        global_dice=global_dice(pairs),
+        global_dice=global_dice_value,
     )
-    table.loc["cohort"] = pd.Series(cohort)
-    table.index.name = "case_id"
-    return table
+    return cohort
 
 
 def save_tumour_metrics_csv(table: pd.DataFrame, path: str | os.PathLike) -> Path:

@@ -1,0 +1,90 @@
+"""Tumour leave-one-out (research/tumour_loo.py): folds, negatives, resuming, export."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+keras = pytest.importorskip("keras")
+
+from liverseg_helpers import io  # noqa: E402
+from liverseg_helpers.data import phantom  # noqa: E402
+from liverseg_helpers.errors import DataError  # noqa: E402
+from liverseg_helpers.research import tumour_loo  # noqa: E402
+
+TINY = {"image_size": 32, "base_filters": 4, "depth": 2, "batch_size": 8}
+
+
+def write_patients(folder: Path, names: list[str], seed: int) -> list[Path]:
+    """Phantom patients (16 slices, 64 px) renamed to ``names``: stand-ins for real CT."""
+    paths = phantom.write_phantom_cohort(folder, len(names), seed=seed, n_slices=16, size=64)
+    (folder / phantom.COHORT_FILE).unlink(missing_ok=True)
+    renamed = []
+    for path, name in zip(paths, names, strict=True):
+        os.rename(path, folder / name)
+        renamed.append(folder / name)
+    return renamed
+
+
+def has_tumour(path: Path) -> bool:
+    tumour = io.load_case(path).masks.get("tumour")
+    return tumour is not None and bool(tumour.any())
+
+
+def test_fold_split_never_tests_a_training_patient():
+    phantoms = [f"phantom_{i:03d}" for i in range(1, 10)]
+    split = tumour_loo.fold_split(phantoms, ["b", "c", "neg"], "a")
+    assert split["test"] == ["a"] and split["val"] == list(tumour_loo.VAL_PHANTOMS)
+    assert "a" not in split["train"] and not set(split["val"]) & set(split["train"])
+    assert {"b", "c", "neg", "phantom_001"} <= set(split["train"])
+    assert tumour_loo.fold_split(phantoms, ["a", "b"], None)["test"] == []
+    with pytest.raises(DataError, match="among its training patients"):
+        tumour_loo.fold_split(phantoms, ["a", "b"], "a")
+    with pytest.raises(DataError, match="not found"):
+        tumour_loo.fold_split(phantoms[:3], ["b"], "a")
+
+
+def test_too_few_tumour_patients_refused(tmp_path):
+    folder = tmp_path / "hosp"
+    # phantom patient 2 of a cohort never has a lesion: one tumour patient, one without
+    write_patients(folder, ["with", "without"], seed=3)
+    assert has_tumour(folder / "with") and not has_tumour(folder / "without")
+    with pytest.raises(DataError, match=">= 2 real patients with tumours"):
+        tumour_loo.real_patients([folder])
+
+
+@pytest.mark.slow
+def test_tumour_loo_smoke_resumes_and_exports(tmp_path):
+    hosp_a, hosp_b = tmp_path / "hosp_a", tmp_path / "hosp_b"
+    write_patients(hosp_a, ["pat_a", "pat_neg"], seed=3)  # pat_neg: no lesion (patient 2)
+    write_patients(hosp_b, ["pat_b"], seed=5)
+    assert has_tumour(hosp_a / "pat_a") and has_tumour(hosp_b / "pat_b")
+    out = tmp_path / "loo"
+    phantom.write_phantom_cohort(out / "phantoms", 5, seed=100, n_slices=16, size=64)
+    val = [p.name for p in io.list_case_paths(out / "phantoms") if has_tumour(p)][:1]
+    recipe = tumour_loo.Recipe(profile="smoke", epochs=1, overrides=TINY, val_phantoms=val)
+    export = tmp_path / "tumour.keras"
+
+    table = tumour_loo.run_tumour_loo([hosp_a, hosp_b], out, recipe, final_export=export)
+
+    per_patient = table[table["case_id"] != "cohort"]
+    assert sorted(per_patient["case_id"]) == ["pat_a", "pat_b"]  # the negative is never tested
+    for test_id in ("pat_a", "pat_b"):
+        split = json.loads((out / f"fold_{test_id}" / "split.json").read_text())
+        assert split["test"] == [test_id] and test_id not in split["train"]
+        assert "pat_neg" in split["train"]  # tumour-free patients train as negatives
+    pooled = table[table["case_id"] == "cohort"].iloc[0]
+    assert pooled["n_true_lesions"] == per_patient["n_true_lesions"].sum() > 0
+    assert (out / "per_patient_metrics.csv").exists()
+    final = json.loads((out / "final" / "split.json").read_text())
+    assert {"pat_a", "pat_b", "pat_neg"} <= set(final["train"]) and final["test"] == []
+    assert export.exists() and export.with_suffix(".keras.json").exists()
+
+    # a second run reuses the finished folds: same table, no training
+    mtime = (out / "fold_pat_a" / "last.keras").stat().st_mtime
+    again = tumour_loo.run_tumour_loo([hosp_a, hosp_b], out, recipe)
+    assert (out / "fold_pat_a" / "last.keras").stat().st_mtime == mtime
+    assert again["tumour_dice"].tolist() == pytest.approx(table["tumour_dice"].tolist())
