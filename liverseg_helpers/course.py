@@ -157,6 +157,9 @@ KERNEL_ENV = {
 }
 
 
+KERNEL_NO_FD_CAPTURE = "--IPKernelApp.capture_fd_output=False"
+
+
 def kernel_manager_logging_to(log_path: Path) -> type:
     """A Jupyter kernel manager class whose kernels write their stderr to ``log_path``.
 
@@ -177,6 +180,9 @@ def kernel_manager_logging_to(log_path: Path) -> type:
     class LoggingKernelManager(AsyncKernelManager):
         async def start_kernel(self, **kw):
             kw["env"] = {**kw.get("env", os.environ), **KERNEL_ENV}
+            # Output written straight to the process's stderr (C++ log lines) stays out of
+            # the cells: ipykernel would otherwise forward it into the executed notebook.
+            kw["extra_arguments"] = [*kw.get("extra_arguments", []), KERNEL_NO_FD_CAPTURE]
             with open(log_path, "ab") as log:  # the kernel keeps its own copy of the handle
                 return await super().start_kernel(stderr=log, **kw)
 

@@ -113,12 +113,15 @@ PARAMETERS_CELL = 'PROFILE = ""  # p\nDATA_DIR = ""  # d\nRUN_DIR = ""  # r\nSEE
 
 
 @pytest.mark.slow
-def test_run_course_shows_one_quiet_progress_line_per_notebook(tmp_path, capfd):
+def test_run_course_shows_one_quiet_progress_line_per_notebook(tmp_path, capfd, monkeypatch):
+    # ipykernel forwards the process's own stderr into cells except under pytest: be a user
+    monkeypatch.delenv("PYTEST_CURRENT_TEST", raising=False)
     src = tmp_path / "src"
     src.mkdir()
     noisy_cell = (
         "import os\nfrom pathlib import Path\n"
         "os.write(2, b'I0000 port.cc:153] fake TensorFlow C++ log line\\n')\n"
+        "print('cell ran')\n"
         "seen = [PROFILE, SEED, os.environ['TF_CPP_MIN_LOG_LEVEL']]\n"
         "Path(RUN_DIR, 'seen.txt').write_text(repr(seen))"
     )
@@ -137,6 +140,9 @@ def test_run_course_shows_one_quiet_progress_line_per_notebook(tmp_path, capfd):
     assert "fake TensorFlow" not in printed.out + printed.err
     assert "IPKernelApp" not in printed.out + printed.err
     assert "fake TensorFlow" in (out / "notebooks" / "a.kernel.log").read_text()
+    # ... and not into the executed notebook a learner opens (a cell's output)
+    executed = nbformat.read(out / "notebooks" / "a.ipynb", as_version=4)
+    assert "fake TensorFlow" not in json.dumps([c.get("outputs") for c in executed.cells])
 
 
 @pytest.mark.slow
