@@ -222,6 +222,7 @@ def test_real_chaos_case():
     assert case.shape == (78, 512, 512) and case.format == "chaos"
     assert case.spacing_mm[0] == pytest.approx(2.0)
     assert case.mask_volume_ml("liver") == pytest.approx(1417.0, rel=0.02)
+    assert not case.masks["tumour"].any()  # healthy donor: an empty tumour mask, not none
     # the other pairing puts 10 % of the mask on air and lung
     assert np.mean(case.volume[case.masks["liver"]] < -200) < 0.005
 

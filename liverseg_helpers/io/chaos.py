@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from liverseg_helpers.errors import DataError
-from liverseg_helpers.io.case import LIVER, Case
+from liverseg_helpers.io.case import LIVER, TUMOUR, Case
 from liverseg_helpers.io.dicom import load_dicom_series
 from liverseg_helpers.io.files import CaseNotFoundError, natural_key
 from liverseg_helpers.io.png import PNG_SUFFIXES, read_png_mask
@@ -39,8 +39,9 @@ def load_chaos_case(folder: str | Path) -> Case:
         folder: Case folder with ``DICOM_anon/`` and ``Ground/``.
 
     Returns:
-        Case with ``volume`` HU, ``format="chaos"`` and ``masks["liver"]``; no tumour mask
-        (CHAOS patients are healthy liver donors).
+        Case with ``volume`` HU, ``format="chaos"``, ``masks["liver"]`` and an empty
+        ``masks["tumour"]``: CHAOS patients are healthy liver donors, so a tumour stage can
+        learn from them what a liver without lesions looks like.
 
     Raises:
         CaseNotFoundError: If the folder does not exist.
@@ -70,4 +71,5 @@ def load_chaos_case(folder: str | Path) -> Case:
     if case.direction[8] > 0:
         masks = masks[::-1]
     case.masks[LIVER] = np.ascontiguousarray(masks)
+    case.masks[TUMOUR] = np.zeros_like(case.masks[LIVER])  # healthy donors: no lesion
     return case
