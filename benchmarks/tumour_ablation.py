@@ -35,7 +35,7 @@ import pandas as pd  # noqa: E402
 
 from liverseg_helpers import io  # noqa: E402
 from liverseg_helpers.preparation import preprocess  # noqa: E402
-from liverseg_helpers.research import tumour_loo  # noqa: E402
+from liverseg_helpers.research import crossval, tumour_loo  # noqa: E402
 from liverseg_helpers.training import train  # noqa: E402
 from liverseg_helpers.tumours import lesion_eval  # noqa: E402
 
@@ -47,16 +47,6 @@ CONFIGS = {
     "tversky": ("tversky", 1),
     "dice_bce_repeat4": ("dice_bce", 4),
 }
-
-
-def link_cohort(data: Path, negatives: list[Path], folder: Path) -> Path:
-    """A cohort folder of symbolic links: the phantom patients plus the negatives."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for path in [*io.list_case_paths(data), *negatives]:
-        link = folder / path.name
-        if not link.exists():
-            link.symlink_to(path.resolve())
-    return folder
 
 
 def main() -> None:
@@ -84,7 +74,9 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     negatives = [Path(p) for p in args.negative]
-    cohort = link_cohort(Path(args.data), negatives, Path(tempfile.mkdtemp(dir=out)))
+    cohort = crossval.make_cohort_dir(
+        negatives, io.list_case_paths(args.data), Path(tempfile.mkdtemp(dir=out))
+    )
     phantom_ids = [p.name for p in io.list_case_paths(args.data)]
     split = preprocess.split_patients(phantom_ids, args.val, args.test, args.seed)
     split["train"] += [p.name for p in negatives]  # real negatives: training only

@@ -31,7 +31,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from liverseg_helpers.atomic import atomic_file, write_json_atomic
@@ -94,19 +93,15 @@ def prepare_cohort(out_dir: Path, real_paths: Sequence[Path]) -> tuple[Path, lis
     """
     from liverseg_helpers import io
     from liverseg_helpers.data import phantom
+    from liverseg_helpers.research.crossval import make_cohort_dir
 
     phantom_dir = out_dir / "phantoms"
-    if not (phantom_dir / "cohort.json").exists():  # written last: a complete cohort
+    if not (phantom_dir / phantom.COHORT_FILE).exists():  # written last: a complete cohort
         phantom.write_phantom_cohort(
             phantom_dir, PHANTOM_PATIENTS, PHANTOM_SEED, PHANTOM_SLICES, PHANTOM_SIZE
         )
     phantom_paths = io.list_case_paths(phantom_dir)
-    cohort = out_dir / "cohort"
-    cohort.mkdir(parents=True, exist_ok=True)
-    for path in [*phantom_paths, *real_paths]:
-        link = cohort / path.name
-        if not link.exists():
-            link.symlink_to(Path(path).resolve())
+    cohort = make_cohort_dir(list(real_paths), phantom_paths, out_dir / "cohort")
     return cohort, [p.name for p in phantom_paths]
 
 
@@ -207,26 +202,10 @@ def score_fold(model: Path, test_path: Path, liver_models: Sequence[str] | None)
     rows = []
     for name, livers in stage_ones.items():
         table = lesion_eval.evaluate_tumour_cohort(cascade_results(model, [test_path], livers))
-        row = table.drop(index="cohort").iloc[0]
-        rows.append(
-            {
-                "case_id": row.name,
-                "stage_one": name,
-                **{k: _plain(v) for k, v in row.items()},
-            }
-        )
+        patient = table.drop(index="cohort").reset_index()
+        patient.insert(1, "stage_one", name)
+        rows += json.loads(patient.to_json(orient="records"))  # numpy values to JSON's own
     return rows
-
-
-def _plain(value):
-    """A JSON-ready value (numpy scalars and arrays to Python)."""
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    return value
 
 
 def pooled_rows(rows: list[dict]) -> pd.DataFrame:
@@ -263,9 +242,9 @@ def run_tumour_loo(
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    with_tumour, without = real_patients(data_dirs)
     from liverseg_helpers.research import reference
 
+    with_tumour, without = real_patients(data_dirs)
     cohort, phantom_ids = prepare_cohort(out_dir, [*with_tumour, *without])
     tumour_ids = [p.name for p in with_tumour]
     negative_ids = [p.name for p in without]
