@@ -20,6 +20,9 @@ Usage::
 
     python benchmarks/multiview_ensemble.py runs/cv/aligned runs/cv/aligned_coronal \\
         runs/cv/aligned_sagittal --data ../shared/data/3Dircadb1
+
+Several sources: repeat ``--data`` (``--data ../shared/data/3Dircadb1 --data
+../shared/data/chaos_ct``), as for ``liverseg crossval``.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ import pandas as pd  # noqa: E402
 from liverseg_helpers import io  # noqa: E402
 from liverseg_helpers.evaluation import evaluate  # noqa: E402
 from liverseg_helpers.inference import predict  # noqa: E402
-from liverseg_helpers.research import ensemble  # noqa: E402
+from liverseg_helpers.research import crossval, ensemble  # noqa: E402
 from liverseg_helpers.research.ablation_table import format_markdown  # noqa: E402
 
 METRICS = (
@@ -99,7 +102,13 @@ def score_patient(case, members: dict[str, Path], smooth_z_mm: list[float]) -> l
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("variant_dirs", nargs="+", type=Path, help="crossval variant folders")
-    parser.add_argument("--data", type=Path, required=True, help="folder of the real patients")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        action="append",
+        required=True,
+        help="folder of the real patients (repeatable: one per source)",
+    )
     parser.add_argument("--csv", type=Path, help="also write the rows here")
     parser.add_argument(
         "--smooth-z-mm", type=float, nargs="*", default=[], help="z blurs to try on each model"
@@ -107,9 +116,10 @@ def main() -> None:
     args = parser.parse_args()
     models, patients = shared_fold_models(args.variant_dirs)
     folds = dict(zip(map(str, args.variant_dirs), models, strict=True))
+    case_paths = {io.case_id_of(p): p for p in crossval.real_case_paths(args.data)}
     rows = []
     for patient in patients:
-        case = io.load_case(args.data / patient)
+        case = io.load_case(case_paths[patient])
         members = {name: f[patient] for name, f in folds.items()}
         rows += score_patient(case, members, args.smooth_z_mm)
     table = pd.DataFrame(rows)

@@ -408,12 +408,13 @@ def test_per_source_table_means_each_source_apart():
     assert table.loc["b", "dice"] == pytest.approx(0.5)
 
 
-def test_several_data_folders_only_for_leave_one_out(tmp_path):
+@pytest.mark.parametrize("more", [["--ensemble-of", "x"], ["--variant", "six", "--seed", "1", "2"]])
+def test_several_data_folders_refused_where_not_pooled(tmp_path, more):
     from liverseg_helpers import cli
     from liverseg_helpers.research import commands
 
     args = cli.build_parser().parse_args(
-        ["crossval", "--data", "a", "--data", "b", "--out", str(tmp_path), "--reference", "x"]
+        ["crossval", "--data", "a", "--data", "b", "--out", str(tmp_path), *more]
     )
     assert args.data == ["a", "b"]
     with pytest.raises(DataError, match="several --data folders are pooled by leave-one-out"):

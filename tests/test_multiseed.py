@@ -98,6 +98,21 @@ def test_one_command_ships_the_average_of_the_seeds_reference_models(tmp_path, t
         reference.train_reference(data, out / "seed_1", "baseline", "smoke", seed=9)
 
 
+def test_reference_trains_on_every_patient_of_several_sources(tmp_path, tiny_smoke):
+    hosp_a = write_tiny_cohort(tmp_path / "hosp_a", ["pat_a", "pat_b"])
+    hosp_b = write_tiny_cohort(tmp_path / "hosp_b", ["pat_c"], seed=8)
+    out, dest = tmp_path / "ref", tmp_path / "shipped.keras"
+    argv = ["crossval", "--data", str(hosp_a), "--data", str(hosp_b), "--out", str(out)]
+    assert (
+        cli.main([*argv, "--profile", "smoke", "--reference", "baseline", "--export", str(dest)])
+        == 0
+    )
+    used = json.loads((out / "reference_baseline" / "split.json").read_text())
+    assert {"pat_a", "pat_b", "pat_c"} <= set(used["train"])
+    assert used["test"] == []
+    assert model_lib.load_model(dest, compile=False).count_params() > 0
+
+
 def test_export_without_reference_and_repeated_seeds_are_refused(tmp_path, capsys):
     argv = crossval_argv(tmp_path, tmp_path / "cv", "--variant", "baseline")
     assert cli.main([*argv, "--export", str(tmp_path / "m.keras")]) == 2

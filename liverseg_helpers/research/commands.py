@@ -24,10 +24,10 @@ from liverseg_helpers.research.variants import VARIANTS
 def run_crossval_cli(args: argparse.Namespace) -> int:
     """``liverseg crossval``: LOPO cross-validation (or ``--reference``: the shipped model)."""
     profile = args.profile or "real"
-    if len(args.data) > 1 and (args.reference or args.ensemble_of or len(args.seed) > 1):
+    if len(args.data) > 1 and (args.ensemble_of or len(args.seed) > 1):
         raise DataError(
-            "several --data folders are pooled by leave-one-out only; --reference, "
-            "--ensemble-of and several --seed take one --data"
+            "several --data folders are pooled by leave-one-out and --reference (one seed) "
+            "only; --ensemble-of and several --seed take one --data"
         )
     data_dirs, args.data = args.data, args.data[0]
     if args.train_extra and (args.reference or args.ensemble_of):
@@ -59,7 +59,7 @@ def run_crossval_cli(args: argparse.Namespace) -> int:
         return multiseed.run_multiseed_cli(args)
     seed = args.seed[0]
     if args.reference:
-        result = reference.train_reference(args.data, args.out, args.reference[0], profile, seed)
+        result = reference.train_reference(data_dirs, args.out, args.reference[0], profile, seed)
         print(f"reference model: {result.run_dir / 'last.keras'} ({result.describe_time()})")
         if args.export:
             dest = reference.export_model(result.run_dir / "last.keras", args.export, args.int8)

@@ -4,8 +4,8 @@ The leave-one-patient-out folds (:mod:`liverseg_helpers.research.crossval`) esti
 recipe does on a patient it never saw; the model that ships is then trained on all of them, and its
 scores on these patients are a regression check, not an accuracy figure.
 
-Command: ``liverseg crossval --data DIR --out DIR --reference VARIANT [--int8] [--export F]``
-(several ``--seed``: :mod:`liverseg_helpers.research.multiseed`).
+Command: ``liverseg crossval --data DIR [--data DIR ...] --out DIR --reference VARIANT [--int8]
+[--export F]`` (several ``--seed``, one ``--data``: :mod:`liverseg_helpers.research.multiseed`).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from pathlib import Path
 
 from liverseg_helpers import config as config_mod
 from liverseg_helpers.research.crossval import (
+    DataDirs,
     prepare_cohort,
     real_repeat,
     slice_cache_dir,
@@ -25,7 +26,7 @@ from liverseg_helpers.training.run_reuse import started_same_training
 
 
 def train_reference(
-    data_dir: str | os.PathLike,
+    data_dir: DataDirs,
     out_dir: str | os.PathLike,
     variant: str,
     profile: str = "real",
@@ -39,6 +40,7 @@ def train_reference(
     a finished one is reused as it is, an interrupted one continues from its last epoch.
 
     Args:
+        data_dir: The real patients: one cohort folder, or several (one per source).
         overrides: Profile changes on top of the variant's (e.g. tiny models in tests).
 
     Returns:
@@ -51,7 +53,7 @@ def train_reference(
 
     out_dir = Path(out_dir)
     chosen = VARIANTS[variant]
-    cohort_dir, real_ids, phantom_ids, _ = prepare_cohort(Path(data_dir), out_dir, profile, chosen)
+    cohort_dir, real_ids, phantom_ids, _ = prepare_cohort(data_dir, out_dir, profile, chosen)
     extra = phantom_ids[1 : 1 + chosen.phantom_train]
     split = {"train": real_ids + extra, "val": [phantom_ids[0]], "test": []}
     run_dir = out_dir / f"reference_{variant}"
