@@ -102,11 +102,8 @@ def test_reference_trains_on_every_patient_of_several_sources(tmp_path, tiny_smo
     hosp_a = write_tiny_cohort(tmp_path / "hosp_a", ["pat_a", "pat_b"])
     hosp_b = write_tiny_cohort(tmp_path / "hosp_b", ["pat_c"], seed=8)
     out, dest = tmp_path / "ref", tmp_path / "shipped.keras"
-    argv = ["crossval", "--data", str(hosp_a), "--data", str(hosp_b), "--out", str(out)]
-    assert (
-        cli.main([*argv, "--profile", "smoke", "--reference", "baseline", "--export", str(dest)])
-        == 0
-    )
+    argv = crossval_argv(hosp_a, out, "--data", str(hosp_b), "--reference", "baseline")
+    assert cli.main([*argv, "--export", str(dest)]) == 0
     used = json.loads((out / "reference_baseline" / "split.json").read_text())
     assert {"pat_a", "pat_b", "pat_c"} <= set(used["train"])
     assert used["test"] == []
