@@ -1,11 +1,16 @@
-"""Make the README figure: phantom slices next to real 3D-IRCADb slices, liver outlined.
+"""Make the README figure: slices of a synthetic phantom patient, liver outlined.
 
-Usage (from the repo root; the real patient is optional, read from ../shared/data)::
+Usage (from the repo root)::
 
-    python benchmarks/make_phantom_figure.py [--seed 1] [--out FIGURE.png]
+    python benchmarks/make_phantom_figure.py [--seed 1] [--out FIGURE.png] [--real CASE]
+
+``--real CASE`` adds a row of a real patient (e.g. ``../shared/data/3Dircadb1/3Dircadb1.1``)
+for a look on your own machine. Such a figure shows patient data, whose licence may forbid
+adapted copies (3D-IRCADb does), so it goes to the git-ignored ``runs/`` by default and is never
+committed: the repository's figure shows the phantom only.
 
 Also prints how long generating and writing a 3-patient cohort takes, the number quoted in
-the docs. The figure is a derived illustration; no real data is stored in the repo.
+the docs.
 """
 
 from __future__ import annotations
@@ -24,7 +29,6 @@ import numpy as np  # noqa: E402
 from liverseg_helpers.data import phantom  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-REAL_PATIENT = REPO.parent / "shared" / "data" / "3Dircadb1" / "3Dircadb1.1"
 WINDOW_HU = (50 - 200, 50 + 200)  # W400 / L50, the usual liver window
 
 
@@ -44,10 +48,13 @@ def show(ax, image_hu: np.ndarray, liver2d: np.ndarray, title: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument(
-        "--out", default=str(REPO / "notebooks" / "figures" / "phantom_vs_real.png")
-    )
+    parser.add_argument("--out", help="PNG to write (default: the repository's figure)")
+    parser.add_argument("--real", type=Path, help="a real patient to show below the phantom")
     args = parser.parse_args()
+    if args.out is None:
+        args.out = REPO / (
+            "runs/phantom_vs_real.png" if args.real else "notebooks/figures/phantom.png"
+        )
 
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
@@ -58,12 +65,10 @@ def main() -> None:
 
     case = phantom.make_phantom_case(args.seed, n_slices=96, size=512)
     rows = [("phantom", case)]
-    if REAL_PATIENT.is_dir():
+    if args.real:
         from liverseg_helpers import io
 
-        rows.append(("3D-IRCADb-01 patient 1", io.load_case(REAL_PATIENT)))
-    else:
-        print(f"no real patient at {REAL_PATIENT}: figure shows the phantom only")
+        rows.append((f"real CT {args.real.name}", io.load_case(args.real)))
 
     fig, axes = plt.subplots(len(rows), 3, figsize=(9, 3.1 * len(rows)), squeeze=False)
     for row, (name, shown) in zip(axes, rows, strict=True):
@@ -71,7 +76,8 @@ def main() -> None:
         for ax, index in zip(row, pick_slices(liver), strict=True):
             z_mm = index * shown.spacing_mm[0]
             show(ax, shown.volume[index], liver[index], f"{name}, z = {z_mm:.0f} mm")
-    fig.suptitle("Synthetic phantom vs real CT (W400/L50, liver outlined in red)", fontsize=10)
+    title = "Synthetic phantom vs real CT" if args.real else "Synthetic phantom patient"
+    fig.suptitle(f"{title} (W400/L50, liver outlined in red)", fontsize=10)
     fig.tight_layout()
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
