@@ -160,6 +160,19 @@ def test_large_lesions_grow_the_tumours_not_the_liver(cases):
     assert all(b >= p for p, b in volumes)  # the same draws, each radius scaled up
 
 
+def test_varied_lesions_are_darker_or_brighter_and_keep_their_shapes(cases):
+    varied = phantom.AnatomyOptions(varied_lesions=True)
+    contrasts = []
+    for plain, other in plain_and_changed(cases, varied, seeds=range(8)):
+        assert np.array_equal(plain.lesions, other.lesions)  # the same draws, other HU
+        assert np.array_equal(plain.masks["liver"], other.masks["liver"])
+        tissue = other.masks["liver"] & ~other.masks["tumour"].astype(bool)
+        for lesion_id in range(1, int(other.lesions.max()) + 1):
+            inside = other.lesions == lesion_id
+            contrasts.append(np.median(other.volume[inside]) - np.median(other.volume[tissue]))
+    assert min(contrasts) < -20 and max(contrasts) > 5  # hypo- and hyperdense lesions
+
+
 def test_anatomy_options_name_their_folders():
     assert phantom.AnatomyOptions().suffix == "" and phantom.AnatomyOptions().changed() == {}
     assert phantom.AnatomyOptions(large_lesions=True).suffix == "_big"

@@ -57,6 +57,16 @@ def test_too_few_tumour_patients_refused(tmp_path):
 
 
 @pytest.mark.slow
+def test_phantoms_of_other_anatomy_are_refused(tmp_path):
+    """Folds of one output folder share one phantom cohort: another anatomy needs another."""
+    phantom.write_phantom_cohort(tmp_path / "phantoms", 1, seed=100, n_slices=8, size=32)
+    varied = phantom.AnatomyOptions(varied_lesions=True)
+    with pytest.raises(DataError, match="varied_lesions.*another --out"):
+        tumour_loo.prepare_cohort(tmp_path, [], varied)
+    cohort, ids = tumour_loo.prepare_cohort(tmp_path, [])  # the anatomy it was drawn with
+    assert ids == ["phantom_001"] and (cohort / "phantom_001").exists()
+
+
 def test_tumour_loo_smoke_resumes_and_exports(tmp_path):
     hosp_a, hosp_b = tmp_path / "hosp_a", tmp_path / "hosp_b"
     write_patients(hosp_a, ["pat_a", "pat_neg"], seed=3)  # pat_neg: no lesion (patient 2)

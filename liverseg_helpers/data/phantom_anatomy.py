@@ -37,12 +37,18 @@ class AnatomyOptions:
         large_lesions: Lesion radii drawn from 4-45 mm instead of 4-24 mm, so some lesions
             are large (patient 1's largest is about 5.4 cm across). Only the lesions change: the
             liver mask of every seed stays the same.
+        varied_lesions: Lesion contrast drawn from 80 HU darker to 40 HU brighter than the
+            liver, never closer to it than 8 HU, instead of 25-80 HU darker: subtle and
+            hyperdense lesions too, as hepatocellular carcinomas look in an arterial or an
+            equilibrium phase (HCC-TACE-Seg). Set after measuring the median HU of the real
+            tumour patients' lesions (9 HU darker to 26 HU brighter than their livers).
     """
 
     extrahepatic_masses: bool = False
     long_left_lobe: bool = False
     enhanced_liver: bool = False
     large_lesions: bool = False
+    varied_lesions: bool = False
 
     def changed(self) -> dict:
         """The options that differ from the default (what a cohort.json records)."""
@@ -57,6 +63,7 @@ class AnatomyOptions:
             "long_left_lobe": "lobe",
             "enhanced_liver": "enh",
             "large_lesions": "big",
+            "varied_lesions": "varied",
         }
         return "".join(f"_{short[f.name]}" for f in fields(self) if getattr(self, f.name))
 
@@ -329,7 +336,17 @@ def draw_patient(
     if lesions:
         max_hu = 100.0 if anatomy.enhanced_liver else 60.0
         max_radius_mm = 45.0 if anatomy.large_lesions else 24.0
-        labels = _draw_lesions(rng, liver, hu, hu_liver, spacing_mm, texture, max_hu, max_radius_mm)
+        labels = _draw_lesions(
+            rng,
+            liver,
+            hu,
+            hu_liver,
+            spacing_mm,
+            texture,
+            max_hu,
+            max_radius_mm,
+            anatomy.varied_lesions,
+        )
 
     # Great vessels, spine, ribs and the CT table.
     hu[ivc & (z < z_dome) & cavity] = hu_vessel - u(0, 30)
@@ -358,11 +375,20 @@ def _extrahepatic_mass(rng, x, y, z, y_vb, z_kidney, cavity) -> np.ndarray | Non
 
 
 def _draw_lesions(
-    rng, liver, hu, hu_liver, spacing_mm, texture, max_hu=60.0, max_radius_mm=24.0
+    rng,
+    liver,
+    hu,
+    hu_liver,
+    spacing_mm,
+    texture,
+    max_hu=60.0,
+    max_radius_mm=24.0,
+    varied=False,
 ) -> np.ndarray:
     """Paint 0-5 hypodense lesions (at most ``max_hu``) inside ``liver`` in place; return labels.
 
-    Radii are log-uniform from 4 mm to ``max_radius_mm``.
+    Radii are log-uniform from 4 mm to ``max_radius_mm``. With ``varied``, each lesion's
+    contrast is :func:`_varied_contrast_hu` instead (hypo- or hyperdense, no ``max_hu``).
     """
     labels = np.zeros(liver.shape, np.int32)
     n_lesions = rng.choice(6, p=[0.25, 0.2, 0.2, 0.15, 0.1, 0.1])
@@ -393,7 +419,11 @@ def _draw_lesions(
         region = (d < 1) & liver[box] & (labels[box] == 0)
         if not region.any():
             continue
-        hu_lesion = np.clip(hu_liver - rng.uniform(25, 80), 5, max_hu)
+        draw = rng.uniform()
+        if varied:
+            hu_lesion = max(hu_liver + _varied_contrast_hu(draw), 5.0)
+        else:
+            hu_lesion = np.clip(hu_liver - (25 + 55 * draw), 5, max_hu)
         values = np.full(d.shape, hu_lesion, np.float32)
         if rng.uniform() < 0.3:  # enhancing rim
             values[d > 0.75] += rng.uniform(15, 35)
@@ -406,6 +436,15 @@ def _draw_lesions(
     lut = np.zeros(n_lesions + 1, np.int32)
     lut[ids] = np.arange(1, ids.size + 1)
     return lut[labels]
+
+
+def _varied_contrast_hu(draw: float) -> float:
+    """A lesion's HU minus the liver's from one uniform draw in [0, 1): -80..-8 HU for the
+    first two thirds, 8..40 HU for the last (one draw, as the default contrast takes, so the
+    lesions' shapes and everything drawn after them stay those of the same seed)."""
+    if draw < 2 / 3:
+        return -8.0 - 72.0 * draw * 1.5
+    return 8.0 + 32.0 * (draw - 2 / 3) * 3
 
 
 def _draw_spine(hu, x, y, z, y_vb, rng) -> None:

@@ -14,7 +14,10 @@ Command::
 
     python -m liverseg_helpers.research.tumour_loo --data ../shared/data/3Dircadb1 \\
         --data ../shared/data/hcc_tace_seg --data ../shared/data/chaos_ct \\
-        --out runs/tumour_loo [--export models/tumour_unet.keras]
+        --out runs/tumour_loo [--export models/tumour_unet.keras] [--anatomy varied_lesions]
+
+``--anatomy`` turns on phantom anatomy options (``phantom_anatomy.AnatomyOptions``) for the
+phantom cohort; an output folder keeps the phantoms it was started with.
 
 Files written under ``out_dir``: ``phantoms/`` (the phantom cohort, made once), ``cohort/``
 (symbolic links to every patient), ``fold_<patient>/`` (a ``train.train`` run folder and its
@@ -28,12 +31,13 @@ import argparse
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
 from liverseg_helpers.atomic import atomic_file, write_json_atomic
+from liverseg_helpers.data.phantom_anatomy import DEFAULT_ANATOMY, AnatomyOptions
 from liverseg_helpers.errors import DataError
 from liverseg_helpers.training.run_reuse import check_same_training, started_same_training
 
@@ -62,6 +66,7 @@ class Recipe:
     overrides: dict = field(default_factory=lambda: dict(OVERRIDES))
     seed: int = 42
     val_phantoms: tuple[str, ...] = VAL_PHANTOMS
+    anatomy: AnatomyOptions = DEFAULT_ANATOMY  # of the phantom cohort
 
 
 def real_patients(data_dirs: Sequence[str | os.PathLike]) -> tuple[list[Path], list[Path]]:
@@ -85,21 +90,39 @@ def real_patients(data_dirs: Sequence[str | os.PathLike]) -> tuple[list[Path], l
     return with_tumour, without
 
 
-def prepare_cohort(out_dir: Path, real_paths: Sequence[Path]) -> tuple[Path, list[str]]:
+def prepare_cohort(
+    out_dir: Path, real_paths: Sequence[Path], anatomy: AnatomyOptions = DEFAULT_ANATOMY
+) -> tuple[Path, list[str]]:
     """The phantom cohort (made once) and one folder of links to it and the real patients.
 
     Returns:
         ``(cohort folder, phantom ids)``.
+
+    Raises:
+        DataError: The output folder holds phantoms drawn with other anatomy options.
     """
     from liverseg_helpers import io
     from liverseg_helpers.data import phantom
     from liverseg_helpers.research.crossval import make_cohort_dir
 
     phantom_dir = out_dir / "phantoms"
-    if not (phantom_dir / phantom.COHORT_FILE).exists():  # written last: a complete cohort
+    found = phantom.read_cohort_settings(phantom_dir)  # written last: a complete cohort
+    if found is None:
         phantom.write_phantom_cohort(
-            phantom_dir, PHANTOM_PATIENTS, PHANTOM_SEED, PHANTOM_SLICES, PHANTOM_SIZE
+            phantom_dir,
+            PHANTOM_PATIENTS,
+            PHANTOM_SEED,
+            PHANTOM_SLICES,
+            PHANTOM_SIZE,
+            anatomy=anatomy,
         )
+    else:
+        drawn = {key: found[key] for key in asdict(anatomy) if key in found}
+        if drawn != anatomy.changed():
+            raise DataError(
+                f"{phantom_dir}: phantoms drawn with anatomy options {drawn or 'none'}, this "
+                f"recipe asks for {anatomy.changed() or 'none'}; use another --out folder"
+            )
     phantom_paths = io.list_case_paths(phantom_dir)
     cohort = make_cohort_dir(list(real_paths), phantom_paths, out_dir / "cohort")
     return cohort, [p.name for p in phantom_paths]
@@ -245,7 +268,7 @@ def run_tumour_loo(
     from liverseg_helpers.research import reference
 
     with_tumour, without = real_patients(data_dirs)
-    cohort, phantom_ids = prepare_cohort(out_dir, [*with_tumour, *without])
+    cohort, phantom_ids = prepare_cohort(out_dir, [*with_tumour, *without], recipe.anatomy)
     tumour_ids = [p.name for p in with_tumour]
     negative_ids = [p.name for p in without]
     rows = []
@@ -284,8 +307,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--liver-model", action="append", default=None, help="also score with this stage one"
     )
     parser.add_argument("--export", default=None, help="train on all and save this .keras")
+    parser.add_argument(
+        "--anatomy",
+        action="append",
+        default=[],
+        choices=sorted(asdict(DEFAULT_ANATOMY)),
+        help="phantom anatomy option to turn on (repeat), e.g. varied_lesions",
+    )
     args = parser.parse_args(argv)
-    recipe = Recipe(seed=args.seed)
+    recipe = Recipe(seed=args.seed, anatomy=AnatomyOptions(**dict.fromkeys(args.anatomy, True)))
     table = run_tumour_loo(args.data, args.out, recipe, args.liver_model, args.export)
     columns = [
         "case_id",
