@@ -370,26 +370,6 @@ def test_bfloat16_copy_reaches_inside_an_int8_ensemble():
     assert np.abs(fast.predict(x, verbose=0) - net.predict(x, verbose=0)).max() < 0.02
 
 
-def test_int8_ensemble_file_loads_straight_into_bfloat16(tmp_path):
-    """One build in bfloat16 gives what loading in float32 and converting gives."""
-    from liverseg_helpers.research import ensemble
-    from liverseg_helpers.training import model as model_lib
-    from liverseg_helpers.training import quantize
-
-    net = quantize.quantize_int8(ensemble.average_models([build_tiny_unet(), build_tiny_unet()]))
-    path = model_lib.save_model(net, tmp_path / "pair.keras", PreprocessSettings(image_size=SIZE))
-    plain, _ = predict.load_prediction_model(path)
-    fast, settings = predict.load_prediction_model(path, precision="bfloat16")
-    assert settings.image_size == SIZE
-    assert not predict.computes_in_bfloat16(plain) and predict.computes_in_bfloat16(fast)
-    assert quantize.has_int8_weights(fast)
-    assert predict.convert_to_bfloat16(fast) is fast  # no second build
-    x = np.random.default_rng(1).random((2, SIZE, SIZE, 1)).astype("float32")
-    converted = predict.convert_to_bfloat16(plain).predict(x, verbose=0)
-    np.testing.assert_allclose(fast.predict(x, verbose=0), converted, atol=1e-6)
-    assert np.abs(converted - plain.predict(x, verbose=0)).max() > 0  # bfloat16 did compute
-
-
 @pytest.mark.real_data
 @pytest.mark.slow
 def test_cli_main_on_real_ircadb_patient(tmp_path, tiny_model_file, capsys):

@@ -195,22 +195,13 @@ def _set_bfloat16_policy(config: dict) -> None:
             layer_config["dtype"] = "mixed_bfloat16"
 
 
-def computes_in_bfloat16(model: Any) -> bool:
-    """Whether a Keras model (or a member of it) already computes in bfloat16."""
-    from liverseg_helpers.training.quantize import all_layers
-
-    return any(layer.compute_dtype == "bfloat16" for layer in all_layers(model))
-
-
 def convert_to_bfloat16(model: Any) -> Any:
     """A copy of a Keras model computing in bfloat16 (its output layer stays float32).
 
     Weights stay float32 (``mixed_bfloat16`` policy); probabilities move by about 1e-3,
     which rarely flips a thresholded voxel. A model that cannot be rebuilt from its config
-    (a subclassed model), or that computes in bfloat16 already, is returned unchanged.
+    (a subclassed model) is returned unchanged.
     """
-    if computes_in_bfloat16(model):
-        return model
     config = model.get_config()
     _set_bfloat16_policy(config)
     try:
@@ -433,10 +424,7 @@ def mask_from_probs(
 
 
 def load_prediction_model(
-    model_or_path: Any,
-    settings: PreprocessSettings | None = None,
-    task: str = "liver",
-    precision: str = "float32",
+    model_or_path: Any, settings: PreprocessSettings | None = None, task: str = "liver"
 ) -> tuple[Any, PreprocessSettings]:
     """Load a model file (or take a model) with its preprocessing settings.
 
@@ -445,9 +433,6 @@ def load_prediction_model(
         settings: Use these settings instead of the sidecar's (checked against the model).
         task: What the model must segment: ``"liver"`` or ``"tumour"`` (checked against
             the sidecar's ``task`` when there is one).
-        precision: What a model file is built to compute in (:func:`choose_precision`):
-            building it once in bfloat16 saves :func:`convert_to_bfloat16`'s second build.
-            A loaded model is taken as it is.
 
     Returns:
         ``(model, settings)``.
@@ -470,8 +455,7 @@ def load_prediction_model(
                 f"model trained with task {task!r} (liverseg train --task {task})"
             )
         # compile=False: prediction needs neither the loss nor the optimizer state.
-        edit = _set_bfloat16_policy if choose_precision(precision) == "bfloat16" else None
-        model = model_lib.load_model(path, compile=False, edit_config=edit)
+        model = model_lib.load_model(path, compile=False)
     if settings is None:
         settings = load_settings_for(path, model, sidecar)
     else:
@@ -554,9 +538,7 @@ def predict_case(
     start = time.perf_counter()
     stage_seconds: dict[str, float] = {}
     loaded = members_that_fit(
-        [load_prediction_model(member, settings, precision=precision) for member in members],
-        members,
-        case,
+        [load_prediction_model(member, settings) for member in members], members, case
     )
     probs = np.zeros(case.shape, dtype=np.float32)
     for model, member_settings in loaded:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import os
 import zipfile
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -394,32 +394,12 @@ def read_sidecar(model_path: str | os.PathLike) -> dict | None:
     return sidecar
 
 
-def _load_edited(
-    path: Path, custom_objects: dict, edit_config: Callable[[dict], None]
-) -> keras.Model:
-    """Build the model of a ``.keras`` archive from its edited config, then read its weights."""
-    with zipfile.ZipFile(path) as archive:
-        config = json.loads(archive.read("config.json"))
-    config["compile_config"] = None
-    edit_config(config["config"])
-    model = keras.saving.deserialize_keras_object(config, custom_objects, safe_mode=True)
-    model.load_weights(path)
-    return model
-
-
-def load_model(
-    path: str | os.PathLike,
-    compile: bool = True,
-    edit_config: Callable[[dict], None] | None = None,
-) -> keras.Model:
+def load_model(path: str | os.PathLike, compile: bool = True) -> keras.Model:
     """Load a ``.keras`` model in safe mode with the course's losses and metrics.
 
     Args:
         path: A ``.keras`` file written by :func:`save_model` or ``model.save``.
         compile: Restore the loss, metrics and optimizer state (needed to resume training).
-        edit_config: Change the model's config (the ``get_config()`` dict) in place before the
-            model is built from it, e.g. to compute in another precision; the weights are then
-            read into that model, which is built once. Implies ``compile=False``.
 
     Returns:
         The loaded model.
@@ -439,12 +419,12 @@ def load_model(
         )
     if not zipfile.is_zipfile(path):
         raise ModelFileError(f"{path}: not a valid .keras archive (corrupt or truncated file)")
-    custom_objects = {**losses.get_custom_objects(), **quantize.get_custom_objects()}
     try:
-        if edit_config is not None:
-            return _load_edited(path, custom_objects, edit_config)
         return keras.saving.load_model(
-            path, custom_objects=custom_objects, compile=compile, safe_mode=True
+            path,
+            custom_objects={**losses.get_custom_objects(), **quantize.get_custom_objects()},
+            compile=compile,
+            safe_mode=True,
         )
     except Exception as err:  # Keras raises many types (ValueError, KeyError, OSError, ...)
         raise ModelFileError(f"{path}: cannot load the model: {err}") from err

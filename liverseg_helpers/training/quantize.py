@@ -161,17 +161,16 @@ def quantize_int8(model: keras.Model) -> keras.Model:
     return twin
 
 
-def all_layers(model: keras.Model) -> list[keras.layers.Layer]:
-    """Every layer of ``model``, those of nested models (ensemble members) included."""
+def _all_layers(model: keras.Model) -> list[keras.layers.Layer]:
     found = []
     for layer in model.layers:
-        found.extend(all_layers(layer) if isinstance(layer, keras.Model) else [layer])
+        found.extend(_all_layers(layer) if isinstance(layer, keras.Model) else [layer])
     return found
 
 
 def has_int8_weights(model: keras.Model) -> bool:
     """Whether any convolution of ``model`` (or of a nested model) stores int8 weights."""
-    return any(isinstance(layer, _Int8KernelMixin) for layer in all_layers(model))
+    return any(isinstance(layer, _Int8KernelMixin) for layer in _all_layers(model))
 
 
 def get_custom_objects() -> dict[str, type]:
