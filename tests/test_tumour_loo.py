@@ -41,6 +41,8 @@ def test_fold_split_never_tests_a_training_patient():
     assert "a" not in split["train"] and not set(split["val"]) & set(split["train"])
     assert {"b", "c", "neg", "phantom_001"} <= set(split["train"])
     assert tumour_loo.fold_split(phantoms, ["a", "b"], None)["test"] == []
+    real_only = tumour_loo.fold_split(phantoms, ["b", "neg"], "a", train_phantoms=False)
+    assert real_only["train"] == ["b", "neg"] and real_only["val"] == split["val"]
     with pytest.raises(DataError, match="among its training patients"):
         tumour_loo.fold_split(phantoms, ["a", "b"], "a")
     with pytest.raises(DataError, match="not found"):

@@ -16,6 +16,7 @@ Command::
         --data ../shared/data/hcc_tace_seg --data ../shared/data/chaos_ct \\
         --out runs/tumour_loo [--export models/tumour_unet.keras] [--anatomy varied_lesions]
 
+``--real-only`` trains each fold on the real patients alone (the phantoms then only validate).
 ``--anatomy`` turns on phantom anatomy options (``phantom_anatomy.AnatomyOptions``) for the
 phantom cohort; an output folder keeps the phantoms it was started with.
 
@@ -67,6 +68,7 @@ class Recipe:
     seed: int = 42
     val_phantoms: tuple[str, ...] = VAL_PHANTOMS
     anatomy: AnatomyOptions = DEFAULT_ANATOMY  # of the phantom cohort
+    train_phantoms: bool = True  # False: train on the real patients alone
 
 
 def real_patients(data_dirs: Sequence[str | os.PathLike]) -> tuple[list[Path], list[Path]]:
@@ -133,6 +135,7 @@ def fold_split(
     train_real: Sequence[str],
     test_id: str | None,
     val_phantoms: Sequence[str] = VAL_PHANTOMS,
+    train_phantoms: bool = True,
 ) -> dict:
     """Train on phantoms and real patients, validate on lesion phantoms, test one patient.
 
@@ -141,6 +144,7 @@ def fold_split(
         train_real: Real patients to train on.
         test_id: The fold's test patient; None: no test patient (the model to ship).
         val_phantoms: Validation phantoms (each with a lesion).
+        train_phantoms: Train on the other phantoms too; False: on the real patients alone.
 
     Raises:
         DataError: The test patient is also a training patient, or a validation phantom is
@@ -151,7 +155,8 @@ def fold_split(
     val = list(val_phantoms)
     if set(val) - set(phantom_ids):
         raise DataError(f"validation phantoms {sorted(set(val) - set(phantom_ids))} not found")
-    train = sorted([p for p in phantom_ids if p not in val] + list(train_real))
+    phantoms = [p for p in phantom_ids if p not in val] if train_phantoms else []
+    train = sorted(phantoms + list(train_real))
     return {"train": train, "val": val, "test": [test_id] if test_id else []}
 
 
@@ -276,7 +281,9 @@ def run_tumour_loo(
         run_dir = out_dir / f"fold_{test_id}"
         done = run_dir / "metrics.json"
         train_real = [p for p in tumour_ids if p != test_id] + negative_ids
-        split = fold_split(phantom_ids, train_real, test_id, recipe.val_phantoms)
+        split = fold_split(
+            phantom_ids, train_real, test_id, recipe.val_phantoms, recipe.train_phantoms
+        )
         cfg = train_config(cohort, run_dir, split, recipe, out_dir / "slice_cache")
         model = train_or_resume(cfg)
         if not done.exists():
@@ -285,13 +292,20 @@ def run_tumour_loo(
         saved = json.loads(done.read_text())
         if test_id in saved["train"]:
             raise DataError(f"{done}: the test patient {test_id} was trained on")
+        if saved["train"] != split["train"]:
+            raise DataError(
+                f"{done}: this fold trained on other patients than this recipe asks for "
+                "(phantoms or real-only?); use another --out folder"
+            )
         rows += saved["rows"]
         print(f"fold {test_id}: tumour Dice {saved['rows'][0]['tumour_dice']:.3f}", flush=True)
     table = pooled_rows(rows)
     with atomic_file(out_dir / "per_patient_metrics.csv") as tmp:
         table.to_csv(tmp, index=False, float_format="%.4g")
     if final_export is not None:
-        split = fold_split(phantom_ids, tumour_ids + negative_ids, None, recipe.val_phantoms)
+        split = fold_split(
+            phantom_ids, tumour_ids + negative_ids, None, recipe.val_phantoms, recipe.train_phantoms
+        )
         cfg = train_config(cohort, out_dir / "final", split, recipe, out_dir / "slice_cache")
         last = train_or_resume(cfg)
         print(f"exported to {reference.export_model(last, final_export)}")
@@ -314,8 +328,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         choices=sorted(asdict(DEFAULT_ANATOMY)),
         help="phantom anatomy option to turn on (repeat), e.g. varied_lesions",
     )
+    parser.add_argument(
+        "--real-only",
+        action="store_true",
+        help="train on the real patients alone (phantoms only validate)",
+    )
     args = parser.parse_args(argv)
-    recipe = Recipe(seed=args.seed, anatomy=AnatomyOptions(**dict.fromkeys(args.anatomy, True)))
+    recipe = Recipe(
+        seed=args.seed,
+        anatomy=AnatomyOptions(**dict.fromkeys(args.anatomy, True)),
+        train_phantoms=not args.real_only,
+    )
     table = run_tumour_loo(args.data, args.out, recipe, args.liver_model, args.export)
     columns = [
         "case_id",
