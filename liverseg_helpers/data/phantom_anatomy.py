@@ -41,7 +41,7 @@ class AnatomyOptions:
             liver, never closer to it than 8 HU, instead of 25-80 HU darker: subtle and
             hyperdense lesions too, as hepatocellular carcinomas look in an arterial or an
             equilibrium phase (HCC-TACE-Seg). Set after measuring the median HU of the real
-            tumour patients' lesions (9 HU darker to 26 HU brighter than their livers).
+            tumour patients' lesions (37 HU darker to 26 HU brighter than their livers).
     """
 
     extrahepatic_masses: bool = False
