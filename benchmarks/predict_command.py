@@ -48,7 +48,11 @@ def default_inputs(tmp_dir: Path) -> list[Path]:
 
 
 def time_command(input_path: Path, out_path: Path) -> dict:
-    """One ``liverseg predict`` process: wall seconds, peak memory (MB), exit code, report."""
+    """One ``liverseg predict`` process: wall seconds, peak memory (MB) and its "wrote" line.
+
+    Raises:
+        RuntimeError: The command failed (its last output lines are in the message).
+    """
     command = [sys.executable, "-m", "liverseg_helpers.cli", "predict", str(input_path)]
     command += ["--out", str(out_path), "--overwrite"]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
