@@ -334,19 +334,7 @@ def draw_patient(
 
     labels = np.zeros(shape, np.int32)
     if lesions:
-        max_hu = 100.0 if anatomy.enhanced_liver else 60.0
-        max_radius_mm = 45.0 if anatomy.large_lesions else 24.0
-        labels = _draw_lesions(
-            rng,
-            liver,
-            hu,
-            hu_liver,
-            spacing_mm,
-            texture,
-            max_hu,
-            max_radius_mm,
-            anatomy.varied_lesions,
-        )
+        labels = _draw_lesions(rng, liver, hu, hu_liver, spacing_mm, texture, anatomy)
 
     # Great vessels, spine, ribs and the CT table.
     hu[ivc & (z < z_dome) & cavity] = hu_vessel - u(0, 30)
@@ -375,21 +363,17 @@ def _extrahepatic_mass(rng, x, y, z, y_vb, z_kidney, cavity) -> np.ndarray | Non
 
 
 def _draw_lesions(
-    rng,
-    liver,
-    hu,
-    hu_liver,
-    spacing_mm,
-    texture,
-    max_hu=60.0,
-    max_radius_mm=24.0,
-    varied=False,
+    rng, liver, hu, hu_liver, spacing_mm, texture, anatomy: AnatomyOptions
 ) -> np.ndarray:
-    """Paint 0-5 hypodense lesions (at most ``max_hu``) inside ``liver`` in place; return labels.
+    """Paint 0-5 lesions inside ``liver`` in place; return labels.
 
-    Radii are log-uniform from 4 mm to ``max_radius_mm``. With ``varied``, each lesion's
-    contrast is :func:`_varied_contrast_hu` instead (hypo- or hyperdense, no ``max_hu``).
+    Hypodense, 25-80 HU below the liver and at most 60 HU (100 HU with ``enhanced_liver``),
+    or with ``varied_lesions`` the contrast of :func:`_varied_contrast_hu` (hypo- or
+    hyperdense, no upper bound). Radii are log-uniform from 4 mm to 24 mm (45 mm with
+    ``large_lesions``).
     """
+    max_hu = 100.0 if anatomy.enhanced_liver else 60.0
+    max_radius_mm = 45.0 if anatomy.large_lesions else 24.0
     labels = np.zeros(liver.shape, np.int32)
     n_lesions = rng.choice(6, p=[0.25, 0.2, 0.2, 0.15, 0.1, 0.1])
     inside = np.flatnonzero(liver)
@@ -420,7 +404,7 @@ def _draw_lesions(
         if not region.any():
             continue
         draw = rng.uniform()
-        if varied:
+        if anatomy.varied_lesions:
             hu_lesion = max(hu_liver + _varied_contrast_hu(draw), 5.0)
         else:
             hu_lesion = np.clip(hu_liver - (25 + 55 * draw), 5, max_hu)
