@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -152,8 +153,6 @@ def test_case_repeat_and_augmentation_ranges_reach_the_training_data(tmp_path, m
 
 def test_masses_variant_gets_its_own_phantoms_and_cohort(tmp_path, monkeypatch):
     """Phantoms with masses must not share folders (or cached slices) with the plain ones."""
-    import dataclasses
-
     from liverseg_helpers import config
 
     small = dataclasses.replace(
@@ -191,6 +190,10 @@ def test_train_honours_an_explicit_split(tmp_path):
     assert "pa" not in used["train"] + used["val"]
     sidecar = json.loads((result.run_dir / "best.keras.json").read_text())
     assert sidecar["preprocess"]["target_spacing_mm"] == 6.0  # preprocess override reached
+    # Resuming that run on other patients would mix two experiments in one model: refused.
+    other = dataclasses.replace(cfg, split={"train": ["pa"], "val": ["pc"], "test": ["pb"]})
+    with pytest.raises(DataError, match=r"split\.json: the run was started with train"):
+        train.train(dataclasses.replace(other, resume=True))
 
 
 @pytest.mark.slow

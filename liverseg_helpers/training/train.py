@@ -216,6 +216,8 @@ def prepare_data(cfg: TrainConfig, profile: Any, run_dir: Path) -> tuple[dict, A
     split_path = run_dir / "split.json"
     if cfg.resume and split_path.exists():
         split = json.loads(split_path.read_text())
+        if cfg.split is not None:
+            check_resumed_split(split, check_split(cfg.split, case_ids, data_dir), split_path)
     elif cfg.split is not None:
         split = check_split(cfg.split, case_ids, data_dir)
     elif tumour:  # validation patients with lesions, else the best checkpoint judges on nothing
@@ -237,6 +239,26 @@ def prepare_data(cfg: TrainConfig, profile: Any, run_dir: Path) -> tuple[dict, A
     write_json_atomic({**split, "data_dir": str(data_dir)}, split_path)
     write_json_atomic(settings.to_dict(), run_dir / "preprocess.json")
     return split, settings, cache_dir
+
+
+def check_resumed_split(saved: dict, asked: dict[str, list[str]], split_path: Path) -> None:
+    """Refuse to resume a run on other patients than those it was started with.
+
+    Args:
+        saved: The run's ``split.json``.
+        asked: The explicit split of this call, checked (:func:`check_split`).
+        split_path: The ``split.json``, for the message.
+
+    Raises:
+        DataError: A list of ``asked`` differs from the saved one.
+    """
+    for name, ids in asked.items():
+        if sorted(saved.get(name, [])) != ids:
+            raise DataError(
+                f"{split_path}: the run was started with {name} patients "
+                f"{sorted(saved.get(name, []))}, this call asks for {ids}; resume it with the "
+                "same split or train into another folder"
+            )
 
 
 def check_split(split: dict, case_ids: list[str], source: Path) -> dict[str, list[str]]:
