@@ -82,6 +82,17 @@ def test_predict_case_postprocessing_removes_blob(toy_case):
         predict.predict_case(model, toy_case, threshold=1.5, settings=settings)
 
 
+def test_liver_reaches_scan_edge_needs_one_square_cm_on_an_end_slice():
+    mask = np.zeros((5, 10, 10), dtype=bool)
+    spacing = (1.0, 2.0, 2.0)  # 4 mm2 per pixel
+    mask[2] = True  # the middle slice does not count
+    assert not predict.liver_reaches_scan_edge(mask, spacing)
+    mask[-1].flat[:24] = True  # 96 mm2
+    assert not predict.liver_reaches_scan_edge(mask, spacing)
+    mask[0].flat[:25] = True  # 100 mm2
+    assert predict.liver_reaches_scan_edge(mask, spacing)
+
+
 def test_postprocess_mask_steps():
     pred = np.zeros((6, 20, 20), bool)
     pred[1:5, 2:12, 2:12] = True

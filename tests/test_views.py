@@ -113,22 +113,29 @@ def test_prediction_in_another_view_lands_on_the_ct_grid(view):
     assert 2 * (found & expected).sum() / (found.sum() + expected.sum()) > 0.97
 
 
-def test_an_axial_and_a_coronal_model_are_averaged_on_the_ct_grid(tmp_path, capsys):
+def save_disagreeing_axial_and_coronal_members(folder) -> list:
+    """Two saved 'networks' that scale the windowed CT by 1.0 (axial) and 0.6 (coronal)."""
     keras = pytest.importorskip("keras")
+    from liverseg_helpers.training import model as model_lib
+
+    paths = []
+    for view, gain in (("axial", 1.0), ("coronal", 0.6)):
+        settings = PreprocessSettings(image_size=64, target_spacing_mm=1.0, view=view)
+        inputs = keras.Input((64, 64, 1))
+        member = keras.Model(inputs, keras.layers.Rescaling(gain)(inputs))
+        paths.append(model_lib.save_model(member, folder / f"{view}.keras", settings))
+    return paths
+
+
+def test_an_axial_and_a_coronal_model_are_averaged_on_the_ct_grid(tmp_path, capsys):
     import nibabel as nib
 
     from liverseg_helpers import cli, io
     from liverseg_helpers.inference import predict
-    from liverseg_helpers.training import model as model_lib
 
     truth = ellipsoid()
     case = Case("views", np.where(truth, 250, -150).astype(np.int16), TALL)
-    paths = []
-    for view, gain in (("axial", 1.0), ("coronal", 0.6)):  # two members that disagree
-        settings = PreprocessSettings(image_size=64, target_spacing_mm=1.0, view=view)
-        inputs = keras.Input((64, 64, 1))
-        member = keras.Model(inputs, keras.layers.Rescaling(gain)(inputs))
-        paths.append(model_lib.save_model(member, tmp_path / f"{view}.keras", settings))
+    paths = save_disagreeing_axial_and_coronal_members(tmp_path)
     alone = [predict.predict_case(path, case, postprocess=False).probs for path in paths]
     both = predict.predict_case(paths, case, postprocess=False)
     assert np.abs(alone[0] - alone[1]).max() > 0.3
@@ -148,6 +155,24 @@ def test_an_axial_and_a_coronal_model_are_averaged_on_the_ct_grid(tmp_path, caps
         predict.predict_case(paths, case, settings=PreprocessSettings(image_size=64))
     with pytest.raises(DataError, match="at least one"):
         predict.predict_case([], case)
+
+
+def test_a_scan_that_stops_inside_the_liver_is_predicted_by_the_axial_model(tmp_path):
+    from liverseg_helpers.inference import predict
+
+    paths = save_disagreeing_axial_and_coronal_members(tmp_path)
+    volume = np.where(ellipsoid(), 250, -150).astype(np.int16)
+    spacing = (8.0, 0.8, 1.0)  # tall enough for the coronal member even when cut
+    cut = Case("cut", volume[14:], spacing)  # the first slice goes through the liver's middle
+    whole = Case("whole", volume, spacing)
+
+    with pytest.warns(UserWarning, match="cut: the liver reaches the scan's first or last slice"):
+        pair = predict.predict_case(paths, cut, postprocess=False)
+    axial = predict.predict_case(paths[0], cut, postprocess=False)
+    np.testing.assert_array_equal(pair.probs, axial.probs)
+    alone = [predict.predict_case(path, whole, postprocess=False).probs for path in paths]
+    pair = predict.predict_case(paths, whole, postprocess=False).probs
+    np.testing.assert_allclose(pair, (alone[0] + alone[1]) / 2, atol=1e-6)
 
 
 def test_a_ct_too_short_for_the_coronal_model_is_predicted_by_the_axial_one(tmp_path):

@@ -490,6 +490,52 @@ def members_that_fit(
     return [pair for pair, fit in zip(loaded, fits, strict=True) if fit]
 
 
+EDGE_MIN_AREA_MM2 = 100.0  # 1 cm2 of liver on the scan's first or last slice
+
+
+def liver_reaches_scan_edge(
+    mask: np.ndarray,
+    spacing_mm: tuple[float, float, float],
+    min_area_mm2: float = EDGE_MIN_AREA_MM2,
+) -> bool:
+    """Whether a liver mask ``[z, y, x]`` covers at least ``min_area_mm2`` of the scan's first
+    or last slice: the scan stops inside the liver."""
+    pixel_mm2 = float(spacing_mm[1]) * float(spacing_mm[2])
+    end_pixels = max(np.count_nonzero(mask[0]), np.count_nonzero(mask[-1]))
+    return end_pixels * pixel_mm2 >= min_area_mm2
+
+
+def turned_members_to_run(
+    loaded: list[tuple[Any, PreprocessSettings]],
+    axial_probs: np.ndarray | None,
+    case: Case,
+    threshold: float,
+) -> list[tuple[Any, PreprocessSettings]]:
+    """The coronal or sagittal members to add to the axial ones, or none where the liver
+    reaches the scan's edge.
+
+    A turned network sees a liver that the scan cuts off as a shape with a straight edge,
+    unlike any it learnt from, and fails there; the axial network sees ordinary slices. So when
+    the axial members' mask (``threshold``, the course's post-processing) covers at least
+    :data:`EDGE_MIN_AREA_MM2` of the first or last slice (:func:`liver_reaches_scan_edge`),
+    the axial members decide alone, with a warning. Without axial members the turned ones
+    always run.
+    """
+    turned = [member for member in loaded if member[1].view != "axial"]
+    if not turned or axial_probs is None:
+        return turned
+    axial_mask = mask_from_probs(axial_probs, case.spacing_mm[0], threshold)
+    if not liver_reaches_scan_edge(axial_mask, case.spacing_mm):
+        return turned
+    warnings.warn(
+        f"{case.case_id}: the liver reaches the scan's first or last slice, which a "
+        f"{turned[0][1].view} network sees as a shape it never learnt; the axial model(s) "
+        "decide alone",
+        stacklevel=3,
+    )
+    return []
+
+
 def predict_case(
     model_or_path: Any,
     case: Case,
@@ -509,7 +555,8 @@ def predict_case(
             networks that see the CT from different sides, e.g. an axial and a coronal one:
             each is run with its own settings and view, then turned back to the CT's grid;
             a coronal or sagittal member is left out, with a warning, on a CT too short for
-            it: :func:`members_that_fit`).
+            it (:func:`members_that_fit`) or one that stops inside the liver
+            (:func:`turned_members_to_run`)).
         case: The CT.
         threshold: Probability above which a voxel is liver.
         postprocess: Apply :func:`postprocess_mask` (largest component, filled holes).
@@ -540,20 +587,30 @@ def predict_case(
     loaded = members_that_fit(
         [load_prediction_model(member, settings) for member in members], members, case
     )
-    probs = np.zeros(case.shape, dtype=np.float32)
-    for model, member_settings in loaded:
-        probs += predict_volume(
-            model,
-            case.volume,
-            member_settings,
-            batch_size,
-            case.spacing_mm,
-            progress,
-            stage_seconds,
-            precision,
-            grey_levels=case.format == "png",
-        )
-    probs /= len(loaded)
+
+    def summed_probs(chosen: list[tuple[Any, PreprocessSettings]]) -> np.ndarray:
+        total = np.zeros(case.shape, dtype=np.float32)
+        for model, member_settings in chosen:
+            total += predict_volume(
+                model,
+                case.volume,
+                member_settings,
+                batch_size,
+                case.spacing_mm,
+                progress,
+                stage_seconds,
+                precision,
+                grey_levels=case.format == "png",
+            )
+        return total
+
+    axial = [member for member in loaded if member[1].view == "axial"]
+    probs = summed_probs(axial)
+    edge_start = time.perf_counter()
+    turned = turned_members_to_run(loaded, probs / len(axial) if axial else None, case, threshold)
+    if len(axial) < len(loaded):
+        stage_seconds["edge check"] = time.perf_counter() - edge_start
+    probs = (probs + summed_probs(turned)) / (len(axial) + len(turned))
     post_start = time.perf_counter()
     pred = mask_from_probs(probs, case.spacing_mm[0], threshold, postprocess, smooth_z_mm)
     stage_seconds["postprocess"] = time.perf_counter() - post_start
