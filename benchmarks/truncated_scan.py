@@ -132,12 +132,12 @@ def main() -> None:
         index=["patient", "scan", "fired"], columns="way", values=["dice", "assd_mm"]
     )
     wide.columns = [f"{way} {metric}" for metric, way in wide.columns]
-    print(format_markdown(wide.reset_index(), digits=3))
+    print(format_markdown(wide.reset_index().set_index("patient"), digits=3))
     cut = table[table.scan != "as given"]
     summary = cut.groupby("way")[["dice", "assd_mm"]].mean()
     summary["fired on cut scans"] = f"{int(cut[cut.way == 'pair'].fired.sum())} / {len(cut) // 3}"
     print(f"\nMean over the {len(cut) // 3} cut scans:")
-    print(format_markdown(summary.reset_index(), digits=4))
+    print(format_markdown(summary, digits=4))
 
 
 if __name__ == "__main__":

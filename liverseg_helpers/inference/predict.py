@@ -524,6 +524,11 @@ def turned_members_to_run(
     turned = [member for member in loaded if member[1].view != "axial"]
     if not turned or axial_probs is None:
         return turned
+    # The end slices thresholded and filled, before the largest component is kept, hold at
+    # least the final mask's pixels there: most scans are decided without post-processing.
+    ends = [ndimage.binary_fill_holes(end > threshold) for end in axial_probs[[0, -1]]]
+    if not liver_reaches_scan_edge(np.stack(ends), case.spacing_mm):
+        return turned
     axial_mask = mask_from_probs(axial_probs, case.spacing_mm[0], threshold)
     if not liver_reaches_scan_edge(axial_mask, case.spacing_mm):
         return turned
