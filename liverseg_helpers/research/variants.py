@@ -289,6 +289,17 @@ def _ladder() -> dict[str, Variant]:
         real_repeat=2,
         phantom_train=4,
     )
+    # The phantom's share, with five real patients per fold: the same recipe without phantoms
+    # in training (phantom_001 still validates), real slices 3x per epoch instead of 2x so an
+    # epoch holds about as many slices as a "six" epoch. Defined before any run of it; its rule
+    # is in docs/real_ct_experiments.md ("Five real patients without phantoms").
+    vary(
+        "six_real",
+        "six",
+        change="six without phantoms in training: real 3x per epoch instead of 2x + 4 phantoms",
+        real_repeat=3,
+        phantom_train=0,
+    )
     vary(
         "six_coronal",
         "six",
