@@ -6,9 +6,10 @@ Each patient's CT and expert liver mask are resampled in-plane to each ``--pixel
 of view (FOV) would give them, then predicted by the pair as ``liverseg predict`` runs it
 (``predict.turned_members_to_run`` included) in two ways:
 
-- ``as now``: the axial network shrinks each whole slice to its input size;
+- ``as before``: the axial network shrinks each whole slice to its input size;
 - ``clamped``: where the FOV lies outside ``--fov-range``, the axial network's slices are
-  resampled to the nearest bound's pixel (FOV / input size) and centre-cropped or padded.
+  resampled to the nearest bound's pixel (FOV / input size) and centre-cropped or padded,
+  as ``liverseg predict`` now does (``predict.settings_for_field_of_view``).
 
 Scored in 3D on the new grid. Give only patients the models never saw. Prints a row per scan,
 then the means over the scans outside the range, and writes the rows as CSV.
@@ -35,7 +36,6 @@ from liverseg_helpers import io  # noqa: E402
 from liverseg_helpers.evaluation import evaluate  # noqa: E402
 from liverseg_helpers.inference import pipeline, predict  # noqa: E402
 from liverseg_helpers.io.case import Case  # noqa: E402
-from liverseg_helpers.preparation.preprocess import PreprocessSettings  # noqa: E402
 from liverseg_helpers.preparation.slice_geometry import (  # noqa: E402
     pad_or_crop_square,
     resample_inplane,
@@ -62,28 +62,13 @@ def reconstruct(case: Case, pixel_mm: float) -> Case:
     )
 
 
-def field_of_view_mm(shape, spacing_mm) -> float:
-    """The wider in-plane side of a CT ``[z, y, x]`` in mm."""
-    return max(shape[1] * spacing_mm[1], shape[2] * spacing_mm[2])
-
-
-def clamped(settings: PreprocessSettings, fov_mm: float, fov_range: tuple[float, float]):
-    """An axial network's settings for a CT of ``fov_mm``: resampled to the nearest bound's
-    pixel when the FOV lies outside ``fov_range``, unchanged otherwise."""
-    if settings.view != "axial" or settings.target_spacing_mm is not None:
-        return settings
-    bound = float(np.clip(fov_mm, *fov_range))
-    if bound == fov_mm:
-        return settings
-    return dataclasses.replace(settings, target_spacing_mm=bound / settings.image_size)
-
-
-def score(case: Case, axial, coronal, fov_range) -> list[dict]:
-    """Rows of one scan: the pair as now and with the axial network clamped."""
+def score(case: Case, axial, coronal) -> list[dict]:
+    """Rows of one scan: the pair as before and with the axial network clamped."""
     coronal_probs = None
-    fov = field_of_view_mm(case.shape, case.spacing_mm)
+    fov = predict.field_of_view_mm(case.shape, case.spacing_mm)
+    clamped = predict.settings_for_field_of_view(axial[1], case.shape, case.spacing_mm)
     rows = []
-    for way, settings in (("as now", axial[1]), ("clamped", clamped(axial[1], fov, fov_range))):
+    for way, settings in (("as before", axial[1]), ("clamped", clamped)):
         probs = predict.predict_volume(axial[0], case.volume, settings, spacing_mm=case.spacing_mm)
         if predict.turned_members_to_run([axial, coronal], probs, case, 0.5):
             if coronal_probs is None:
@@ -109,10 +94,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, action="append", required=True, help="repeatable")
     parser.add_argument("--pixel-mm", type=float, nargs="+", default=[0.5, 0.6, 0.9, 1.0])
-    parser.add_argument("--fov-range", type=float, nargs=2, default=[263.0, 440.0])
+    parser.add_argument(
+        "--fov-range", type=float, nargs=2, help="default: the axial model's (its sidecar)"
+    )
     parser.add_argument("--csv", type=Path, help="also write the rows here")
     args = parser.parse_args()
     axial, coronal = (predict.load_prediction_model(p) for p in pipeline.resolve_model_paths(None))
+    fov_range = args.fov_range or axial[1].fov_range_mm
+    if fov_range is None:
+        raise SystemExit("the axial model's sidecar has no fov_range_mm: give --fov-range")
+    axial = (axial[0], dataclasses.replace(axial[1], fov_range_mm=tuple(fov_range)))
     rows = []
     for path in crossval.real_case_paths(args.data):
         case = io.load_case(path)
@@ -120,7 +111,7 @@ def main() -> None:
             (f"{mm:g} mm", reconstruct(case, mm)) for mm in args.pixel_mm
         ]
         for name, scan in scans:
-            for row in score(scan, axial, coronal, tuple(args.fov_range)):
+            for row in score(scan, axial, coronal):
                 rows.append({"patient": case.case_id, "scan": name, **row})
                 print(rows[-1], flush=True)
     table = pd.DataFrame(rows)
@@ -132,8 +123,8 @@ def main() -> None:
     )
     wide.columns = [f"{way} {metric}" for metric, way in wide.columns]
     print(format_markdown(wide.reset_index().set_index("patient"), digits=3))
-    outside = table[(table.fov_mm < args.fov_range[0]) | (table.fov_mm > args.fov_range[1])]
-    print(f"\nMean over the {len(outside) // 2} scans outside {args.fov_range} mm:")
+    outside = table[table.resampled.groupby([table.patient, table.scan]).transform("any")]
+    print(f"\nMean over the {len(outside) // 2} scans outside {fov_range} mm:")
     print(format_markdown(outside.groupby("way")[["dice", "assd_mm"]].mean(), digits=4))
 
 

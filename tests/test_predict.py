@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import tempfile
 from argparse import Namespace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -91,6 +92,43 @@ def test_liver_reaches_scan_edge_needs_one_square_cm_on_an_end_slice():
     assert not predict.liver_reaches_scan_edge(mask, spacing)
     mask[0].flat[:25] = True  # 100 mm2
     assert predict.liver_reaches_scan_edge(mask, spacing)
+
+
+def test_an_axial_network_resamples_a_field_of_view_it_never_learnt(toy_case):
+    learnt = PreprocessSettings(image_size=SIZE, fov_range_mm=(263.0, 440.0))
+    square = (10, 512, 512)
+    assert predict.settings_for_field_of_view(learnt, square, (1.0, 0.7, 0.7)) is learnt  # 358 mm
+    wide = predict.settings_for_field_of_view(learnt, square, (1.0, 1.0, 1.0))  # 512 mm
+    assert wide.target_spacing_mm == pytest.approx(440.0 / SIZE)
+    narrow = predict.settings_for_field_of_view(learnt, square, (1.0, 0.5, 0.5))  # 256 mm
+    assert narrow.target_spacing_mm == pytest.approx(263.0 / SIZE)
+    # The wider side decides: 400 rows x 1.2 mm = 480 mm, though 512 columns x 0.8 = 410 mm.
+    tall = predict.settings_for_field_of_view(learnt, (10, 400, 512), (1.0, 1.2, 0.8))
+    assert tall.target_spacing_mm == pytest.approx(440.0 / SIZE)
+    for unchanged in (
+        PreprocessSettings(image_size=SIZE),  # no range recorded: every model but the shipped one
+        PreprocessSettings(image_size=SIZE, target_spacing_mm=2.0, fov_range_mm=(263, 440)),
+        PreprocessSettings(
+            image_size=SIZE, target_spacing_mm=3.0, view="coronal", fov_range_mm=(263, 440)
+        ),
+    ):
+        assert predict.settings_for_field_of_view(unchanged, square, (1.0, 1.0, 1.0)) is unchanged
+    assert predict.settings_for_field_of_view(learnt, square, None) is learnt
+    with pytest.raises(ValueError, match="fov_range_mm"):
+        PreprocessSettings(fov_range_mm=(440.0, 263.0))
+    # Sidecars without the range hash as before; with it, it reads back.
+    assert "fov_range_mm" not in PreprocessSettings().to_dict()
+    assert PreprocessSettings.from_dict(learnt.to_dict()) == learnt
+
+    # predict_case resamples: the toy CT's 51 mm are padded into a 263 mm square.
+    identity = build_identity_model()
+    probs = predict.predict_case(identity, toy_case, postprocess=False, settings=learnt).probs
+    expected = predict.predict_volume(
+        identity, toy_case.volume, replace(learnt, target_spacing_mm=263.0 / SIZE), 8, (2, 0.8, 0.8)
+    )
+    np.testing.assert_array_equal(probs, expected)
+    whole = predict.predict_volume(identity, toy_case.volume, learnt)
+    assert np.abs(probs - whole).max() > 0.3
 
 
 def test_postprocess_mask_steps():

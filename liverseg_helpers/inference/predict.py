@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -490,6 +490,40 @@ def members_that_fit(
     return [pair for pair, fit in zip(loaded, fits, strict=True) if fit]
 
 
+def field_of_view_mm(shape: tuple[int, ...], spacing_mm: tuple[float, float, float]) -> float:
+    """The wider in-plane side of a CT ``[z, y, x]`` in mm."""
+    return max(shape[1] * float(spacing_mm[1]), shape[2] * float(spacing_mm[2]))
+
+
+def settings_for_field_of_view(
+    settings: PreprocessSettings,
+    shape: tuple[int, ...],
+    spacing_mm: tuple[float, float, float] | None,
+) -> PreprocessSettings:
+    """An axial network's settings for one CT, so that the liver has the size it learnt.
+
+    An axial network that shrinks each whole slice to its input (``target_spacing_mm`` None)
+    sees a liver whose size depends on the scanner's field of view. When the CT's field of
+    view (:func:`field_of_view_mm`) lies outside the ``fov_range_mm`` the network learnt from
+    (its sidecar's; the shipped axial model: 263-440 mm), its slices are resampled to the
+    nearest bound's pixel (bound / input size) and centre-cropped or padded instead. Settings
+    without ``fov_range_mm`` or with ``target_spacing_mm``, other views, CTs inside the range
+    and CTs without spacing are returned unchanged.
+    """
+    if (
+        settings.fov_range_mm is None
+        or settings.view != "axial"
+        or settings.target_spacing_mm is not None
+        or spacing_mm is None
+    ):
+        return settings
+    fov = field_of_view_mm(shape, spacing_mm)
+    bound = min(max(fov, settings.fov_range_mm[0]), settings.fov_range_mm[1])
+    if bound == fov:
+        return settings
+    return replace(settings, target_spacing_mm=bound / settings.image_size)
+
+
 EDGE_MIN_AREA_MM2 = 100.0  # 1 cm2 of liver on the scan's first or last slice
 
 
@@ -561,7 +595,8 @@ def predict_case(
             each is run with its own settings and view, then turned back to the CT's grid;
             a coronal or sagittal member is left out, with a warning, on a CT too short for
             it (:func:`members_that_fit`) or one that stops inside the liver
-            (:func:`turned_members_to_run`)).
+            (:func:`turned_members_to_run`)). An axial member resamples a CT whose field of
+            view it never learnt (:func:`settings_for_field_of_view`).
         case: The CT.
         threshold: Probability above which a voxel is liver.
         postprocess: Apply :func:`postprocess_mask` (largest component, filled holes).
@@ -589,9 +624,12 @@ def predict_case(
         raise DataError("settings can override one model's sidecar, not those of several models")
     start = time.perf_counter()
     stage_seconds: dict[str, float] = {}
-    loaded = members_that_fit(
-        [load_prediction_model(member, settings) for member in members], members, case
-    )
+    loaded = [
+        (model, settings_for_field_of_view(member_settings, case.shape, case.spacing_mm))
+        for model, member_settings in members_that_fit(
+            [load_prediction_model(member, settings) for member in members], members, case
+        )
+    ]
 
     def summed_probs(chosen: list[tuple[Any, PreprocessSettings]]) -> np.ndarray:
         total = np.zeros(case.shape, dtype=np.float32)

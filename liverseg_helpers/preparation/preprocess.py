@@ -93,6 +93,10 @@ class PreprocessSettings:
             slice to ``image_size`` whatever its spacing.
         view: Plane of the network's slices, ``"axial"``, ``"coronal"`` or ``"sagittal"``
             (:mod:`liverseg_helpers.preparation.views`); the last two need ``target_spacing_mm``.
+        fov_range_mm: ``(smallest, largest)`` field of view in mm the network learnt from,
+            or None. At prediction, an axial network without ``target_spacing_mm`` resamples
+            a CT whose field of view lies outside it
+            (``inference.predict.settings_for_field_of_view``).
     """
 
     window_level_hu: float = 50.0
@@ -105,6 +109,7 @@ class PreprocessSettings:
     non_liver_fraction: float = 0.25
     target_spacing_mm: float | None = None
     view: str = "axial"
+    fov_range_mm: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         if self.window_width_hu <= 0:
@@ -118,6 +123,11 @@ class PreprocessSettings:
         if self.target_spacing_mm is not None and self.target_spacing_mm <= 0:
             raise ValueError(f"target_spacing_mm must be > 0, got {self.target_spacing_mm}")
         views.check_view(self.view, self.target_spacing_mm)
+        if self.fov_range_mm is not None:
+            low, high = self.fov_range_mm
+            if not 0 < low <= high:
+                raise ValueError(f"fov_range_mm must be 0 < smallest <= largest, got {low}, {high}")
+            object.__setattr__(self, "fov_range_mm", (float(low), float(high)))
 
     @property
     def n_channels(self) -> int:
@@ -127,12 +137,16 @@ class PreprocessSettings:
     def to_dict(self) -> dict:
         """Plain dict for JSON (run folders, model sidecars, cache keys).
 
-        The axial view is left out, so the settings of every axial model and slice cache
-        read and hash as they did before views existed.
+        The axial view and an unset ``fov_range_mm`` are left out, so the settings of every
+        model and slice cache read and hash as they did before these settings existed.
         """
         values = asdict(self)
         if values["view"] == "axial":
             del values["view"]
+        if values["fov_range_mm"] is None:
+            del values["fov_range_mm"]
+        else:
+            values["fov_range_mm"] = list(values["fov_range_mm"])
         return values
 
     @classmethod
