@@ -129,6 +129,12 @@ def test_an_axial_network_resamples_a_field_of_view_it_never_learnt(toy_case):
     np.testing.assert_array_equal(probs, expected)
     whole = predict.predict_volume(identity, toy_case.volume, learnt)
     assert np.abs(probs - whole).max() > 0.3
+    # A PNG export's 1 mm spacing is nominal: its field of view is unknown, so nothing changes.
+    png = replace(toy_case, volume=np.clip(toy_case.volume + 150, 0, 255), format="png")
+    probs = predict.predict_case(identity, png, postprocess=False, settings=learnt).probs
+    np.testing.assert_array_equal(
+        probs, predict.predict_volume(identity, png.volume, learnt, grey_levels=True)
+    )
 
 
 def test_postprocess_mask_steps():

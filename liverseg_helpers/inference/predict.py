@@ -624,8 +624,10 @@ def predict_case(
         raise DataError("settings can override one model's sidecar, not those of several models")
     start = time.perf_counter()
     stage_seconds: dict[str, float] = {}
+    # A PNG export's spacing is a nominal 1 mm: its field of view is unknown.
+    known_spacing = None if case.format == "png" else case.spacing_mm
     loaded = [
-        (model, settings_for_field_of_view(member_settings, case.shape, case.spacing_mm))
+        (model, settings_for_field_of_view(member_settings, case.shape, known_spacing))
         for model, member_settings in members_that_fit(
             [load_prediction_model(member, settings) for member in members], members, case
         )
