@@ -30,7 +30,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+from truncated_scan import save_and_print_ways  # noqa: E402
 
 from liverseg_helpers import io  # noqa: E402
 from liverseg_helpers.evaluation import evaluate  # noqa: E402
@@ -114,15 +114,7 @@ def main() -> None:
             for row in score(scan, axial, coronal):
                 rows.append({"patient": case.case_id, "scan": name, **row})
                 print(rows[-1], flush=True)
-    table = pd.DataFrame(rows)
-    if args.csv:
-        args.csv.parent.mkdir(parents=True, exist_ok=True)
-        table.to_csv(args.csv, index=False)
-    wide = table.pivot_table(
-        index=["patient", "scan", "fov_mm"], columns="way", values=["dice", "assd_mm"]
-    )
-    wide.columns = [f"{way} {metric}" for metric, way in wide.columns]
-    print(format_markdown(wide.reset_index().set_index("patient"), digits=3))
+    table = save_and_print_ways(rows, "fov_mm", args.csv)
     outside = table[table.resampled.groupby([table.patient, table.scan]).transform("any")]
     print(f"\nMean over the {len(outside) // 2} scans outside {fov_range} mm:")
     print(format_markdown(outside.groupby("way")[["dice", "assd_mm"]].mean(), digits=4))

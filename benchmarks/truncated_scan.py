@@ -9,9 +9,9 @@ the same way (the course's post-processing, threshold 0.5):
 
 - ``pair``: the two members' probabilities averaged (``liverseg predict``'s default);
 - ``axial``: the axial member alone;
-- ``fallback``: the axial member alone where its own mask covers at least ``--edge-cm2`` of
-  the scan's first or last slice (the liver reaches the scan's edge), the pair elsewhere:
-  what ``liverseg predict`` does (``predict.turned_members_to_run``).
+- ``fallback``: the axial member alone where its own mask covers at least 1 cm² of the
+  scan's first or last slice (the liver reaches the scan's edge), the pair elsewhere: what
+  ``liverseg predict`` does, decided by its own ``predict.turned_members_to_run``.
 
 Two kinds of models: two ``.keras`` files (e.g. the shipped pair) used on every patient of the
 ``--data`` folders, so give only patients they never saw; or two crossval variant folders, whose
@@ -32,6 +32,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 from pathlib import Path
 
@@ -44,6 +45,7 @@ from multiview_ensemble import fold_models  # noqa: E402
 from liverseg_helpers import io  # noqa: E402
 from liverseg_helpers.evaluation import evaluate  # noqa: E402
 from liverseg_helpers.inference import predict  # noqa: E402
+from liverseg_helpers.io.case import Case  # noqa: E402
 from liverseg_helpers.preparation import views  # noqa: E402
 from liverseg_helpers.research import crossval  # noqa: E402
 from liverseg_helpers.research.ablation_table import format_markdown  # noqa: E402
@@ -66,8 +68,9 @@ def cuts(liver: np.ndarray) -> list[tuple[str, slice]]:
     return out
 
 
-def score_scan(volume, truth, spacing_mm, axial, coronal, edge_mm2: float) -> list[dict]:
+def score_scan(scan: Case, axial, coronal) -> list[dict]:
     """Rows of one scan: the pair, the axial member alone and the fallback."""
+    volume, truth, spacing_mm = scan.volume, scan.masks["liver"], scan.spacing_mm
     probs_axial = predict.predict_volume(axial[0], volume, axial[1], spacing_mm=spacing_mm)
     probs_pair = probs_axial
     if views.fits_view(volume.shape, spacing_mm, coronal[1].view):
@@ -79,7 +82,7 @@ def score_scan(volume, truth, spacing_mm, axial, coronal, edge_mm2: float) -> li
         "pair": predict.mask_from_probs(probs_pair, spacing_mm[0]),
         "axial": predict.mask_from_probs(probs_axial, spacing_mm[0]),
     }
-    fired = predict.liver_reaches_scan_edge(masks["axial"], spacing_mm, edge_mm2)
+    fired = not predict.turned_members_to_run([axial, coronal], probs_axial, scan, 0.5)
     masks["fallback"] = masks["axial"] if fired else masks["pair"]
     rows = []
     for way in WAYS:
@@ -90,17 +93,26 @@ def score_scan(volume, truth, spacing_mm, axial, coronal, edge_mm2: float) -> li
     return rows
 
 
+def save_and_print_ways(rows: list[dict], column: str, csv: Path | None) -> pd.DataFrame:
+    """The rows as a table, written to ``csv`` (when given) and printed with one row per scan
+    (``patient``, ``scan`` and ``column``) and one Dice and ASSD column per way."""
+    table = pd.DataFrame(rows)
+    if csv:
+        csv.parent.mkdir(parents=True, exist_ok=True)
+        table.to_csv(csv, index=False)
+    wide = table.pivot_table(
+        index=["patient", "scan", column], columns="way", values=["dice", "assd_mm"]
+    )
+    wide.columns = [f"{way} {metric}" for metric, way in wide.columns]
+    print(format_markdown(wide.reset_index().set_index("patient"), digits=3))
+    return table
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("axial", type=Path, help="axial .keras file or crossval variant folder")
     parser.add_argument("coronal", type=Path, help="coronal .keras file or variant folder")
     parser.add_argument("--data", type=Path, action="append", required=True, help="repeatable")
-    parser.add_argument(
-        "--edge-cm2",
-        type=float,
-        default=predict.EDGE_MIN_AREA_MM2 / 100,
-        help="the fallback's trigger: liver area on an end slice",
-    )
     parser.add_argument("--csv", type=Path, help="also write the rows here")
     args = parser.parse_args()
     by_folds = args.axial.is_dir()
@@ -119,20 +131,11 @@ def main() -> None:
             axial, coronal = shared
         liver = case.masks["liver"]
         for cut_name, keep in cuts(liver):
-            for row in score_scan(
-                case.volume[keep], liver[keep], case.spacing_mm, axial, coronal, args.edge_cm2 * 100
-            ):
+            scan = dataclasses.replace(case, volume=case.volume[keep], masks={"liver": liver[keep]})
+            for row in score_scan(scan, axial, coronal):
                 rows.append({"patient": case.case_id, "scan": cut_name, **row})
                 print(rows[-1], flush=True)
-    table = pd.DataFrame(rows)
-    if args.csv:
-        args.csv.parent.mkdir(parents=True, exist_ok=True)
-        table.to_csv(args.csv, index=False)
-    wide = table.pivot_table(
-        index=["patient", "scan", "fired"], columns="way", values=["dice", "assd_mm"]
-    )
-    wide.columns = [f"{way} {metric}" for metric, way in wide.columns]
-    print(format_markdown(wide.reset_index().set_index("patient"), digits=3))
+    table = save_and_print_ways(rows, "fired", args.csv)
     cut = table[table.scan != "as given"]
     summary = cut.groupby("way")[["dice", "assd_mm"]].mean()
     summary["fired on cut scans"] = f"{int(cut[cut.way == 'pair'].fired.sum())} / {len(cut) // 3}"
