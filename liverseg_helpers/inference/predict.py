@@ -651,9 +651,11 @@ def predict_case(
 
     axial = [member for member in loaded if member[1].view == "axial"]
     probs = summed_probs(axial)
-    edge_start = time.perf_counter()
-    turned = turned_members_to_run(loaded, probs / len(axial) if axial else None, case, threshold)
-    if len(axial) < len(loaded):
+    turned: list[tuple[Any, PreprocessSettings]] = []
+    if len(axial) < len(loaded):  # only an ensemble with turned members needs the edge check
+        edge_start = time.perf_counter()
+        axial_probs = probs / len(axial) if axial else None
+        turned = turned_members_to_run(loaded, axial_probs, case, threshold)
         stage_seconds["edge check"] = time.perf_counter() - edge_start
     probs = (probs + summed_probs(turned)) / (len(axial) + len(turned))
     post_start = time.perf_counter()
