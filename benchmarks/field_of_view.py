@@ -4,12 +4,12 @@ experiment, not a test.
 Each patient's CT and expert liver mask are resampled in-plane to each ``--pixel-mm`` on a
 512 x 512 matrix (centre crop, or padding with air), as a scanner reconstructing another field
 of view (FOV) would give them, then predicted by the pair as ``liverseg predict`` runs it
-(``predict.turned_members_to_run`` included) in two ways:
+(``ensemble_members.turned_members_to_run`` included) in two ways:
 
 - ``as before``: the axial network shrinks each whole slice to its input size;
 - ``clamped``: where the FOV lies outside ``--fov-range``, the axial network's slices are
   resampled to the nearest bound's pixel (FOV / input size) and centre-cropped or padded,
-  as ``liverseg predict`` now does (``predict.settings_for_field_of_view``).
+  as ``liverseg predict`` now does (``ensemble_members.settings_for_field_of_view``).
 
 Scored in 3D on the new grid. Give only patients the models never saw. Prints a row per scan,
 then the means over the scans outside the range, and writes the rows as CSV.
@@ -34,7 +34,7 @@ from truncated_scan import save_and_print_ways  # noqa: E402
 
 from liverseg_helpers import io  # noqa: E402
 from liverseg_helpers.evaluation import evaluate  # noqa: E402
-from liverseg_helpers.inference import pipeline, predict  # noqa: E402
+from liverseg_helpers.inference import ensemble_members, pipeline, postprocess, predict  # noqa: E402
 from liverseg_helpers.io.case import Case  # noqa: E402
 from liverseg_helpers.preparation.slice_geometry import (  # noqa: E402
     pad_or_crop_square,
@@ -65,18 +65,18 @@ def reconstruct(case: Case, pixel_mm: float) -> Case:
 def score(case: Case, axial, coronal) -> list[dict]:
     """Rows of one scan: the pair as before and with the axial network clamped."""
     coronal_probs = None
-    fov = predict.field_of_view_mm(case.shape, case.spacing_mm)
-    clamped = predict.settings_for_field_of_view(axial[1], case.shape, case.spacing_mm)
+    fov = ensemble_members.field_of_view_mm(case.shape, case.spacing_mm)
+    clamped = ensemble_members.settings_for_field_of_view(axial[1], case.shape, case.spacing_mm)
     rows = []
     for way, settings in (("as before", axial[1]), ("clamped", clamped)):
         probs = predict.predict_volume(axial[0], case.volume, settings, spacing_mm=case.spacing_mm)
-        if predict.turned_members_to_run([axial, coronal], probs, case, 0.5):
+        if ensemble_members.turned_members_to_run([axial, coronal], probs, case, 0.5):
             if coronal_probs is None:
                 coronal_probs = predict.predict_volume(
                     coronal[0], case.volume, coronal[1], spacing_mm=case.spacing_mm
                 )
             probs = (probs + coronal_probs) / 2
-        mask = predict.mask_from_probs(probs, case.spacing_mm[0])
+        mask = postprocess.mask_from_probs(probs, case.spacing_mm[0])
         scores = evaluate.evaluate_masks(mask, case.masks["liver"], case.spacing_mm)
         rows.append(
             {

@@ -42,7 +42,7 @@ from scipy import ndimage  # noqa: E402
 from threshold_choice import mean_probs  # noqa: E402
 
 from liverseg_helpers.evaluation import evaluate  # noqa: E402
-from liverseg_helpers.inference import predict  # noqa: E402
+from liverseg_helpers.inference import postprocess  # noqa: E402
 from liverseg_helpers.io import ircadb  # noqa: E402
 from liverseg_helpers.research.ablation_table import format_markdown  # noqa: E402
 
@@ -139,7 +139,7 @@ def main() -> None:
     for patient in patients:
         case = ircadb.load_ircadb_patient(args.data / patient)
         probs = mean_probs([f[patient] for f in folds], case)
-        pred = predict.mask_from_probs(probs, case.spacing_mm[0])
+        pred = postprocess.mask_from_probs(probs, case.spacing_mm[0])
         truth, tumour = case.masks["liver"].astype(bool), case.masks["tumour"].astype(bool)
         dist = distances_to(truth, tumour, case.spacing_mm, args.tumour_mm)
         errors[patient] = error_bands(pred, truth, dist, args.edge_mm)

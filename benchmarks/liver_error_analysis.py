@@ -35,7 +35,7 @@ import numpy as np  # noqa: E402
 from scipy import ndimage  # noqa: E402
 
 from liverseg_helpers.evaluation import evaluate  # noqa: E402
-from liverseg_helpers.inference import predict  # noqa: E402
+from liverseg_helpers.inference import postprocess, predict  # noqa: E402
 from liverseg_helpers.io import ircadb  # noqa: E402
 from liverseg_helpers.preparation import preprocess  # noqa: E402
 
@@ -55,7 +55,7 @@ def grid_shift_dice(probs: np.ndarray, truth: np.ndarray, settings, spacing_mm) 
     scores = {}
     for label, shift in (("minus", -half), ("plus", half)):
         moved = ndimage.shift(probs, (0, shift, shift), order=1, mode="nearest")
-        pred = predict.postprocess_mask(moved > 0.5)
+        pred = postprocess.postprocess_mask(moved > 0.5)
         scores[f"dice_shifted_{label}"] = round(
             evaluate.evaluate_masks(pred, truth, spacing_mm)["dice"], 4
         )

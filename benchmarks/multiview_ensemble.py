@@ -7,7 +7,7 @@ variant folder's fold model, brings every probability map onto the CT's own grid
 (``predict.predict_case``), and scores, in 3D at native resolution with the course's
 post-processing, each model alone and the average of every combination of them.
 ``--smooth-z-mm`` adds each model alone with its probabilities blurred along z first
-(``predict.smooth_across_slices``): the cheaper way to make a 2D network's outlines agree
+(``postprocess.smooth_across_slices``): the cheaper way to make a 2D network's outlines agree
 from slice to slice, to compare with a second view.
 
 Each fold model's test patient is checked against its ``split.json``
@@ -39,7 +39,7 @@ import pandas as pd  # noqa: E402
 
 from liverseg_helpers import io  # noqa: E402
 from liverseg_helpers.evaluation import evaluate  # noqa: E402
-from liverseg_helpers.inference import predict  # noqa: E402
+from liverseg_helpers.inference import postprocess, predict  # noqa: E402
 from liverseg_helpers.research import crossval, ensemble  # noqa: E402
 from liverseg_helpers.research.ablation_table import format_markdown  # noqa: E402
 
@@ -93,7 +93,7 @@ def score_patient(case, members: dict[str, Path], smooth_z_mm: list[float]) -> l
                 ways += [(f"{combo[0]}, z blur {s:g} mm", probs[combo[0]], s) for s in smooth_z_mm]
     rows = []
     for models, mean, sigma_mm in ways:
-        mask = predict.mask_from_probs(mean, case.spacing_mm[0], smooth_z_mm=sigma_mm)
+        mask = postprocess.mask_from_probs(mean, case.spacing_mm[0], smooth_z_mm=sigma_mm)
         scores = evaluate.evaluate_masks(mask, case.masks["liver"], case.spacing_mm)
         rows.append({"models": models, "patient": case.case_id, **{k: scores[k] for k in METRICS}})
     return rows

@@ -7,7 +7,7 @@ fold's unseen test patient once and scores, in 3D at native resolution:
 * ``+ largest component``: only the largest 3D connected component kept;
 * ``+ filled holes``: holes filled slice by slice (the course's post-processing up to here);
 * ``+ z smoothing S mm``: the probability map first blurred along z
-  (``predict.smooth_across_slices``, Gaussian of S mm), then the two steps above;
+  (``postprocess.smooth_across_slices``, Gaussian of S mm), then the two steps above;
 * ``+ random walker B mm``: the course's mask refined on the CT itself, the nearest this
   course comes to the 3D CRF of the published 3D-IRCADb reference: slice by slice, pixels more
   than B mm inside the mask are liver seeds, pixels more than B mm outside it background
@@ -47,7 +47,7 @@ from skimage.segmentation import random_walker  # noqa: E402
 
 from liverseg_helpers import io  # noqa: E402
 from liverseg_helpers.evaluation import evaluate  # noqa: E402
-from liverseg_helpers.inference import predict  # noqa: E402
+from liverseg_helpers.inference import postprocess, predict  # noqa: E402
 from liverseg_helpers.research import ensemble  # noqa: E402
 from liverseg_helpers.research.ablation_table import format_markdown  # noqa: E402
 
@@ -78,7 +78,7 @@ def random_walker_refine(mask: np.ndarray, volume: np.ndarray, band_px: int) -> 
         seeds[~ndimage.binary_dilation(mask[z], iterations=band_px)[box]] = 2
         image = (np.clip(volume[z][box], lo, hi) - lo) / (hi - lo)
         refined[z][box] = random_walker(image, seeds, beta=RANDOM_WALKER_BETA, tol=1e-3) == 1
-    return predict.postprocess_mask(refined)
+    return postprocess.postprocess_mask(refined)
 
 
 def close_3d(mask: np.ndarray, radius_mm: float, spacing_mm: tuple) -> np.ndarray:
@@ -101,15 +101,15 @@ def step_masks(
 ) -> dict:
     """Each post-processing step's mask, named as in the table."""
     slice_mm, pixel_mm = spacing_mm[0], spacing_mm[1]
-    raw = predict.mask_from_probs(probs, slice_mm, postprocess=False)
+    raw = postprocess.mask_from_probs(probs, slice_mm, postprocess=False)
     masks = {
         "threshold": raw,
-        "+ largest component": predict.postprocess_mask(raw, fill_holes=False),
-        "+ filled holes": predict.mask_from_probs(probs, slice_mm),
+        "+ largest component": postprocess.postprocess_mask(raw, fill_holes=False),
+        "+ filled holes": postprocess.mask_from_probs(probs, slice_mm),
     }
     for sigma in sigmas_mm:
         step = f"+ z smoothing {sigma:g} mm"
-        masks[step] = predict.mask_from_probs(probs, slice_mm, smooth_z_mm=sigma)
+        masks[step] = postprocess.mask_from_probs(probs, slice_mm, smooth_z_mm=sigma)
     for band_mm in bands_mm:
         band_px = max(1, round(band_mm / pixel_mm))
         masks[f"+ random walker {band_mm:g} mm"] = random_walker_refine(
@@ -117,7 +117,7 @@ def step_masks(
         )
     for radius in closings_mm:
         closed = close_3d(masks["+ filled holes"].astype(bool), radius, spacing_mm)
-        masks[f"+ 3D closing {radius:g} mm"] = predict.postprocess_mask(closed)
+        masks[f"+ 3D closing {radius:g} mm"] = postprocess.postprocess_mask(closed)
     return masks
 
 

@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--precision", default="auto", help="auto, float32 or bfloat16")
     args = parser.parse_args(argv)
 
-    from liverseg_helpers.inference import predict
+    from liverseg_helpers.inference import precision
     from liverseg_helpers.preparation.preprocess import PreprocessSettings
     from liverseg_helpers.training import model as model_lib
 
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         "input": input_name,
         "shape": best["shape"],
         "batch_size": args.batch_size,
-        "precision": predict.choose_precision(args.precision),
+        "precision": precision.choose_precision(args.precision),
         "params": int(net.count_params()),
         "cpus": os.cpu_count(),
         "machine": platform.processor() or platform.machine(),

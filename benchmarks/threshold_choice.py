@@ -37,7 +37,7 @@ from multiview_ensemble import shared_fold_models  # noqa: E402
 
 from liverseg_helpers import io  # noqa: E402
 from liverseg_helpers.evaluation import evaluate  # noqa: E402
-from liverseg_helpers.inference import predict  # noqa: E402
+from liverseg_helpers.inference import postprocess, predict  # noqa: E402
 from liverseg_helpers.research import ensemble  # noqa: E402
 from liverseg_helpers.research.ablation_table import format_markdown  # noqa: E402
 
@@ -54,7 +54,7 @@ def score_thresholds(probs: np.ndarray, case, thresholds: list[float]) -> list[d
     """One row per threshold: the course's post-processed mask scored against the truth."""
     rows = []
     for threshold in thresholds:
-        mask = predict.mask_from_probs(probs, case.spacing_mm[0], threshold=threshold)
+        mask = postprocess.mask_from_probs(probs, case.spacing_mm[0], threshold=threshold)
         scores = evaluate.evaluate_masks(mask, case.masks["liver"], case.spacing_mm)
         rows.append({"threshold": threshold, **{k: scores[k] for k in METRICS}})
     return rows

@@ -11,7 +11,7 @@ the same way (the course's post-processing, threshold 0.5):
 - ``axial``: the axial member alone;
 - ``fallback``: the axial member alone where its own mask covers at least 1 cm² of the
   scan's first or last slice (the liver reaches the scan's edge), the pair elsewhere: what
-  ``liverseg predict`` does, decided by its own ``predict.turned_members_to_run``.
+  ``liverseg predict`` does, decided by its own ``ensemble_members.turned_members_to_run``.
 
 Two kinds of models: two ``.keras`` files (e.g. the shipped pair) used on every patient of the
 ``--data`` folders, so give only patients they never saw; or two crossval variant folders, whose
@@ -44,7 +44,7 @@ from multiview_ensemble import fold_models  # noqa: E402
 
 from liverseg_helpers import io  # noqa: E402
 from liverseg_helpers.evaluation import evaluate  # noqa: E402
-from liverseg_helpers.inference import predict  # noqa: E402
+from liverseg_helpers.inference import ensemble_members, postprocess, predict  # noqa: E402
 from liverseg_helpers.io.case import Case  # noqa: E402
 from liverseg_helpers.preparation import views  # noqa: E402
 from liverseg_helpers.research import crossval  # noqa: E402
@@ -79,10 +79,10 @@ def score_scan(scan: Case, axial, coronal) -> list[dict]:
         )
         probs_pair = (probs_axial + probs_coronal) / 2
     masks = {
-        "pair": predict.mask_from_probs(probs_pair, spacing_mm[0]),
-        "axial": predict.mask_from_probs(probs_axial, spacing_mm[0]),
+        "pair": postprocess.mask_from_probs(probs_pair, spacing_mm[0]),
+        "axial": postprocess.mask_from_probs(probs_axial, spacing_mm[0]),
     }
-    fired = not predict.turned_members_to_run([axial, coronal], probs_axial, scan, 0.5)
+    fired = not ensemble_members.turned_members_to_run([axial, coronal], probs_axial, scan, 0.5)
     masks["fallback"] = masks["axial"] if fired else masks["pair"]
     rows = []
     for way in WAYS:

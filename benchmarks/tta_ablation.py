@@ -35,7 +35,7 @@ from scipy import ndimage  # noqa: E402
 
 from liverseg_helpers import io  # noqa: E402
 from liverseg_helpers.evaluation import evaluate  # noqa: E402
-from liverseg_helpers.inference import predict  # noqa: E402
+from liverseg_helpers.inference import postprocess, predict  # noqa: E402
 from liverseg_helpers.preparation import preprocess  # noqa: E402
 from liverseg_helpers.research import ensemble  # noqa: E402
 from liverseg_helpers.research.ablation_table import format_markdown  # noqa: E402
@@ -93,7 +93,7 @@ def score_fold(fold_dir: Path, data_dir: Path) -> list[dict]:
     for set_name, members in SETS.items():
         mean = np.mean([small[name] for name in members], axis=0)
         probs = preprocess.restore_slices(mean, case.volume.shape[1:], settings, case.spacing_mm)
-        mask = predict.mask_from_probs(probs, case.spacing_mm[0])
+        mask = postprocess.mask_from_probs(probs, case.spacing_mm[0])
         scores = evaluate.evaluate_masks(mask, case.masks["liver"], case.spacing_mm)
         rows.append(
             {

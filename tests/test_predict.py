@@ -18,7 +18,7 @@ from liverseg_helpers.errors import (  # noqa: E402
     ModelFileError,
     OutputExistsError,
 )
-from liverseg_helpers.inference import pipeline, predict  # noqa: E402
+from liverseg_helpers.inference import ensemble_members, pipeline, postprocess, precision, predict  # noqa: E402
 from liverseg_helpers.io import mask_output  # noqa: E402
 from liverseg_helpers.io.case import Case  # noqa: E402
 from liverseg_helpers.preparation.preprocess import PreprocessSettings  # noqa: E402
@@ -75,8 +75,8 @@ def test_predict_case_postprocessing_removes_blob(toy_case):
     assert set(clean.stage_seconds) == {"preprocess", "model", "resize", "postprocess"}
     assert clean.seconds > 0
     smoothed = predict.predict_case(model, toy_case, settings=settings, smooth_z_mm=6.0)
-    blurred = predict.smooth_across_slices(raw.probs, toy_case.spacing_mm[0], 6.0)
-    assert np.array_equal(smoothed.pred, predict.postprocess_mask(blurred > 0.5))
+    blurred = postprocess.smooth_across_slices(raw.probs, toy_case.spacing_mm[0], 6.0)
+    assert np.array_equal(smoothed.pred, postprocess.postprocess_mask(blurred > 0.5))
     assert not np.array_equal(smoothed.pred, clean.pred)  # the blur changed the outline
     assert np.array_equal(smoothed.probs, raw.probs)  # probs are returned unblurred
     with pytest.raises(DataError, match="threshold"):
@@ -87,23 +87,24 @@ def test_liver_reaches_scan_edge_needs_one_square_cm_on_an_end_slice():
     mask = np.zeros((5, 10, 10), dtype=bool)
     spacing = (1.0, 2.0, 2.0)  # 4 mm2 per pixel
     mask[2] = True  # the middle slice does not count
-    assert not predict.liver_reaches_scan_edge(mask, spacing)
+    assert not ensemble_members.liver_reaches_scan_edge(mask, spacing)
     mask[-1].flat[:24] = True  # 96 mm2
-    assert not predict.liver_reaches_scan_edge(mask, spacing)
+    assert not ensemble_members.liver_reaches_scan_edge(mask, spacing)
     mask[0].flat[:25] = True  # 100 mm2
-    assert predict.liver_reaches_scan_edge(mask, spacing)
+    assert ensemble_members.liver_reaches_scan_edge(mask, spacing)
 
 
 def test_an_axial_network_resamples_a_field_of_view_it_never_learnt(toy_case):
+    fit_fov = ensemble_members.settings_for_field_of_view
     learnt = PreprocessSettings(image_size=SIZE, fov_range_mm=(263.0, 440.0))
     square = (10, 512, 512)
-    assert predict.settings_for_field_of_view(learnt, square, (1.0, 0.7, 0.7)) is learnt  # 358 mm
-    wide = predict.settings_for_field_of_view(learnt, square, (1.0, 1.0, 1.0))  # 512 mm
+    assert fit_fov(learnt, square, (1.0, 0.7, 0.7)) is learnt  # 358 mm
+    wide = fit_fov(learnt, square, (1.0, 1.0, 1.0))  # 512 mm
     assert wide.target_spacing_mm == pytest.approx(440.0 / SIZE)
-    narrow = predict.settings_for_field_of_view(learnt, square, (1.0, 0.5, 0.5))  # 256 mm
+    narrow = fit_fov(learnt, square, (1.0, 0.5, 0.5))  # 256 mm
     assert narrow.target_spacing_mm == pytest.approx(263.0 / SIZE)
     # The wider side decides: 400 rows x 1.2 mm = 480 mm, though 512 columns x 0.8 = 410 mm.
-    tall = predict.settings_for_field_of_view(learnt, (10, 400, 512), (1.0, 1.2, 0.8))
+    tall = fit_fov(learnt, (10, 400, 512), (1.0, 1.2, 0.8))
     assert tall.target_spacing_mm == pytest.approx(440.0 / SIZE)
     for unchanged in (
         PreprocessSettings(image_size=SIZE),  # no range recorded: every model but the shipped one
@@ -112,8 +113,8 @@ def test_an_axial_network_resamples_a_field_of_view_it_never_learnt(toy_case):
             image_size=SIZE, target_spacing_mm=3.0, view="coronal", fov_range_mm=(263, 440)
         ),
     ):
-        assert predict.settings_for_field_of_view(unchanged, square, (1.0, 1.0, 1.0)) is unchanged
-    assert predict.settings_for_field_of_view(learnt, square, None) is learnt
+        assert fit_fov(unchanged, square, (1.0, 1.0, 1.0)) is unchanged
+    assert fit_fov(learnt, square, None) is learnt
     with pytest.raises(ValueError, match="fov_range_mm"):
         PreprocessSettings(fov_range_mm=(440.0, 263.0))
     # Sidecars without the range hash as before; with it, it reads back.
@@ -142,17 +143,17 @@ def test_postprocess_mask_steps():
     pred[1:5, 2:12, 2:12] = True
     pred[2, 5:8, 5:8] = False  # hole inside one slice
     pred[3, 16:18, 16:18] = True  # small separate component
-    both = predict.postprocess_mask(pred)
+    both = postprocess.postprocess_mask(pred)
     assert both[2, 6, 6] and not both[3, 16, 16]
-    only_cc = predict.postprocess_mask(pred, fill_holes=False)
+    only_cc = postprocess.postprocess_mask(pred, fill_holes=False)
     assert not only_cc[2, 6, 6] and not only_cc[3, 16, 16]
-    only_fill = predict.postprocess_mask(pred, keep_largest=False)
+    only_fill = postprocess.postprocess_mask(pred, keep_largest=False)
     assert only_fill[2, 6, 6] and only_fill[3, 16, 16]
-    same = predict.postprocess_mask(pred, keep_largest=False, fill_holes=False)
+    same = postprocess.postprocess_mask(pred, keep_largest=False, fill_holes=False)
     assert np.array_equal(same, pred)
-    assert not predict.postprocess_mask(np.zeros((2, 4, 4))).any()
+    assert not postprocess.postprocess_mask(np.zeros((2, 4, 4))).any()
     with pytest.raises(DataError, match="3D"):
-        predict.postprocess_mask(np.zeros((4, 4)))
+        postprocess.postprocess_mask(np.zeros((4, 4)))
 
 
 def test_smooth_across_slices_repairs_one_slice_that_disagrees():
@@ -162,14 +163,14 @@ def test_smooth_across_slices_repairs_one_slice_that_disagrees():
     probs = np.zeros((9, 20, 20), np.float32)
     probs[:, 2:18, :12] = 1.0
     probs[4, 2:18, 6:12] = 0.0  # the outlier slice
-    smooth = predict.smooth_across_slices(probs, slice_mm=1.6, sigma_mm=3.2)
+    smooth = postprocess.smooth_across_slices(probs, slice_mm=1.6, sigma_mm=3.2)
     assert np.array_equal(smooth > 0.5, np.broadcast_to(probs[0] > 0.5, probs.shape))
     assert np.array_equal(smooth[:, :, :6], probs[:, :, :6])  # agreeing voxels stay as they are
-    assert np.array_equal(predict.smooth_across_slices(probs, 1.6, 0.0), probs)
+    assert np.array_equal(postprocess.smooth_across_slices(probs, 1.6, 0.0), probs)
     with pytest.raises(DataError, match="sigma_mm"):
-        predict.smooth_across_slices(probs, 1.6, -1.0)
+        postprocess.smooth_across_slices(probs, 1.6, -1.0)
     with pytest.raises(DataError, match="shape"):
-        predict.smooth_across_slices(probs[0], 1.6, 3.2)
+        postprocess.smooth_across_slices(probs[0], 1.6, 3.2)
 
 
 def test_model_must_fit_settings():
@@ -396,7 +397,7 @@ def test_real_ircadb_dicom_seg_roundtrip(tmp_path):
 
 def test_bfloat16_copy_predicts_like_float32(toy_case):
     net = build_tiny_unet()
-    fast = predict.convert_to_bfloat16(net)
+    fast = precision.convert_to_bfloat16(net)
     assert fast is not net
     assert fast.layers[1].compute_dtype == "bfloat16" and fast.layers[-1].compute_dtype == "float32"
     settings = PreprocessSettings(image_size=SIZE)
@@ -404,10 +405,10 @@ def test_bfloat16_copy_predicts_like_float32(toy_case):
     probs16 = predict.predict_volume(net, toy_case.volume, settings, precision="bfloat16")
     assert probs16.dtype == np.float32
     assert np.abs(probs32 - probs16).max() < 0.02
-    assert predict.choose_precision("float32") == "float32"
-    assert predict.choose_precision("auto") in ("float32", "bfloat16")
+    assert precision.choose_precision("float32") == "float32"
+    assert precision.choose_precision("auto") in ("float32", "bfloat16")
     with pytest.raises(DataError, match="precision"):
-        predict.choose_precision("fp8")
+        precision.choose_precision("fp8")
 
 
 def test_bfloat16_copy_reaches_inside_an_int8_ensemble():
@@ -415,7 +416,7 @@ def test_bfloat16_copy_reaches_inside_an_int8_ensemble():
     from liverseg_helpers.training import quantize
 
     net = quantize.quantize_int8(ensemble.average_models([build_tiny_unet(), build_tiny_unet()]))
-    fast = predict.convert_to_bfloat16(net)
+    fast = precision.convert_to_bfloat16(net)
     member = fast.get_layer("member_1")
     convs = [layer for layer in member.layers if isinstance(layer, keras.layers.Conv2D)]
     assert all(layer.compute_dtype == "bfloat16" for layer in convs[:-1])

@@ -131,7 +131,7 @@ def test_an_axial_and_a_coronal_model_are_averaged_on_the_ct_grid(tmp_path, caps
     import nibabel as nib
 
     from liverseg_helpers import cli, io
-    from liverseg_helpers.inference import predict
+    from liverseg_helpers.inference import postprocess, predict
 
     truth = ellipsoid()
     case = Case("views", np.where(truth, 250, -150).astype(np.int16), TALL)
@@ -146,7 +146,7 @@ def test_an_axial_and_a_coronal_model_are_averaged_on_the_ct_grid(tmp_path, caps
     argv = ["predict", str(ct_path), "--model", str(paths[0]), "--model", str(paths[1])]
     assert cli.main([*argv, "-o", str(out)]) == 0
     mask = np.asarray(nib.load(out).dataobj).transpose(2, 1, 0) > 0  # NIfTI is [x, y, z]
-    assert np.array_equal(mask, predict.mask_from_probs(both.probs, TALL[0]))
+    assert np.array_equal(mask, postprocess.mask_from_probs(both.probs, TALL[0]))
     assert 2 * (mask & truth).sum() / (mask.sum() + truth.sum()) > 0.97
     printed = capsys.readouterr().out
     assert "liver volume" in printed and f"averaged): {paths[0]}, {paths[1]}" in printed

@@ -6,7 +6,7 @@
    wrong output or a missing model fails before any work;
 2. load the case: ``io.load_case`` reads any format the course reads;
 3. liver stage: ``predict.predict_case`` with one model or several (their probabilities
-   averaged on the CT's grid), post-processed by ``predict.postprocess_mask``;
+   averaged on the CT's grid), post-processed by ``postprocess.postprocess_mask``;
 4. optional tumour stage: ``tumour.predict_tumours`` inside the predicted liver (the cascade),
    which drops specks and returns a 0/1/2 label map;
 5. write: ``io.write_prediction`` in the format the output path asks for.

@@ -8,7 +8,7 @@ The steps of :func:`predict_case`, each its own function so notebook 05 can show
    probabilities back to the CT's own grid (linear interpolation of probabilities, which is
    smoother than resizing a thresholded mask).
 3. threshold: ``probs > threshold``.
-4. :func:`postprocess_mask` – keep the largest 3D connected component (the liver is one
+4. ``postprocess.postprocess_mask`` – keep the largest 3D connected component (the liver is one
    organ; false positives in the spleen or heart are separate blobs) and fill holes slice by
    slice (vessels and tumours inside the liver belong to it).
 
@@ -22,20 +22,23 @@ from __future__ import annotations
 import os
 import time
 import warnings
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cc3d
 import numpy as np
-from scipy import ndimage
 
 from liverseg_helpers.errors import DataError, ModelFileError
+from liverseg_helpers.inference.ensemble_members import (
+    members_that_fit,
+    settings_for_field_of_view,
+    turned_members_to_run,
+)
+from liverseg_helpers.inference.postprocess import mask_from_probs
+from liverseg_helpers.inference.precision import choose_precision, convert_to_bfloat16
 from liverseg_helpers.io.case import Case
 from liverseg_helpers.preparation import preprocess, views
 from liverseg_helpers.preparation.preprocess import PreprocessSettings
-
-PRECISIONS = ("auto", "float32", "bfloat16")
 
 
 @dataclass
@@ -141,77 +144,6 @@ def load_settings_for(
     return settings
 
 
-def cpu_has_bfloat16() -> bool:
-    """Whether this CPU computes bfloat16 in hardware (AVX512-BF16 or AMX), on Linux."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def choose_precision(precision: str = "auto") -> str:
-    """The precision to predict in: ``"bfloat16"`` or ``"float32"``.
-
-    ``"auto"`` picks bfloat16 on a CPU-only machine with bfloat16 hardware (about 3x faster
-    there, for the paper's UNet on 2 cores) and float32 otherwise (GPU, older CPUs, where
-    bfloat16 would be emulated and slow).
-
-    Raises:
-        DataError: An unknown precision.
-    """
-    if precision not in PRECISIONS:
-        raise DataError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    if precision != "auto":
-        return precision
-    import keras
-
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-
-        if tf.config.list_physical_devices("GPU"):
-            return "float32"
-    return "bfloat16" if cpu_has_bfloat16() else "float32"
-
-
-def _set_bfloat16_policy(config: dict) -> None:
-    """Mark every layer of a model config ``mixed_bfloat16``, except its output layers.
-
-    Nested models (the members of an ensemble) are entered, so their convolutions compute in
-    bfloat16 too; their own output layers stay float32, like the outer model's.
-    """
-    layers = config.get("layers", [])
-    outputs = config.get("output_layers", [])
-    if outputs and isinstance(outputs[0], str):  # one output: ["probs", 0, 0]
-        outputs = [outputs]
-    keep = {entry[0] for entry in outputs}
-    if not keep and layers:  # Sequential: no output_layers entry; keep its last layer
-        keep = {layers[-1].get("config", {}).get("name")}
-    for layer in layers:
-        layer_config = layer.get("config", {})
-        if "layers" in layer_config:  # a nested model: convert its layers instead
-            _set_bfloat16_policy(layer_config)
-        elif layer.get("class_name") != "InputLayer" and layer_config.get("name") not in keep:
-            layer_config["dtype"] = "mixed_bfloat16"
-
-
-def convert_to_bfloat16(model: Any) -> Any:
-    """A copy of a Keras model computing in bfloat16 (its output layer stays float32).
-
-    Weights stay float32 (``mixed_bfloat16`` policy); probabilities move by about 1e-3,
-    which rarely flips a thresholded voxel. A model that cannot be rebuilt from its config
-    (a subclassed model) is returned unchanged.
-    """
-    config = model.get_config()
-    _set_bfloat16_policy(config)
-    try:
-        fast = model.__class__.from_config(config)
-        fast.set_weights(model.get_weights())
-    except Exception:  # noqa: BLE001 - any rebuild failure: predict in float32 instead
-        return model
-    return fast
-
-
 def run_model_on_slices(
     model: Any, images: np.ndarray, batch_size: int = 8, progress: bool = False
 ) -> np.ndarray:
@@ -266,7 +198,7 @@ def predict_volume(
         progress: Show a tqdm bar over batches.
         stage_seconds: If given, the seconds of ``preprocess``, ``model`` and ``resize`` are
             added to its entries (so one dict can time several models).
-        precision: ``"float32"``, ``"bfloat16"`` or ``"auto"`` (:func:`choose_precision`).
+        precision: ``"float32"``, ``"bfloat16"`` or ``"auto"`` (``precision.choose_precision``).
         grey_levels: ``volume_hu`` is a PNG export's 0..255 grey levels, not HU
             (:func:`preprocess.preprocess_volume`).
 
@@ -301,126 +233,6 @@ def predict_volume(
     probs = views.from_view(probs, settings.view, volume_hu.shape)
     add_time("resize", start)
     return probs
-
-
-def smooth_across_slices(probs: np.ndarray, slice_mm: float, sigma_mm: float) -> np.ndarray:
-    """Blur a probability map along z only, with a Gaussian of ``sigma_mm``.
-
-    A 2D network sees each slice alone, so its outline can jump from one slice to the next
-    where the anatomy does not. Averaging each voxel's probability with its neighbours above
-    and below (before thresholding) makes the 3D surface consistent again.
-
-    Args:
-        probs: float ``[z, y, x]`` in [0, 1].
-        slice_mm: Distance between slices in mm.
-        sigma_mm: Standard deviation of the Gaussian in mm; 0 returns ``probs`` unchanged.
-
-    Returns:
-        float32 ``[z, y, x]``.
-
-    Raises:
-        DataError: A negative ``sigma_mm``, a ``slice_mm`` that is not positive, or a
-            ``probs`` that is not 3D.
-    """
-    if sigma_mm < 0 or slice_mm <= 0:
-        raise DataError(
-            f"smooth_across_slices: need sigma_mm >= 0 and slice_mm > 0, got {sigma_mm}, {slice_mm}"
-        )
-    if np.ndim(probs) != 3:
-        raise DataError(f"smooth_across_slices: expected [z, y, x], got shape {np.shape(probs)}")
-    probs = np.asarray(probs, dtype=np.float32)
-    if sigma_mm == 0:
-        return probs
-    return ndimage.gaussian_filter1d(probs, sigma_mm / slice_mm, axis=0, mode="nearest")
-
-
-def keep_largest_component(mask: np.ndarray) -> np.ndarray:
-    """The largest 26-connected component of a 3D mask (empty stays empty).
-
-    Args:
-        mask: bool ``[z, y, x]``.
-
-    Returns:
-        bool, same shape.
-    """
-    if not mask.any():
-        return mask.copy()
-    return cc3d.largest_k(mask, k=1, connectivity=26) > 0
-
-
-def fill_holes_per_slice(mask: np.ndarray) -> np.ndarray:
-    """Fill enclosed holes of each axial slice (vessels, tumours inside the liver outline).
-
-    Slice by slice, because in 3D a vessel that leaves the liver is not an enclosed hole.
-
-    Args:
-        mask: bool ``[z, y, x]``.
-
-    Returns:
-        bool, same shape.
-    """
-    out = mask.copy()
-    for z in np.flatnonzero(mask.reshape(len(mask), -1).any(axis=1)):
-        out[z] = ndimage.binary_fill_holes(mask[z])
-    return out
-
-
-def postprocess_mask(
-    pred: np.ndarray, keep_largest: bool = True, fill_holes: bool = True
-) -> np.ndarray:
-    """3D clean-up of a thresholded prediction.
-
-    Args:
-        pred: Mask ``[z, y, x]``, bool or 0/1.
-        keep_largest: Keep only the largest 3D connected component.
-        fill_holes: Fill holes slice by slice.
-
-    Returns:
-        bool ``[z, y, x]``.
-
-    Raises:
-        DataError: If ``pred`` is not 3D.
-    """
-    pred = np.asarray(pred) != 0
-    if pred.ndim != 3:
-        raise DataError(f"postprocess_mask: expected a 3D mask [z, y, x], got shape {pred.shape}")
-    out = np.zeros(pred.shape, dtype=bool)
-    boxes = ndimage.find_objects(pred.astype(np.uint8))
-    if not boxes:  # empty prediction
-        return out
-    box = boxes[0]  # both steps only change voxels inside the mask's bounding box: 5x faster
-    crop = pred[box]
-    if keep_largest:
-        crop = keep_largest_component(crop)
-    if fill_holes:
-        crop = fill_holes_per_slice(crop)
-    out[box] = crop
-    return out
-
-
-def mask_from_probs(
-    probs: np.ndarray,
-    slice_mm: float,
-    threshold: float = 0.5,
-    postprocess: bool = True,
-    smooth_z_mm: float = 0.0,
-) -> np.ndarray:
-    """The final mask of a probability map, as :func:`predict_case` makes it.
-
-    Args:
-        probs: float ``[z, y, x]`` in [0, 1].
-        slice_mm: Distance between slices in mm.
-        threshold: Probability above which a voxel is liver.
-        postprocess: Blur along z by ``smooth_z_mm`` (:func:`smooth_across_slices`), then
-            threshold and :func:`postprocess_mask`; False = the threshold alone.
-        smooth_z_mm: Width of that blur in mm; 0 = off.
-
-    Returns:
-        bool ``[z, y, x]``.
-    """
-    if not postprocess:
-        return probs > threshold
-    return postprocess_mask(smooth_across_slices(probs, slice_mm, smooth_z_mm) > threshold)
 
 
 def load_prediction_model(
@@ -463,118 +275,6 @@ def load_prediction_model(
     return model, settings
 
 
-def members_that_fit(
-    loaded: list[tuple[Any, PreprocessSettings]], members: list[Any], case: Case
-) -> list[tuple[Any, PreprocessSettings]]:
-    """The ensemble members whose view suits the case; the others are left out with a warning.
-
-    A coronal or sagittal member needs a CT that reaches at least
-    :data:`views.MIN_TURNED_HEIGHT_MM` from feet to head; on a thinner one (a few slices) it
-    would see slices unlike any it learnt from, so the axial members decide alone.
-
-    Raises:
-        DataError: No member suits the case.
-    """
-    fits = [views.fits_view(case.shape, case.spacing_mm, settings.view) for _, settings in loaded]
-    if not any(fits):
-        views.check_fits_view(case.shape, case.spacing_mm, loaded[0][1].view, case.case_id)
-    height = views.ct_height_mm(case.shape, case.spacing_mm)
-    for (_, settings), member, fit in zip(loaded, members, fits, strict=True):
-        if not fit:
-            warnings.warn(
-                f"{case.case_id}: the CT spans {height:.0f} mm from feet to head, too short for "
-                f"the {settings.view} model {getattr(member, 'name', member)} (it needs "
-                f"{views.MIN_TURNED_HEIGHT_MM:.0f} mm); predicting without it",
-                stacklevel=3,
-            )
-    return [pair for pair, fit in zip(loaded, fits, strict=True) if fit]
-
-
-def field_of_view_mm(shape: tuple[int, ...], spacing_mm: tuple[float, float, float]) -> float:
-    """The wider in-plane side of a CT ``[z, y, x]`` in mm."""
-    return max(shape[1] * float(spacing_mm[1]), shape[2] * float(spacing_mm[2]))
-
-
-def settings_for_field_of_view(
-    settings: PreprocessSettings,
-    shape: tuple[int, ...],
-    spacing_mm: tuple[float, float, float] | None,
-) -> PreprocessSettings:
-    """An axial network's settings for one CT, so that the liver has the size it learnt.
-
-    An axial network that shrinks each whole slice to its input (``target_spacing_mm`` None)
-    sees a liver whose size depends on the scanner's field of view. When the CT's field of
-    view (:func:`field_of_view_mm`) lies outside the ``fov_range_mm`` the network learnt from
-    (its sidecar's; the shipped axial model: 263-440 mm), its slices are resampled to the
-    nearest bound's pixel (bound / input size) and centre-cropped or padded instead. Settings
-    without ``fov_range_mm`` or with ``target_spacing_mm``, other views, CTs inside the range
-    and CTs without spacing are returned unchanged.
-    """
-    if (
-        settings.fov_range_mm is None
-        or settings.view != "axial"
-        or settings.target_spacing_mm is not None
-        or spacing_mm is None
-    ):
-        return settings
-    fov = field_of_view_mm(shape, spacing_mm)
-    bound = min(max(fov, settings.fov_range_mm[0]), settings.fov_range_mm[1])
-    if bound == fov:
-        return settings
-    return replace(settings, target_spacing_mm=bound / settings.image_size)
-
-
-EDGE_MIN_AREA_MM2 = 100.0  # 1 cm2 of liver on the scan's first or last slice
-
-
-def liver_reaches_scan_edge(
-    mask: np.ndarray,
-    spacing_mm: tuple[float, float, float],
-    min_area_mm2: float = EDGE_MIN_AREA_MM2,
-) -> bool:
-    """Whether a liver mask ``[z, y, x]`` covers at least ``min_area_mm2`` of the scan's first
-    or last slice: the scan stops inside the liver."""
-    pixel_mm2 = float(spacing_mm[1]) * float(spacing_mm[2])
-    end_pixels = max(np.count_nonzero(mask[0]), np.count_nonzero(mask[-1]))
-    return end_pixels * pixel_mm2 >= min_area_mm2
-
-
-def turned_members_to_run(
-    loaded: list[tuple[Any, PreprocessSettings]],
-    axial_probs: np.ndarray | None,
-    case: Case,
-    threshold: float,
-) -> list[tuple[Any, PreprocessSettings]]:
-    """The coronal or sagittal members to add to the axial ones, or none where the liver
-    reaches the scan's edge.
-
-    A turned network sees a liver that the scan cuts off as a shape with a straight edge,
-    unlike any it learnt from, and fails there; the axial network sees ordinary slices. So when
-    the axial members' mask (``threshold``, the course's post-processing) covers at least
-    :data:`EDGE_MIN_AREA_MM2` of the first or last slice (:func:`liver_reaches_scan_edge`),
-    the axial members decide alone, with a warning. Without axial members the turned ones
-    always run.
-    """
-    turned = [member for member in loaded if member[1].view != "axial"]
-    if not turned or axial_probs is None:
-        return turned
-    # The end slices thresholded and filled, before the largest component is kept, hold at
-    # least the final mask's pixels there: most scans are decided without post-processing.
-    ends = [ndimage.binary_fill_holes(end > threshold) for end in axial_probs[[0, -1]]]
-    if not liver_reaches_scan_edge(np.stack(ends), case.spacing_mm):
-        return turned
-    axial_mask = mask_from_probs(axial_probs, case.spacing_mm[0], threshold)
-    if not liver_reaches_scan_edge(axial_mask, case.spacing_mm):
-        return turned
-    warnings.warn(
-        f"{case.case_id}: the liver reaches the scan's first or last slice, which a "
-        f"{turned[0][1].view} network sees as a shape it never learnt; the axial model(s) "
-        "decide alone",
-        stacklevel=3,
-    )
-    return []
-
-
 def predict_case(
     model_or_path: Any,
     case: Case,
@@ -594,18 +294,19 @@ def predict_case(
             networks that see the CT from different sides, e.g. an axial and a coronal one:
             each is run with its own settings and view, then turned back to the CT's grid;
             a coronal or sagittal member is left out, with a warning, on a CT too short for
-            it (:func:`members_that_fit`) or one that stops inside the liver
-            (:func:`turned_members_to_run`)). An axial member resamples a CT whose field of
-            view it never learnt (:func:`settings_for_field_of_view`).
+            it (``ensemble_members.members_that_fit``) or one that stops inside the liver
+            (``ensemble_members.turned_members_to_run``)). An axial member resamples a CT
+            whose field of view it never learnt
+            (``ensemble_members.settings_for_field_of_view``).
         case: The CT.
         threshold: Probability above which a voxel is liver.
-        postprocess: Apply :func:`postprocess_mask` (largest component, filled holes).
+        postprocess: Apply ``postprocess.postprocess_mask`` (largest component, filled holes).
         batch_size: Slices per model call.
         settings: Override the settings found for the model (one model only).
         progress: Show a tqdm bar over batches.
-        precision: ``"float32"``, ``"bfloat16"`` or ``"auto"`` (:func:`choose_precision`).
+        precision: ``"float32"``, ``"bfloat16"`` or ``"auto"`` (``precision.choose_precision``).
         smooth_z_mm: With ``postprocess``, first blur the probabilities along z by this
-            many mm (:func:`smooth_across_slices`); 0 = off. ``probs`` stays unblurred.
+            many mm (``postprocess.smooth_across_slices``); 0 = off. ``probs`` stays unblurred.
 
     Returns:
         :class:`PredictionResult` on the case's grid.

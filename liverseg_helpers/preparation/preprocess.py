@@ -96,7 +96,7 @@ class PreprocessSettings:
         fov_range_mm: ``(smallest, largest)`` field of view in mm the network learnt from,
             or None. At prediction, an axial network without ``target_spacing_mm`` resamples
             a CT whose field of view lies outside it
-            (``inference.predict.settings_for_field_of_view``).
+            (``inference.ensemble_members.settings_for_field_of_view``).
     """
 
     window_level_hu: float = 50.0

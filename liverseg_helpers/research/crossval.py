@@ -210,7 +210,7 @@ def evaluate_fold(model_path: Path, case_path: Path, postprocess: bool = True) -
     Args:
         model_path: ``.keras`` model with its sidecar.
         case_path: Patient folder.
-        postprocess: Largest component + hole filling (``predict.postprocess_mask``).
+        postprocess: Largest component + hole filling (``postprocess.postprocess_mask``).
 
     Returns:
         ``(metrics, metrics_without_postprocessing)`` dicts of ``evaluate.evaluate_masks``
@@ -219,12 +219,13 @@ def evaluate_fold(model_path: Path, case_path: Path, postprocess: bool = True) -
     from liverseg_helpers import io
     from liverseg_helpers.evaluation import evaluate
     from liverseg_helpers.inference import predict
+    from liverseg_helpers.inference.postprocess import mask_from_probs
 
     case = io.load_case(case_path)
     result = predict.predict_case(model_path, case, postprocess=False)
     raw_pred = result.pred  # thresholded only: postprocess=False
     start = time.perf_counter()
-    pred = predict.mask_from_probs(result.probs, case.spacing_mm[0], postprocess=postprocess)
+    pred = mask_from_probs(result.probs, case.spacing_mm[0], postprocess=postprocess)
     post_s = time.perf_counter() - start
     truth = case.masks["liver"]
     metrics = evaluate.evaluate_masks(pred, truth, case.spacing_mm)
