@@ -116,11 +116,11 @@ def test_repeat_cases_refuses_unknown_ids_and_bad_counts():
 def test_case_repeat_and_augmentation_ranges_reach_the_training_data(tmp_path, monkeypatch):
     """train.train loads each repeated patient's cached slices that many times, and augments
     them with the profile's zoom range and elastic strength."""
-    from liverseg_helpers.preparation import dataset
+    from liverseg_helpers.preparation import dataset, slice_cache
 
     data = write_tiny_cohort(tmp_path / "data", ["pa", "pb", "pc"])
     loaded, augment_settings = [], []
-    real_load = dataset.load_cached_slices
+    real_load = slice_cache.load_cached_slices
     builder = "make_train_ds" if keras.backend.backend() == "tensorflow" else "make_numpy_sequence"
     real_build = getattr(dataset, builder)
 
@@ -132,7 +132,7 @@ def test_case_repeat_and_augmentation_ranges_reach_the_training_data(tmp_path, m
         augment_settings.append(settings)
         return real_build(x, y, batch_size, seed, augment, settings, **more)
 
-    monkeypatch.setattr(dataset, "load_cached_slices", spy_load)
+    monkeypatch.setattr(slice_cache, "load_cached_slices", spy_load)
     monkeypatch.setattr(dataset, builder, spy_build)
     cfg = train.TrainConfig(
         data_dir=data,

@@ -13,7 +13,7 @@ import pytest
 import liverseg_helpers.io as lio
 from liverseg_helpers.errors import DataError
 from liverseg_helpers.io.case import Case
-from liverseg_helpers.preparation import dataset
+from liverseg_helpers.preparation import dataset, slice_cache
 from liverseg_helpers.preparation.augment import AugmentSettings, augment_batch_numpy
 from liverseg_helpers.preparation.preprocess import PreprocessSettings
 
@@ -40,14 +40,14 @@ def make_case(case_id: str = "p1", n_slices: int = 16, size: int = 48, liver: bo
 
 def test_cache_holds_liver_slices_plus_share(tmp_path):
     case = make_case()
-    folder = dataset.build_slice_cache([case], SETTINGS, tmp_path, seed=0)
+    folder = slice_cache.build_slice_cache([case], SETTINGS, tmp_path, seed=0)
     assert folder.parent == tmp_path and folder.name.startswith("liver_")
     n_liver = int(case.masks["liver"].any(axis=(1, 2)).sum())
     with np.load(folder / "p1.npz") as data:
         assert data["images"].dtype == np.float16 and data["masks"].dtype == np.uint8
         indices = data["slice_indices"]
     assert len(indices) == n_liver + int(np.ceil(0.25 * n_liver))
-    x, y = dataset.load_cached_slices(folder, ["p1"], settings=SETTINGS, target="liver")
+    x, y = slice_cache.load_cached_slices(folder, ["p1"], settings=SETTINGS, target="liver")
     assert x.shape == (len(indices), 32, 32, 1) and x.dtype == np.float32
     assert y.shape == (len(indices), 32, 32, 1) and set(np.unique(y)) == {0, 1}
     manifest = json.loads((folder / "manifest.json").read_text())
@@ -58,42 +58,44 @@ def test_cache_holds_liver_slices_plus_share(tmp_path):
 
 def test_cache_reused_when_unchanged_rebuilt_when_settings_change(tmp_path):
     case = make_case()
-    folder = dataset.build_slice_cache([case], SETTINGS, tmp_path)
+    folder = slice_cache.build_slice_cache([case], SETTINGS, tmp_path)
     stamp = (folder / "p1.npz").stat().st_mtime_ns
-    assert dataset.build_slice_cache([case], SETTINGS, tmp_path) == folder
+    assert slice_cache.build_slice_cache([case], SETTINGS, tmp_path) == folder
     assert (folder / "p1.npz").stat().st_mtime_ns == stamp  # not rewritten
     other = PreprocessSettings(image_size=32, window_level_hu=60)
-    other_folder = dataset.build_slice_cache([case], other, tmp_path)
+    other_folder = slice_cache.build_slice_cache([case], other, tmp_path)
     assert other_folder != folder
-    assert dataset.build_slice_cache([case], SETTINGS, tmp_path, seed=7) != folder
+    assert slice_cache.build_slice_cache([case], SETTINGS, tmp_path, seed=7) != folder
 
 
 def test_load_with_other_settings_is_an_error(tmp_path):
-    folder = dataset.build_slice_cache([make_case()], SETTINGS, tmp_path)
+    folder = slice_cache.build_slice_cache([make_case()], SETTINGS, tmp_path)
     with pytest.raises(DataError, match="manifest.json: cache built with settings"):
-        dataset.load_cached_slices(folder, settings=PreprocessSettings(image_size=64))
+        slice_cache.load_cached_slices(folder, settings=PreprocessSettings(image_size=64))
     with pytest.raises(DataError, match="not in the cache"):
-        dataset.load_cached_slices(folder, ["p9"])
+        slice_cache.load_cached_slices(folder, ["p9"])
     with pytest.raises(DataError, match="not a slice cache"):
-        dataset.load_cached_slices(tmp_path)
+        slice_cache.load_cached_slices(tmp_path)
 
 
 def test_foreign_manifest_in_cache_folder_triggers_rebuild(tmp_path):
-    folder = dataset.build_slice_cache([make_case()], SETTINGS, tmp_path)
+    folder = slice_cache.build_slice_cache([make_case()], SETTINGS, tmp_path)
     manifest = json.loads((folder / "manifest.json").read_text())
     manifest["settings"]["image_size"] = 999  # as if written by other settings
     (folder / "manifest.json").write_text(json.dumps(manifest))
-    assert dataset.build_slice_cache([make_case()], SETTINGS, tmp_path) == folder
-    x, _ = dataset.load_cached_slices(folder, settings=SETTINGS)
+    assert slice_cache.build_slice_cache([make_case()], SETTINGS, tmp_path) == folder
+    x, _ = slice_cache.load_cached_slices(folder, settings=SETTINGS)
     assert x.shape[1] == 32
 
 
 def test_file_from_another_cache_is_an_error(tmp_path):
-    folder = dataset.build_slice_cache([make_case()], SETTINGS, tmp_path)
-    other = dataset.build_slice_cache([make_case()], PreprocessSettings(image_size=16), tmp_path)
+    folder = slice_cache.build_slice_cache([make_case()], SETTINGS, tmp_path)
+    other = slice_cache.build_slice_cache(
+        [make_case()], PreprocessSettings(image_size=16), tmp_path
+    )
     (folder / "p1.npz").write_bytes((other / "p1.npz").read_bytes())
     with pytest.raises(DataError, match="p1.npz: belongs to another cache"):
-        dataset.load_cached_slices(folder)
+        slice_cache.load_cached_slices(folder)
 
 
 def test_interrupted_write_leaves_no_file(tmp_path, monkeypatch):
@@ -102,12 +104,12 @@ def test_interrupted_write_leaves_no_file(tmp_path, monkeypatch):
 
     monkeypatch.setattr(np, "savez", crash)
     with pytest.raises(KeyboardInterrupt):
-        dataset.build_slice_cache([make_case()], SETTINGS, tmp_path)
+        slice_cache.build_slice_cache([make_case()], SETTINGS, tmp_path)
     folder = next(tmp_path.iterdir())
     assert list(folder.iterdir()) == []  # no half-written npz, no temp file, no manifest
     monkeypatch.undo()
-    dataset.build_slice_cache([make_case()], SETTINGS, tmp_path)
-    assert dataset.load_cached_slices(folder)[0].shape[0] > 0
+    slice_cache.build_slice_cache([make_case()], SETTINGS, tmp_path)
+    assert slice_cache.load_cached_slices(folder)[0].shape[0] > 0
 
 
 def test_paths_are_loaded_once_with_io(tmp_path, monkeypatch):
@@ -120,13 +122,13 @@ def test_paths_are_loaded_once_with_io(tmp_path, monkeypatch):
     monkeypatch.setattr(lio, "load_case", fake_load_case, raising=False)
     src = tmp_path / "patient_a"
     src.mkdir()
-    folder = dataset.build_slice_cache([src, make_case("p2")], SETTINGS, tmp_path / "cache")
-    dataset.build_slice_cache([src], SETTINGS, tmp_path / "cache")
+    folder = slice_cache.build_slice_cache([src, make_case("p2")], SETTINGS, tmp_path / "cache")
+    slice_cache.build_slice_cache([src], SETTINGS, tmp_path / "cache")
     assert len(calls) == 1
     (src / "image_0").write_bytes(b"rewritten in place")  # e.g. a cohort generated again
-    dataset.build_slice_cache([src], SETTINGS, tmp_path / "cache")
+    slice_cache.build_slice_cache([src], SETTINGS, tmp_path / "cache")
     assert len(calls) == 2  # read again, not served stale from the cache
-    dataset.build_slice_cache([src], SETTINGS, tmp_path / "cache")
+    slice_cache.build_slice_cache([src], SETTINGS, tmp_path / "cache")
     assert len(calls) == 2
     assert sorted(json.loads((folder / "manifest.json").read_text())["cases"]) == [
         "from_path",
@@ -137,48 +139,50 @@ def test_paths_are_loaded_once_with_io(tmp_path, monkeypatch):
 def test_empty_liver_mask_or_empty_selection_is_an_error(tmp_path):
     # An empty liver mask is a lost or mis-paired mask file: refused, naming the case.
     with pytest.raises(DataError, match="b: the liver mask is empty"):
-        dataset.build_slice_cache([make_case("a"), make_case("b", liver=False)], SETTINGS, tmp_path)
+        slice_cache.build_slice_cache(
+            [make_case("a"), make_case("b", liver=False)], SETTINGS, tmp_path
+        )
     # Without a liver mask, slices are chosen on the target; none anywhere is an error too.
     cases = [make_case("a", liver=False), make_case("b", liver=False)]
     for case in cases:
         del case.masks["liver"]
     with pytest.raises(DataError, match=r"no slice selected in any case \(\['a', 'b'\]\)"):
-        dataset.build_slice_cache(cases, SETTINGS, tmp_path, target="tumour")
+        slice_cache.build_slice_cache(cases, SETTINGS, tmp_path, target="tumour")
 
 
 def test_bad_cases_name_the_case(tmp_path):
     case = make_case("broken_mask")
     case.masks["liver"] = case.masks["liver"].astype(np.uint8) * 255
     with pytest.raises(DataError, match="broken_mask.*not binary"):
-        dataset.build_slice_cache([case], SETTINGS, tmp_path)
+        slice_cache.build_slice_cache([case], SETTINGS, tmp_path)
     case = make_case("nan_ct")
     case.volume = case.volume.astype(np.float32)
     case.volume[3, 0, 0] = np.nan
     with pytest.raises(DataError, match="nan_ct: 1 NaN/infinite HU"):
-        dataset.build_slice_cache([case], SETTINGS, tmp_path)
+        slice_cache.build_slice_cache([case], SETTINGS, tmp_path)
     with pytest.raises(DataError, match="no 'vessels' mask"):
-        dataset.build_slice_cache([make_case("c")], SETTINGS, tmp_path, target="vessels")
+        slice_cache.build_slice_cache([make_case("c")], SETTINGS, tmp_path, target="vessels")
 
 
 def test_png_case_is_cached_from_its_grey_levels(tmp_path):
     case = make_case("exported")
     case.volume = np.where(case.masks["liver"], 200, 0).astype(np.float32)  # grey levels
     case.format = "png"
-    folder = dataset.build_slice_cache([case], SETTINGS, tmp_path)
-    x, _ = dataset.load_cached_slices(folder, ["exported"])
+    folder = slice_cache.build_slice_cache([case], SETTINGS, tmp_path)
+    x, _ = slice_cache.load_cached_slices(folder, ["exported"])
     assert x.min() == 0.0  # grey 0 is black, not the window's image of 0 HU (0.375)
     assert x.max() == pytest.approx(200 / 255, abs=1e-3)
 
 
 def test_tumour_target_cropped_to_liver(tmp_path):
     case = make_case()
-    full = dataset.build_slice_cache([case], SETTINGS, tmp_path, target="tumour")
-    crop = dataset.build_slice_cache(
+    full = slice_cache.build_slice_cache([case], SETTINGS, tmp_path, target="tumour")
+    crop = slice_cache.build_slice_cache(
         [case], SETTINGS, tmp_path, target="tumour", crop_to="liver", crop_margin_px=2
     )
     assert full.name.startswith("tumour_") and crop != full
-    _, y_full = dataset.load_cached_slices(full, target="tumour")
-    _, y_crop = dataset.load_cached_slices(crop, target="tumour")
+    _, y_full = slice_cache.load_cached_slices(full, target="tumour")
+    _, y_crop = slice_cache.load_cached_slices(crop, target="tumour")
     assert 0 < y_full.sum() < y_crop.sum()  # the crop zooms in on the liver
     with np.load(crop / "p1.npz") as data:
         r0, r1, c0, c1 = data["crop_box"]

@@ -7,7 +7,7 @@ import pytest
 
 from liverseg_helpers.errors import DataError
 from liverseg_helpers.io.case import Case
-from liverseg_helpers.preparation import dataset, views
+from liverseg_helpers.preparation import slice_cache, views
 from liverseg_helpers.preparation.preprocess import PreprocessSettings, window_hu
 
 SPACING = (2.0, 0.8, 1.0)  # z, y, x in mm: all different, so a swapped axis shows
@@ -75,7 +75,7 @@ def test_settings_store_the_view_and_axial_settings_read_as_before():
     coronal = PreprocessSettings(image_size=32, target_spacing_mm=2.0, view="coronal")
     assert coronal.to_dict()["view"] == "coronal"
     assert PreprocessSettings.from_dict(coronal.to_dict()) == coronal
-    assert dataset.cache_key(coronal) != dataset.cache_key(
+    assert slice_cache.cache_key(coronal) != slice_cache.cache_key(
         PreprocessSettings(image_size=32, target_spacing_mm=2.0)
     )
     with pytest.raises(ValueError, match="target_spacing_mm"):
@@ -87,8 +87,8 @@ def test_coronal_cache_pairs_each_slice_with_its_mask(tmp_path):
     volume = np.where(liver, 250, -150).astype(np.int16)
     case = Case("p1", volume, SPACING, masks={"liver": liver})
     settings = PreprocessSettings(image_size=48, target_spacing_mm=1.5, view="coronal")
-    folder = dataset.build_slice_cache([case], settings, tmp_path, seed=0)
-    x, y = dataset.load_cached_slices(folder, ["p1"], settings=settings, target="liver")
+    folder = slice_cache.build_slice_cache([case], settings, tmp_path, seed=0)
+    x, y = slice_cache.load_cached_slices(folder, ["p1"], settings=settings, target="liver")
     turned = views.to_view(liver, SPACING, "coronal", 1.5, is_mask=True)[0]
     n_liver = int(turned.any(axis=(1, 2)).sum())
     assert len(x) == n_liver + int(np.ceil(0.25 * n_liver))
@@ -216,7 +216,7 @@ def test_tumour_cache_cropped_to_the_liver_selects_liver_slices(tmp_path, view):
     volume[tumour] = 0
     case = Case("p1", volume, SPACING, masks={"liver": liver, "tumour": tumour})
     settings = PreprocessSettings(image_size=48, target_spacing_mm=1.5, view=view)
-    folder = dataset.build_slice_cache(
+    folder = slice_cache.build_slice_cache(
         [case], settings, tmp_path, target="tumour", crop_to="liver", crop_margin_px=2
     )
     with np.load(folder / "p1.npz") as data:

@@ -195,7 +195,7 @@ def tumour_settings(profile, **overrides) -> PreprocessSettings:
       the portal-venous phase) and hypodense lesions (about 10-80 HU) matter now, so the
       same 8-bit-like range of the input spends its contrast on the difference between them;
     * every slice is cropped to the liver's box + :data:`TUMOUR_CROP_MARGIN_PX` before
-      resizing (see ``dataset.build_slice_cache(crop_to="liver")``), so a small lesion covers
+      resizing (see ``slice_cache.build_slice_cache(crop_to="liver")``), so a small lesion covers
       more input pixels.
 
     Args:

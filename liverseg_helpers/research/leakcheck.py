@@ -78,7 +78,7 @@ def fingerprints(paths: Sequence[Path], cache_file: Path | None = None) -> list[
     from tqdm.auto import tqdm
 
     from liverseg_helpers import io
-    from liverseg_helpers.preparation.dataset import source_stamp
+    from liverseg_helpers.preparation.slice_cache import source_stamp
 
     cache: dict = {}
     if cache_file is not None and cache_file.exists():

@@ -183,7 +183,7 @@ def prepare_data(cfg: TrainConfig, profile: Any, run_dir: Path) -> tuple[dict, A
 
     from liverseg_helpers import io
     from liverseg_helpers.data import phantom
-    from liverseg_helpers.preparation import dataset, preprocess
+    from liverseg_helpers.preparation import preprocess, slice_cache
 
     data_dir = Path(cfg.data_dir) if cfg.data_dir is not None else None
     if data_dir is None:
@@ -201,7 +201,7 @@ def prepare_data(cfg: TrainConfig, profile: Any, run_dir: Path) -> tuple[dict, A
     if not paths:
         raise DataError(f"{data_dir}: no cases found")
     # Cached patients are skipped without being read; new ones are loaded one at a time.
-    cache_dir = dataset.build_slice_cache(
+    cache_dir = slice_cache.build_slice_cache(
         tqdm(paths, desc="slice cache", disable=None),
         settings,
         cache_root,
@@ -210,7 +210,7 @@ def prepare_data(cfg: TrainConfig, profile: Any, run_dir: Path) -> tuple[dict, A
         crop_to="liver" if tumour else None,
         crop_margin_px=preprocess.TUMOUR_CROP_MARGIN_PX,
     )
-    manifest = json.loads((cache_dir / dataset.MANIFEST_NAME).read_text())
+    manifest = json.loads((cache_dir / slice_cache.MANIFEST_NAME).read_text())
     sources = {str(Path(p).resolve()) for p in paths}
     case_ids = sorted(cid for cid, entry in manifest["cases"].items() if entry["source"] in sources)
     split_path = run_dir / "split.json"
@@ -222,7 +222,7 @@ def prepare_data(cfg: TrainConfig, profile: Any, run_dir: Path) -> tuple[dict, A
         split = check_split(cfg.split, case_ids, data_dir)
     elif tumour:  # validation patients with lesions, else the best checkpoint judges on nothing
         with_lesions = [
-            cid for cid in case_ids if dataset.load_cached_slices(cache_dir, [cid])[1].any()
+            cid for cid in case_ids if slice_cache.load_cached_slices(cache_dir, [cid])[1].any()
         ]
         split = split_patients_with_lesions(
             case_ids, with_lesions, profile.val_patients, profile.test_patients, cfg.seed
@@ -395,13 +395,13 @@ def prepare_training(cfg: TrainConfig) -> TrainingData:
         initial_epoch = profile.epochs  # early stopping already ended this run
 
     split, settings, cache_dir = prepare_data(cfg, profile, run_dir)
-    from liverseg_helpers.preparation import dataset
+    from liverseg_helpers.preparation import dataset, slice_cache
 
-    x_train, y_train = dataset.load_cached_slices(
+    x_train, y_train = slice_cache.load_cached_slices(
         cache_dir, repeat_cases(split["train"], cfg.case_repeat)
     )
     x_train, y_train = repeat_foreground_slices(x_train, y_train, cfg.foreground_repeat)
-    x_val, y_val = dataset.load_cached_slices(cache_dir, split["val"])
+    x_val, y_val = slice_cache.load_cached_slices(cache_dir, split["val"])
     zoom_min, zoom_max = profile.zoom_range
     augment_settings = AugmentSettings(
         scale_min=zoom_min,
