@@ -16,7 +16,7 @@ from liverseg_helpers.data import phantom  # noqa: E402
 from liverseg_helpers.errors import DataError  # noqa: E402
 from liverseg_helpers.inference import pipeline  # noqa: E402
 from liverseg_helpers.research import crossval  # noqa: E402
-from liverseg_helpers.training import train  # noqa: E402
+from liverseg_helpers.training import train, train_data  # noqa: E402
 
 REFERENCE_MODEL, CORONAL_MODEL = pipeline.REFERENCE_MODEL, pipeline.REFERENCE_CORONAL_MODEL
 
@@ -55,12 +55,12 @@ def test_loo_folds_refuse_too_few_patients():
 
 def test_check_split_rejects_overlap_and_unknown_ids():
     ids = ["a", "b", "c"]
-    ok = train.check_split({"train": ["b", "a"], "val": ["c"]}, ids, Path("x"))
+    ok = train_data.check_split({"train": ["b", "a"], "val": ["c"]}, ids, Path("x"))
     assert ok == {"train": ["a", "b"], "val": ["c"], "test": []}
     with pytest.raises(DataError, match="both train and test"):
-        train.check_split({"train": ["a"], "val": ["b"], "test": ["a"]}, ids, Path("x"))
+        train_data.check_split({"train": ["a"], "val": ["b"], "test": ["a"]}, ids, Path("x"))
     with pytest.raises(DataError, match="not in the cohort"):
-        train.check_split({"train": ["a"], "val": ["zz"]}, ids, Path("x"))
+        train_data.check_split({"train": ["a"], "val": ["zz"]}, ids, Path("x"))
 
 
 def test_real_repeat_oversamples_only_the_real_training_patients():
@@ -68,7 +68,7 @@ def test_real_repeat_oversamples_only_the_real_training_patients():
     train_ids = ["pat_b", "phantom_002", "phantom_003"]
     repeat = crossval.real_repeat(variant, train_ids, ["pat_a", "pat_b"])
     assert repeat == {"pat_b": 4}  # the test patient pat_a is not in training: not listed
-    assert train.repeat_cases(train_ids, repeat) == ["pat_b"] * 4 + train_ids[1:]
+    assert train_data.repeat_cases(train_ids, repeat) == ["pat_b"] * 4 + train_ids[1:]
     assert crossval.real_repeat(crossval.VARIANTS["lobe"], train_ids, ["pat_b"]) == {}
 
 
@@ -107,9 +107,9 @@ def test_batch_norm_variant_reaches_the_train_config(tmp_path):
 
 def test_repeat_cases_refuses_unknown_ids_and_bad_counts():
     with pytest.raises(ValueError, match="not in training"):
-        train.repeat_cases(["a", "b"], {"typo": 2})
+        train_data.repeat_cases(["a", "b"], {"typo": 2})
     with pytest.raises(ValueError, match=">= 1"):
-        train.repeat_cases(["a", "b"], {"a": 0})
+        train_data.repeat_cases(["a", "b"], {"a": 0})
 
 
 @pytest.mark.slow
