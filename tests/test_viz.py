@@ -16,7 +16,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from liverseg_helpers import io  # noqa: E402
 from liverseg_helpers.errors import DataError  # noqa: E402
 from liverseg_helpers.evaluation import evaluate  # noqa: E402
-from liverseg_helpers.figures import viz, widgets  # noqa: E402
+from liverseg_helpers.figures import result_plots, viz, widgets  # noqa: E402
 from liverseg_helpers.io.case import Case  # noqa: E402
 
 
@@ -134,11 +134,11 @@ def test_overlay_has_hu_colourbar_at_the_window(toy):
 
 def test_slice_dice_and_plot(toy):
     _, truth, pred = toy
-    dice = viz.compute_slice_dice(pred, truth)
+    dice = result_plots.compute_slice_dice(pred, truth)
     assert np.isnan(dice[0]) and 0 < dice[8] < 1
-    empty = viz.compute_slice_dice(np.zeros_like(truth), truth)
+    empty = result_plots.compute_slice_dice(np.zeros_like(truth), truth)
     assert np.nanmax(empty) == 0.0
-    fig = viz.plot_slice_dice(pred, truth)
+    fig = result_plots.plot_slice_dice(pred, truth)
     assert fig.axes[0].get_xlabel() == "axial slice index"
 
 
@@ -151,7 +151,7 @@ def test_metric_boxes_drop_summary_rows(toy):
             "c": (np.zeros_like(truth), truth, (1, 1, 1)),
         }
     )
-    fig = viz.plot_metric_boxes(df)
+    fig = result_plots.plot_metric_boxes(df)
     assert len(fig.axes) == 2
     assert "3 patients" in fig.axes[0].get_title()
     assert fig.axes[1].get_ylabel() == "distance (mm)"
@@ -179,8 +179,8 @@ def test_plot_history_from_run_dir(tmp_path):
 
 def test_worst_slices_sorted_by_dice(toy):
     volume, truth, pred = toy
-    fig = viz.plot_worst_slices(volume, truth, pred, n=3)
-    dice = viz.compute_slice_dice(pred, truth)
+    fig = result_plots.plot_worst_slices(volume, truth, pred, n=3)
+    dice = result_plots.compute_slice_dice(pred, truth)
     titles = [ax.get_title() for ax in fig.axes[:3]]
     shown = [float(t.split("Dice ")[1]) for t in titles]
     assert shown == sorted(shown)
@@ -270,11 +270,11 @@ def test_window_level_static_and_interactive(toy, monkeypatch):
 
 def test_error_map_paints_false_positives_and_negatives(toy):
     volume, truth, pred = toy  # pred: the truth shifted by 2 columns
-    codes = viz.error_codes(truth, pred)
+    codes = result_plots.error_codes(truth, pred)
     assert (codes == 2).sum() == (pred & ~truth).sum() > 0
     assert (codes == 3).sum() == (truth & ~pred).sum() > 0
     assert (codes == 1).sum() == (truth & pred).sum()
-    fig = viz.plot_error_map(volume, truth, pred)
+    fig = result_plots.plot_error_map(volume, truth, pred)
     ax = fig.axes[0]
     painted = ax.images[-1].get_array()
     # slice 8 has the most wrong voxels; its row 16 runs through the sphere's middle
@@ -287,7 +287,7 @@ def test_error_map_paints_false_positives_and_negatives(toy):
     assert labels[1] == f"false positive ({(codes[8] == 2).sum()} px)"
     assert {"R", "L", "A", "P"} <= {t.get_text() for t in ax.texts}  # the CT view's letters
     with pytest.raises(DataError, match="pred"):
-        viz.plot_error_map(volume, truth, pred[:2])
+        result_plots.plot_error_map(volume, truth, pred[:2])
 
 
 def test_viewer_scores_follow_the_threshold_and_it_renders_once(toy, monkeypatch):

@@ -24,7 +24,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from liverseg_helpers.errors import DataError
-from liverseg_helpers.figures import viz
+from liverseg_helpers.figures import result_plots, viz
 from liverseg_helpers.io.case import LIVER, Case
 
 ENV_STATIC_VIEWER = "LIVERSEG_STATIC_VIEWER"
@@ -121,7 +121,7 @@ def describe_threshold(
 
     line = f"threshold {threshold:.2f}: "
     if truth is not None:
-        counts = np.bincount(viz.error_codes(truth, pred).ravel(), minlength=4)
+        counts = np.bincount(result_plots.error_codes(truth, pred).ravel(), minlength=4)
         overlap, wrong = 2 * counts[1], counts[2] + counts[3]
         line += f"Dice {overlap / (overlap + wrong) if overlap + wrong else 1.0:.3f} | "
     line += f"volume {volume(pred)}"
