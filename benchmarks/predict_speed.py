@@ -81,12 +81,13 @@ def main(argv: list[str] | None = None) -> int:
     from liverseg_helpers.inference import precision
     from liverseg_helpers.preparation.preprocess import PreprocessSettings
     from liverseg_helpers.training import model as model_lib
+    from liverseg_helpers.training import model_files
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp_dir = Path(tmp)
         input_path, input_name = find_input(tmp_dir, args.input)
         net = model_lib.build_unet((256, 256, 1), base_filters=32, depth=4)
-        model_path = model_lib.save_model(net, tmp_dir / "paper_unet.keras", PreprocessSettings())
+        model_path = model_files.save_model(net, tmp_dir / "paper_unet.keras", PreprocessSettings())
         runs = [
             run_once(
                 input_path, model_path, tmp_dir / "pred.nii.gz", args.batch_size, args.precision

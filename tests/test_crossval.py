@@ -248,7 +248,7 @@ def test_a_stopped_and_resumed_training_equals_one_run_straight_through(
     """Resuming replays the data the missing epochs would have had (shuffle and augmentation),
     so a long run stopped at a session's end and resumed later gives the same model. Both
     input pipelines: tf.data, and the PyDataset that other Keras backends train on."""
-    from liverseg_helpers.training import model as model_lib
+    from liverseg_helpers.training import model_files
 
     if pipeline == "PyDataset":  # the branch train.train takes without TensorFlow
         monkeypatch.setattr(train.keras.backend, "backend", lambda: "jax")
@@ -277,7 +277,7 @@ def test_a_stopped_and_resumed_training_equals_one_run_straight_through(
     np.testing.assert_allclose(
         train.read_history(resumed)["loss"], train.read_history(straight)["loss"], rtol=1e-5
     )
-    weights = [model_lib.load_model(r / "last.keras").get_weights() for r in (straight, resumed)]
+    weights = [model_files.load_model(r / "last.keras").get_weights() for r in (straight, resumed)]
     for a, b in zip(*weights, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 

@@ -13,6 +13,7 @@ keras = pytest.importorskip("keras")
 from liverseg_helpers.errors import DataError, ModelFileError  # noqa: E402
 from liverseg_helpers.research import ensemble  # noqa: E402
 from liverseg_helpers.training import model as model_lib  # noqa: E402
+from liverseg_helpers.training import model_files  # noqa: E402
 
 SETTINGS = {"image_size": 32, "window_level_hu": 50.0}
 
@@ -40,18 +41,18 @@ def test_average_models_refuses_mismatched_members():
 
 def test_export_ensemble_round_trips_and_checks_preprocessing(tmp_path):
     paths = [
-        model_lib.save_model(tiny_unet(seed), tmp_path / f"m{seed}.keras", SETTINGS)
+        model_files.save_model(tiny_unet(seed), tmp_path / f"m{seed}.keras", SETTINGS)
         for seed in (1, 2)
     ]
     dest = ensemble.export_ensemble(paths, tmp_path / "ens.keras")
-    loaded = model_lib.load_model(dest, compile=False)
+    loaded = model_files.load_model(dest, compile=False)
     x = np.random.default_rng(1).random((2, 32, 32, 1)).astype("float32")
-    members = [model_lib.load_model(p, compile=False) for p in paths]
+    members = [model_files.load_model(p, compile=False) for p in paths]
     expected = np.mean([m.predict(x, verbose=0) for m in members], axis=0)
     np.testing.assert_allclose(loaded.predict(x, verbose=0), expected, atol=1e-6)
-    assert model_lib.read_sidecar(dest)["preprocess"] == SETTINGS
+    assert model_files.read_sidecar(dest)["preprocess"] == SETTINGS
 
-    other = model_lib.save_model(
+    other = model_files.save_model(
         tiny_unet(3), tmp_path / "other.keras", {**SETTINGS, "window_level_hu": 70.0}
     )
     with pytest.raises(ModelFileError, match="other.keras: preprocess"):
@@ -110,22 +111,22 @@ def test_cli_exports_the_reference_models_of_several_recipes(tmp_path, capsys):
     for root in roots:
         for variant in ("lobe", "long"):
             seed += 1
-            model_lib.save_model(
+            model_files.save_model(
                 tiny_unet(seed), root / f"reference_{variant}" / "last.keras", SETTINGS
             )
     dest = tmp_path / "shipped.keras"
     argv = ["crossval", "--data", str(tmp_path), "--out", str(tmp_path / "ens")]
     argv += ["--reference", "lobe", "--reference", "long", "--export", str(dest)]
     assert cli.main([*argv, "--ensemble-of", *map(str, roots)]) == 0
-    members = [layer.name for layer in model_lib.load_model(dest, compile=False).layers]
+    members = [layer.name for layer in model_files.load_model(dest, compile=False).layers]
     assert members == ["image", "member_1", "member_2", "member_3", "member_4", "mean"]
     # --int8 ships the same average with int8 kernels (test_quantize.py checks the file size).
     small = tmp_path / "shipped_int8.keras"
     assert cli.main([*argv[:-1], str(small), "--int8", "--ensemble-of", *map(str, roots)]) == 0
-    assert model_lib.read_sidecar(small)["weights"] == "int8"
+    assert model_files.read_sidecar(small)["weights"] == "int8"
     x = np.random.default_rng(3).random((2, 32, 32, 1)).astype("float32")
-    float_probs = model_lib.load_model(dest, compile=False).predict(x, verbose=0)
-    int8_probs = model_lib.load_model(small, compile=False).predict(x, verbose=0)
+    float_probs = model_files.load_model(dest, compile=False).predict(x, verbose=0)
+    int8_probs = model_files.load_model(small, compile=False).predict(x, verbose=0)
     assert np.abs(int8_probs - float_probs).max() < 0.01
     # Training takes one recipe at a time: two without --ensemble-of is an error, not a guess.
     assert cli.main(argv) == 2

@@ -12,7 +12,7 @@ keras = pytest.importorskip("keras")
 
 from liverseg_helpers import config  # noqa: E402
 from liverseg_helpers.errors import ModelFileError  # noqa: E402
-from liverseg_helpers.training import losses  # noqa: E402
+from liverseg_helpers.training import losses, model_files  # noqa: E402
 from liverseg_helpers.training import model as model_mod  # noqa: E402
 
 PAPER_PARAMS = 7_759_521
@@ -133,15 +133,15 @@ def _tiny_compiled():
 
 def test_save_load_roundtrip_with_sidecar(tmp_path):
     unet = _tiny_compiled()
-    path = model_mod.save_model(unet, tmp_path / "best.keras", {"image_size": 32}, task="liver")
+    path = model_files.save_model(unet, tmp_path / "best.keras", {"image_size": 32}, task="liver")
     assert path == tmp_path / "best.keras"
     assert not list(tmp_path.glob(".*tmp*"))  # temporary files are gone
     sidecar = json.loads((tmp_path / "best.keras.json").read_text())
     assert sidecar["preprocess"] == {"image_size": 32}
     assert sidecar["task"] == "liver"
     assert sidecar["keras_version"] == keras.__version__
-    assert model_mod.read_sidecar(path) == sidecar
-    loaded = model_mod.load_model(path)
+    assert model_files.read_sidecar(path) == sidecar
+    loaded = model_files.load_model(path)
     x = np.random.default_rng(1).random((2, 32, 32, 1), dtype=np.float32)
     np.testing.assert_allclose(
         keras.ops.convert_to_numpy(loaded(x)), keras.ops.convert_to_numpy(unet(x)), atol=1e-6
@@ -151,36 +151,36 @@ def test_save_load_roundtrip_with_sidecar(tmp_path):
 
 def test_a_sidecar_of_another_version_of_the_model_is_refused(tmp_path):
     """A stop between the model's write and its sidecar's must not pair the two wrongly."""
-    path = model_mod.save_model(_tiny_compiled(), tmp_path / "best.keras", {"image_size": 32})
+    path = model_files.save_model(_tiny_compiled(), tmp_path / "best.keras", {"image_size": 32})
     old_sidecar = (tmp_path / "best.keras.json").read_text()
-    model_mod.save_model(_tiny_compiled(), path, {"image_size": 32, "clahe": True})
+    model_files.save_model(_tiny_compiled(), path, {"image_size": 32, "clahe": True})
     (tmp_path / "best.keras.json").write_text(old_sidecar)  # as if the second write never ran
     with pytest.raises(ModelFileError, match="best.keras.json: written for another version"):
-        model_mod.read_sidecar(path)
+        model_files.read_sidecar(path)
 
 
 def test_save_model_rejects_other_suffix(tmp_path):
     with pytest.raises(ModelFileError, match="weights.h5"):
-        model_mod.save_model(_tiny_compiled(), tmp_path / "weights.h5", {})
+        model_files.save_model(_tiny_compiled(), tmp_path / "weights.h5", {})
 
 
 def test_load_model_missing_file(tmp_path):
     with pytest.raises(ModelFileError, match="nope.keras: model file not found"):
-        model_mod.load_model(tmp_path / "nope.keras")
+        model_files.load_model(tmp_path / "nope.keras")
 
 
 def test_load_model_legacy_suffix(tmp_path):
     path = tmp_path / "weights.best.hdf5"
     path.write_bytes(b"\x89HDF\r\n\x1a\n")
     with pytest.raises(ModelFileError, match=r"weights.best.hdf5: not a Keras 3 model file"):
-        model_mod.load_model(path)
+        model_files.load_model(path)
 
 
 def test_load_model_corrupt_file(tmp_path):
     path = tmp_path / "broken.keras"
     path.write_bytes(b"this is not a zip archive")
     with pytest.raises(ModelFileError, match="broken.keras: not a valid .keras archive"):
-        model_mod.load_model(path)
+        model_files.load_model(path)
 
 
 def test_load_model_foreign_zip(tmp_path):
@@ -188,12 +188,12 @@ def test_load_model_foreign_zip(tmp_path):
     with zipfile.ZipFile(path, "w") as zf:
         zf.writestr("readme.txt", "hello")
     with pytest.raises(ModelFileError, match="foreign.keras: cannot load the model"):
-        model_mod.load_model(path)
+        model_files.load_model(path)
 
 
 def test_load_model_truncated_file(tmp_path):
-    path = model_mod.save_model(_tiny_compiled(), tmp_path / "cut.keras", {})
+    path = model_files.save_model(_tiny_compiled(), tmp_path / "cut.keras", {})
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(ModelFileError, match="cut.keras"):
-        model_mod.load_model(path)
+        model_files.load_model(path)

@@ -15,7 +15,7 @@ from test_crossval import TINY, write_tiny_cohort  # noqa: E402
 from liverseg_helpers import cli, config  # noqa: E402
 from liverseg_helpers.errors import DataError  # noqa: E402
 from liverseg_helpers.research import crossval, multiseed, reference  # noqa: E402
-from liverseg_helpers.training import model as model_lib  # noqa: E402
+from liverseg_helpers.training import model_files  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -63,7 +63,7 @@ def test_one_command_scores_the_average_of_the_seeds_unseen_folds(tmp_path, tiny
         assert members == [
             str(out / f"seed_{s}" / "baseline" / f"fold_{test}" / "last.keras") for s in (1, 2)
         ]
-        assert model_lib.read_sidecar(fold / "ensemble.keras")["weights"] == "int8"
+        assert model_files.read_sidecar(fold / "ensemble.keras")["weights"] == "int8"
     # Run again: the finished folds are reused, not trained again.
     trained = out / "seed_2" / "baseline" / "fold_pat_b" / "last.keras"
     before = trained.stat().st_mtime_ns
@@ -84,9 +84,9 @@ def test_one_command_ships_the_average_of_the_seeds_reference_models(tmp_path, t
         assert json.loads((path.parent / "config.json").read_text())["seed"] == seed
         used = json.loads((path.parent / "split.json").read_text())
         assert {"pat_a", "pat_b"} <= set(used["train"])  # the shipped model sees every patient
-    shipped = model_lib.load_model(dest, compile=False)
+    shipped = model_files.load_model(dest, compile=False)
     x = np.random.default_rng(5).random((2, 32, 32, 1)).astype("float32")
-    each = [model_lib.load_model(p, compile=False).predict(x, verbose=0) for p in references]
+    each = [model_files.load_model(p, compile=False).predict(x, verbose=0) for p in references]
     np.testing.assert_allclose(shipped.predict(x, verbose=0), np.mean(each, axis=0), atol=1e-5)
 
     # Run again: both references are reused (a 3-hour command may be stopped and rerun).
@@ -107,7 +107,7 @@ def test_reference_trains_on_every_patient_of_several_sources(tmp_path, tiny_smo
     used = json.loads((out / "reference_baseline" / "split.json").read_text())
     assert {"pat_a", "pat_b", "pat_c"} <= set(used["train"])
     assert used["test"] == []
-    assert model_lib.load_model(dest, compile=False).count_params() > 0
+    assert model_files.load_model(dest, compile=False).count_params() > 0
 
 
 def test_export_without_reference_and_repeated_seeds_are_refused(tmp_path, capsys):

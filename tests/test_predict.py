@@ -183,11 +183,11 @@ def test_model_must_fit_settings():
 
 
 def test_settings_from_sidecar_or_model_shape(tmp_path):
-    from liverseg_helpers.training import model as model_lib
+    from liverseg_helpers.training import model_files
 
     net = build_tiny_unet()
     trained = PreprocessSettings(image_size=SIZE, clahe=True, window_level_hu=60)
-    path = model_lib.save_model(net, tmp_path / "best.keras", trained)
+    path = model_files.save_model(net, tmp_path / "best.keras", trained)
     assert predict.load_settings_for(path, net) == trained
     bare = tmp_path / "bare.keras"
     net.save(bare)
@@ -200,16 +200,16 @@ def test_settings_from_sidecar_or_model_shape(tmp_path):
 
 
 def test_a_model_of_the_other_task_is_refused(tmp_path):
-    from liverseg_helpers.training import model as model_lib
+    from liverseg_helpers.training import model_files
 
-    tumour = model_lib.save_model(
+    tumour = model_files.save_model(
         build_tiny_unet(), tmp_path / "tumour.keras", PreprocessSettings(image_size=SIZE), "tumour"
     )
     with pytest.raises(
         ModelFileError, match="tumour.keras: its sidecar says it segments the tumour"
     ):
         predict.load_prediction_model(tumour)  # the liver step
-    liver = model_lib.save_model(
+    liver = model_files.save_model(
         build_tiny_unet(), tmp_path / "liver.keras", PreprocessSettings(image_size=SIZE)
     )
     with pytest.raises(ModelFileError, match="liver.keras: .* segments the liver"):
@@ -218,9 +218,9 @@ def test_a_model_of_the_other_task_is_refused(tmp_path):
 
 
 def test_predict_case_from_model_file(tmp_path, toy_case):
-    from liverseg_helpers.training import model as model_lib
+    from liverseg_helpers.training import model_files
 
-    path = model_lib.save_model(
+    path = model_files.save_model(
         build_tiny_unet(), tmp_path / "m.keras", PreprocessSettings(image_size=SIZE)
     )
     result = predict.predict_case(path, toy_case)
@@ -286,9 +286,9 @@ def cli_args(input_path, out, model, **kw) -> Namespace:
 
 @pytest.fixture
 def tiny_model_file(tmp_path) -> Path:
-    from liverseg_helpers.training import model as model_lib
+    from liverseg_helpers.training import model_files
 
-    return model_lib.save_model(
+    return model_files.save_model(
         build_tiny_unet(), tmp_path / "tiny.keras", PreprocessSettings(image_size=SIZE)
     )
 

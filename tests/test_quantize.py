@@ -9,7 +9,7 @@ keras = pytest.importorskip("keras")
 
 from liverseg_helpers.research import ensemble  # noqa: E402
 from liverseg_helpers.training import model as model_lib  # noqa: E402
-from liverseg_helpers.training import quantize  # noqa: E402
+from liverseg_helpers.training import model_files, quantize  # noqa: E402
 
 SETTINGS = {"image_size": 32, "window_level_hu": 50.0}
 
@@ -63,28 +63,28 @@ def test_int8_twin_predicts_like_the_float_model(batch_norm):
 def test_int8_file_is_smaller_and_reloads_the_same_predictions(tmp_path):
     keras.utils.set_random_seed(3)
     float_model = model_lib.build_unet((32, 32, 1), base_filters=16, depth=3)
-    float_path = model_lib.save_model(float_model, tmp_path / "float.keras", SETTINGS)
+    float_path = model_files.save_model(float_model, tmp_path / "float.keras", SETTINGS)
     twin = quantize.quantize_int8(float_model)
-    int8_path = model_lib.save_model(twin, tmp_path / "int8.keras", SETTINGS)
+    int8_path = model_files.save_model(twin, tmp_path / "int8.keras", SETTINGS)
 
     ratio = float_path.stat().st_size / int8_path.stat().st_size
     assert 3.0 < ratio < 4.1, ratio
-    assert model_lib.read_sidecar(int8_path)["weights"] == "int8"
-    assert model_lib.read_sidecar(float_path)["weights"] == "float32"
-    loaded = model_lib.load_model(int8_path, compile=False)
+    assert model_files.read_sidecar(int8_path)["weights"] == "int8"
+    assert model_files.read_sidecar(float_path)["weights"] == "float32"
+    loaded = model_files.load_model(int8_path, compile=False)
     x = slices(1)
     np.testing.assert_array_equal(loaded.predict(x, verbose=0), twin.predict(x, verbose=0))
 
 
 def test_int8_ensemble_export_matches_the_float_ensemble(tmp_path):
     paths = [
-        model_lib.save_model(tiny_unet(seed), tmp_path / f"m{seed}.keras", SETTINGS)
+        model_files.save_model(tiny_unet(seed), tmp_path / f"m{seed}.keras", SETTINGS)
         for seed in (1, 2)
     ]
     float_path = ensemble.export_ensemble(paths, tmp_path / "ens.keras")
     int8_path = ensemble.export_ensemble(paths, tmp_path / "ens_int8.keras", int8=True)
-    float_ens = model_lib.load_model(float_path, compile=False)
-    int8_ens = model_lib.load_model(int8_path, compile=False)
+    float_ens = model_files.load_model(float_path, compile=False)
+    int8_ens = model_files.load_model(int8_path, compile=False)
 
     assert quantize.has_int8_weights(int8_ens)
     assert not quantize.has_int8_weights(float_ens)

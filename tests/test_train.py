@@ -15,7 +15,7 @@ keras = pytest.importorskip("keras")
 from liverseg_helpers import config  # noqa: E402
 from liverseg_helpers.errors import DataError, ModelFileError  # noqa: E402
 from liverseg_helpers.training import model as model_mod  # noqa: E402
-from liverseg_helpers.training import train  # noqa: E402
+from liverseg_helpers.training import model_files, train  # noqa: E402
 
 TINY = {"image_size": 32, "base_filters": 4, "depth": 2, "batch_size": 4, "epochs": 2}
 
@@ -70,7 +70,7 @@ def test_fit_model_writes_run_folder(tmp_path):
     assert csv_history["epoch"] == [0.0, 1.0]
     np.testing.assert_allclose(csv_history["loss"], history["loss"], rtol=1e-6)
     assert train.best_val_dice(csv_history) is not None
-    model_mod.load_model(tmp_path / "best.keras")  # loadable in safe mode
+    model_files.load_model(tmp_path / "best.keras")  # loadable in safe mode
 
 
 def test_fit_model_is_deterministic_with_the_same_seed(tmp_path):
@@ -87,7 +87,7 @@ def test_resume_continues_epoch_count_and_optimizer(tmp_path):
     steps_done = int(keras.ops.convert_to_numpy(unet.optimizer.iterations))
     assert steps_done == 2 * 3  # 12 slices / batch 4, two epochs
 
-    resumed = model_mod.load_model(tmp_path / "last.keras")
+    resumed = model_files.load_model(tmp_path / "last.keras")
     assert int(keras.ops.convert_to_numpy(resumed.optimizer.iterations)) == steps_done
     state_path = tmp_path / train.STATE_FILE
     assert json.loads(state_path.read_text())["fit_s"] > 0

@@ -203,9 +203,9 @@ def test_predict_tumours_without_liver_and_bad_inputs(tmp_path):
     assert not empty.any()
     with pytest.raises(DataError):
         tumour.predict_tumours(None, model, case, threshold=1.5, liver_mask=case.masks["liver"])
-    from liverseg_helpers.training import model as model_lib
+    from liverseg_helpers.training import model_files
 
-    path = model_lib.save_model(model, tmp_path / "liver.keras", {"image_size": 32}, "liver")
+    path = model_files.save_model(model, tmp_path / "liver.keras", {"image_size": 32}, "liver")
     with pytest.raises(ModelFileError, match="liver.keras: its sidecar says it segments the liver"):
         tumour.predict_tumours(None, path, case, liver_mask=case.masks["liver"])
 
@@ -226,15 +226,15 @@ def test_repeat_foreground_slices():
 
 def write_toy_models_and_ct(tmp_path):
     from liverseg_helpers import io
-    from liverseg_helpers.training import model as model_lib
+    from liverseg_helpers.training import model_files
 
     case = make_case()
     ct_path = io.write_mask_nifti(case.volume, case, tmp_path / "volume-0.nii.gz")
-    liver_path = model_lib.save_model(
+    liver_path = model_files.save_model(
         threshold_model(32, -40.0, 30.0), tmp_path / "liver.keras", {"image_size": 32}, "liver"
     )
     tumour_settings = {"image_size": 32, "window_level_hu": 70.0, "window_width_hu": 200.0}
-    tumour_path = model_lib.save_model(
+    tumour_path = model_files.save_model(
         threshold_model(32, -40.0, 20.0), tmp_path / "tumour.keras", tumour_settings, "tumour"
     )
     return case, ct_path, liver_path, tumour_path

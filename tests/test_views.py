@@ -116,14 +116,14 @@ def test_prediction_in_another_view_lands_on_the_ct_grid(view):
 def save_disagreeing_axial_and_coronal_members(folder) -> list:
     """Two saved 'networks' that scale the windowed CT by 1.0 (axial) and 0.6 (coronal)."""
     keras = pytest.importorskip("keras")
-    from liverseg_helpers.training import model as model_lib
+    from liverseg_helpers.training import model_files
 
     paths = []
     for view, gain in (("axial", 1.0), ("coronal", 0.6)):
         settings = PreprocessSettings(image_size=64, target_spacing_mm=1.0, view=view)
         inputs = keras.Input((64, 64, 1))
         member = keras.Model(inputs, keras.layers.Rescaling(gain)(inputs))
-        paths.append(model_lib.save_model(member, folder / f"{view}.keras", settings))
+        paths.append(model_files.save_model(member, folder / f"{view}.keras", settings))
     return paths
 
 
@@ -178,14 +178,14 @@ def test_a_scan_that_stops_inside_the_liver_is_predicted_by_the_axial_model(tmp_
 def test_a_ct_too_short_for_the_coronal_model_is_predicted_by_the_axial_one(tmp_path):
     keras = pytest.importorskip("keras")
     from liverseg_helpers.inference import predict
-    from liverseg_helpers.training import model as model_lib
+    from liverseg_helpers.training import model_files
 
     paths = []
     for view in ("axial", "coronal"):
         settings = PreprocessSettings(image_size=32, target_spacing_mm=1.0, view=view)
         inputs = keras.Input((32, 32, 1))
         member = keras.Model(inputs, keras.layers.Activation("linear")(inputs))
-        paths.append(model_lib.save_model(member, tmp_path / f"{view}.keras", settings))
+        paths.append(model_files.save_model(member, tmp_path / f"{view}.keras", settings))
     volume = np.where(ellipsoid(), 250, -150).astype(np.int16)
     height = views.MIN_TURNED_HEIGHT_MM
     short = Case("thin", volume[:3], (height / 4, 0.8, 1.0))  # 3 slices: 75 mm

@@ -102,13 +102,13 @@ def load_settings_for(
     """The preprocessing settings a model was trained with.
 
     Read from the model's JSON sidecar (``best.keras.json``, written by
-    ``model.save_model``); a model without a sidecar (plain ``model.save``) gets the default
+    ``model_files.save_model``); a model without a sidecar (plain ``model.save``) gets the default
     settings with ``image_size`` taken from its input shape.
 
     Args:
         model_path: The ``.keras`` file, or None for an in-memory model.
         model: The loaded model (needed when there is no sidecar).
-        sidecar: The sidecar already read (``model.read_sidecar``); None reads it here.
+        sidecar: The sidecar already read (``model_files.read_sidecar``); None reads it here.
 
     Returns:
         The settings, checked against the model's input shape when ``model`` is given.
@@ -116,11 +116,11 @@ def load_settings_for(
     Raises:
         ModelFileError: Unreadable sidecar, or settings that do not fit the model.
     """
-    from liverseg_helpers.training import model as model_lib  # lazy: imports Keras
+    from liverseg_helpers.training import model_files  # lazy: imports Keras
 
     source = str(model_path) if model_path is not None else "model"
     if sidecar is None and model_path is not None:
-        sidecar = model_lib.read_sidecar(model_path)
+        sidecar = model_files.read_sidecar(model_path)
     if sidecar is not None:
         try:
             settings = PreprocessSettings.from_dict(sidecar["preprocess"])
@@ -138,7 +138,8 @@ def load_settings_for(
     if sidecar is None:
         warnings.warn(
             f"{source}: no sidecar (.json) with the preprocessing it was trained with; assuming "
-            f"the course's defaults ({settings}). Save models with model.save_model to keep it.",
+            f"the course's defaults ({settings}). Save models with model_files.save_model to "
+            "keep it.",
             stacklevel=2,
         )
     return settings
@@ -256,10 +257,10 @@ def load_prediction_model(
     path, sidecar = None, None
     model = model_or_path
     if isinstance(model_or_path, (str, os.PathLike)):
-        from liverseg_helpers.training import model as model_lib  # lazy: imports Keras
+        from liverseg_helpers.training import model_files  # lazy: imports Keras
 
         path = Path(model_or_path)
-        sidecar = model_lib.read_sidecar(path)  # read (and its hash checked) once
+        sidecar = model_files.read_sidecar(path)  # read (and its hash checked) once
         trained_for = (sidecar or {}).get("task", task)
         if trained_for != task:
             raise ModelFileError(
@@ -267,7 +268,7 @@ def load_prediction_model(
                 f"model trained with task {task!r} (liverseg train --task {task})"
             )
         # compile=False: prediction needs neither the loss nor the optimizer state.
-        model = model_lib.load_model(path, compile=False)
+        model = model_files.load_model(path, compile=False)
     if settings is None:
         settings = load_settings_for(path, model, sidecar)
     else:

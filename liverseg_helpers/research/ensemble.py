@@ -25,8 +25,7 @@ import keras
 from liverseg_helpers.atomic import write_json_atomic
 from liverseg_helpers.errors import DataError, ModelFileError
 from liverseg_helpers.preparation.split import read_split_without
-from liverseg_helpers.training import model as model_lib
-from liverseg_helpers.training import quantize
+from liverseg_helpers.training import model_files, quantize
 
 
 def average_models(members: list[keras.Model], name: str = "ensemble") -> keras.Model:
@@ -73,7 +72,7 @@ def export_ensemble(
     """
     sidecars = []
     for path in model_paths:
-        side = model_lib.read_sidecar(path)
+        side = model_files.read_sidecar(path)
         if side is None:
             raise ModelFileError(f"{path}: no sidecar (.keras.json); cannot check its inputs")
         sidecars.append(side)
@@ -84,11 +83,11 @@ def export_ensemble(
                     f"{path}: {key} {side.get(key)} differs from {model_paths[0]}'s "
                     f"{sidecars[0].get(key)}; ensemble members must match"
                 )
-    members = [model_lib.load_model(p, compile=False) for p in model_paths]
+    members = [model_files.load_model(p, compile=False) for p in model_paths]
     ensemble = average_models(members)
     if int8:
         ensemble = quantize.quantize_int8(ensemble)
-    return model_lib.save_model(
+    return model_files.save_model(
         ensemble, dest, sidecars[0]["preprocess"], task=sidecars[0].get("task", "liver")
     )
 

@@ -86,13 +86,12 @@ def export_model(
     Returns:
         The written path.
     """
-    from liverseg_helpers.training import model as model_lib
-    from liverseg_helpers.training import quantize
+    from liverseg_helpers.training import model_files, quantize
 
-    side = model_lib.read_sidecar(model_path) or {}
-    trained = model_lib.load_model(model_path, compile=False)
+    side = model_files.read_sidecar(model_path) or {}
+    trained = model_files.load_model(model_path, compile=False)
     if int8:
         trained = quantize.quantize_int8(trained)
-    return model_lib.save_model(
+    return model_files.save_model(
         trained, dest, side.get("preprocess", {}), task=side.get("task", "liver")
     )

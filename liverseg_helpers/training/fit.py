@@ -21,8 +21,7 @@ import keras
 
 from liverseg_helpers.atomic import write_json_atomic
 from liverseg_helpers.figures import viz
-from liverseg_helpers.training import losses
-from liverseg_helpers.training import model as model_mod
+from liverseg_helpers.training import losses, model_files
 from liverseg_helpers.training.run_reuse import STATE_FILE
 
 
@@ -86,16 +85,20 @@ class RunCheckpoint(keras.callbacks.Callback):
         if "learning_rate" in self.state:
             self.model.optimizer.learning_rate = self.state["learning_rate"]
 
+    def _save(self, name: str) -> None:
+        """Write the model atomically as ``run_dir/name`` with its settings sidecar."""
+        model_files.save_model(self.model, self.run_dir / name, self.settings, self.task)
+
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         logs = logs or {}
         val_loss = logs.get("val_loss")
         if val_loss is not None and val_loss < self.best:
             self.best = float(val_loss)
             self.state["best_epoch"] = epoch + 1
-            model_mod.save_model(self.model, self.run_dir / "best.keras", self.settings, self.task)
+            self._save("best.keras")
         elif val_loss is None and not (self.run_dir / "best.keras").exists():
-            model_mod.save_model(self.model, self.run_dir / "best.keras", self.settings, self.task)
-        model_mod.save_model(self.model, self.run_dir / "last.keras", self.settings, self.task)
+            self._save("best.keras")
+        self._save("last.keras")
         lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
         self.state.update(
             epoch=epoch + 1,

@@ -1,4 +1,4 @@
-"""The 2D UNet of the course (Keras 3, any backend) and safe model files.
+"""The 2D UNet of the course (Keras 3, any backend): build it, count it, draw it.
 
 By default :func:`build_unet` builds exactly the paper's network: per level two 3x3
 same-padding ReLU convolutions, 32-64-128-256-512 filters, 2x2 max pooling, 2x2 stride-2
@@ -9,27 +9,19 @@ Layers are named by level so a summary reads like the figure: ``enc1_conv1`` ...
 ``enc4_pool``, ``bottleneck_conv1``, ``bottleneck_conv2``, then ``dec4_up``, ``dec4_concat``,
 ``dec4_conv1`` ... ``dec1_conv2`` (decoder level *k* joins encoder level *k*) and ``probs``.
 
-Model files are Keras 3 ``.keras`` archives loaded in safe mode (no arbitrary Python code is
-executed), with a JSON sidecar ``<model>.keras.json`` holding the preprocessing settings the
-model was trained with, so prediction preprocesses a CT exactly as training did.
+Saving and loading models (``.keras`` files with a settings sidecar) is in
+:mod:`liverseg_helpers.training.model_files`.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import zipfile
-from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import keras
 from keras import layers
 
-from liverseg_helpers.atomic import atomic_file, write_json_atomic
-from liverseg_helpers.data.download import hash_file
-from liverseg_helpers.errors import ModelFileError
-from liverseg_helpers.training import losses, quantize
+from liverseg_helpers.atomic import atomic_file
 
 UPSAMPLING_MODES = ("transpose", "bilinear")
 
@@ -316,115 +308,3 @@ def plot_architecture(model: keras.Model, path: str | os.PathLike | None = None)
         with atomic_file(path) as tmp:
             fig.savefig(tmp, dpi=120, bbox_inches="tight")
     return fig
-
-
-def sidecar_path(model_path: str | os.PathLike) -> Path:
-    """Path of the JSON sidecar of a model file: ``best.keras`` -> ``best.keras.json``."""
-    model_path = Path(model_path)
-    return model_path.with_name(model_path.name + ".json")
-
-
-def save_model(
-    model: keras.Model,
-    path: str | os.PathLike,
-    settings: Mapping | Any,
-    task: str = "liver",
-) -> Path:
-    """Save a model atomically as ``.keras`` with its JSON sidecar.
-
-    Args:
-        model: The model to save (with its optimizer state when compiled).
-        path: Target ``.keras`` path.
-        settings: Preprocessing settings as a dict or a ``PreprocessSettings`` (``to_dict``).
-        task: ``"liver"`` or ``"tumour"``.
-
-    Returns:
-        The model path.
-
-    Raises:
-        ModelFileError: The path does not end in ``.keras``.
-    """
-    path = Path(path)
-    if path.suffix != ".keras":
-        raise ModelFileError(f"{path}: model files must end in .keras (Keras 3 format)")
-    # Keras insists on the .keras suffix, so the temporary file keeps it.
-    with atomic_file(path, ".keras") as tmp:
-        model.save(tmp)
-        model_sha256 = hash_file(tmp, "sha256", progress=False)
-    settings_dict = settings.to_dict() if hasattr(settings, "to_dict") else dict(settings)
-    sidecar = {
-        "preprocess": settings_dict,
-        "task": task,
-        "keras_version": keras.__version__,
-        "backend": keras.backend.backend(),
-        "input_shape": list(model.input.shape[1:]),
-        "weights": "int8" if quantize.has_int8_weights(model) else "float32",
-        # Model and sidecar are two files, each written atomically: the hash pairs them, so
-        # a stop between the two writes cannot pass one model off with another's settings.
-        "model_sha256": model_sha256,
-    }
-    write_json_atomic(sidecar, sidecar_path(path))
-    return path
-
-
-def read_sidecar(model_path: str | os.PathLike) -> dict | None:
-    """The sidecar dict of a model file, or None when it has none.
-
-    Raises:
-        ModelFileError: The sidecar exists but is not valid JSON, or was written for another
-            version of the model file (its ``model_sha256`` differs).
-    """
-    side = sidecar_path(model_path)
-    if not side.exists():
-        return None
-    try:
-        sidecar = json.loads(side.read_text())
-    except json.JSONDecodeError as err:
-        raise ModelFileError(f"{side}: sidecar is not valid JSON ({err})") from err
-    expected = sidecar.get("model_sha256")
-    if expected and Path(model_path).is_file():
-        actual = hash_file(model_path, "sha256", progress=False)
-    else:
-        actual = expected  # no hash recorded (older files), or no model to compare
-    if actual != expected:
-        raise ModelFileError(
-            f"{side}: written for another version of {Path(model_path).name} (sha256 differs; "
-            "a save was interrupted between the model and its sidecar?); save the model again"
-        )
-    return sidecar
-
-
-def load_model(path: str | os.PathLike, compile: bool = True) -> keras.Model:
-    """Load a ``.keras`` model in safe mode with the course's losses and metrics.
-
-    Args:
-        path: A ``.keras`` file written by :func:`save_model` or ``model.save``.
-        compile: Restore the loss, metrics and optimizer state (needed to resume training).
-
-    Returns:
-        The loaded model.
-
-    Raises:
-        ModelFileError: The file is missing, is not a ``.keras`` archive (legacy ``.h5``,
-            SavedModel, a foreign or truncated file), or Keras cannot rebuild it.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise ModelFileError(f"{path}: model file not found")
-    if path.is_dir() or path.suffix != ".keras":
-        raise ModelFileError(
-            f"{path}: not a Keras 3 model file; expected a '.keras' archive "
-            "(legacy .h5 and SavedModel folders are not supported: "
-            "re-save with model.save('name.keras'))"
-        )
-    if not zipfile.is_zipfile(path):
-        raise ModelFileError(f"{path}: not a valid .keras archive (corrupt or truncated file)")
-    try:
-        return keras.saving.load_model(
-            path,
-            custom_objects={**losses.get_custom_objects(), **quantize.get_custom_objects()},
-            compile=compile,
-            safe_mode=True,
-        )
-    except Exception as err:  # Keras raises many types (ValueError, KeyError, OSError, ...)
-        raise ModelFileError(f"{path}: cannot load the model: {err}") from err

@@ -13,8 +13,8 @@ convolutions, hence these two small subclasses. Biases and batch-norm statistics
 (they are a few thousand numbers).
 
 :func:`quantize_int8` turns a float model (or an ensemble of them) into its int8 twin; the
-saved file loads with :func:`liverseg_helpers.training.model.load_model`, which registers these
-layers.
+saved file loads with :func:`liverseg_helpers.training.model_files.load_model`, which registers
+these layers.
 """
 
 from __future__ import annotations

@@ -15,9 +15,9 @@ A run folder holds everything a later notebook needs::
 Callbacks follow the paper: best-val_loss checkpoint, EarlyStopping (patience 10),
 ReduceLROnPlateau (factor 0.5, patience 5, min_lr 1e-6). The paper builds the LR reducer
 but leaves it out of its callback list; the course uses it. Checkpoints are written
-atomically by :func:`liverseg_helpers.training.model.save_model` instead of Keras' ModelCheckpoint,
-so an interrupted run never leaves a half-written ``best.keras`` and a resumed run keeps
-the best val_loss instead of overwriting ``best.keras`` with a worse model.
+atomically by :func:`liverseg_helpers.training.model_files.save_model` instead of
+Keras' ModelCheckpoint, so an interrupted run never leaves a half-written ``best.keras`` and a
+resumed run keeps the best val_loss instead of overwriting ``best.keras`` with a worse model.
 
 What to train and what came out are :mod:`~liverseg_helpers.training.train_config`'s
 ``TrainConfig`` and ``TrainResult``; the data side (patient split, slice cache, batches) is
@@ -38,7 +38,7 @@ import keras
 from liverseg_helpers import config as config_mod
 from liverseg_helpers.training import losses as losses_mod
 from liverseg_helpers.training import model as model_mod
-from liverseg_helpers.training import run_reuse
+from liverseg_helpers.training import model_files, run_reuse
 from liverseg_helpers.training.fit import (  # noqa: F401  (re-exported: train.fit_model etc.)
     STATE_FILE,
     RunCheckpoint,
@@ -116,7 +116,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     try:
         with setup.scope:
             if cfg.resume:
-                model = model_mod.load_model(run_dir / "last.keras")
+                model = model_files.load_model(run_dir / "last.keras")
             else:
                 batch_norm = cfg.task == "tumour" if cfg.batch_norm is None else cfg.batch_norm
                 model = model_mod.model_from_profile(
