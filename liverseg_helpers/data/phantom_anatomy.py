@@ -13,6 +13,16 @@ from dataclasses import asdict, dataclass, fields
 import numpy as np
 from scipy import ndimage
 
+from liverseg_helpers.data.phantom_parts import (
+    draw_ribs,
+    draw_spine,
+    draw_vessels,
+    ellipsoid,
+    extrahepatic_mass,
+    rasterise_tree,
+    smooth_noise,
+)
+
 #: Field of view of the default grid: 512 pixels of 0.7 mm in-plane, 240 mm along z.
 FOV_MM = 358.4
 Z_EXTENT_MM = 240.0
@@ -72,81 +82,6 @@ class AnatomyOptions:
 DEFAULT_ANATOMY = AnatomyOptions()
 
 
-def _smooth_noise(
-    rng: np.random.Generator, shape: tuple[int, ...], spacing_mm, cell_mm: float
-) -> np.ndarray:
-    """Unit-variance random field, smooth over about ``cell_mm`` mm (float32, ``shape``).
-
-    Random values on a coarse lattice are spread to the grid with separable gaussian weights
-    (three small matrix products), much faster than ``ndimage.zoom`` on a full volume.
-    """
-    field = None
-    weights = []
-    for n, step in zip(shape, spacing_mm, strict=True):
-        n_coarse = max(2, int(np.ceil(n * step / cell_mm)) + 2)
-        pos = (np.arange(n) + 0.5) / n * (n_coarse - 2) + 0.5  # grid position in lattice units
-        w = np.exp(-0.5 * ((pos[:, None] - np.arange(n_coarse)[None]) / 0.6) ** 2)
-        weights.append((w / np.sqrt((w**2).sum(1, keepdims=True))).astype(np.float32))
-    field = rng.standard_normal([w.shape[1] for w in weights]).astype(np.float32)
-    field = np.tensordot(field, weights[2], axes=([2], [1]))  # (cz, cy, nx)
-    field = np.einsum("yb,zbx->zyx", weights[1], field)
-    return np.tensordot(weights[0], field, axes=([1], [0]))
-
-
-def _ellipsoid(x, y, z, centre, radii) -> np.ndarray:
-    """Normalised distance ``sqrt(sum(((p - c) / r)^2))``: < 1 inside the ellipsoid."""
-    centre, radii = [float(v) for v in centre], [float(v) for v in radii]  # keep float32
-    return np.sqrt(
-        ((x - centre[0]) / radii[0]) ** 2
-        + ((y - centre[1]) / radii[1]) ** 2
-        + ((z - centre[2]) / radii[2]) ** 2
-    )
-
-
-def _rasterise_tree(
-    rng: np.random.Generator, roots: list[tuple], shape, spacing_mm, origin_mm, depth: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Random branching vessel tree as centre-line points ``(n, 3)`` in voxels and radii in mm.
-
-    Args:
-        roots: ``(start_xyz_mm, direction_xyz, length_mm, radius_mm)`` of each trunk.
-    """
-    points, radii = [], []
-    stack = [(np.asarray(p, float), np.asarray(d, float), ln, r, 0) for p, d, ln, r in roots]
-    while stack:
-        start, direction, length, radius, gen = stack.pop()
-        direction = direction / np.linalg.norm(direction)
-        t = np.arange(0.0, length, 1.0)[:, None]
-        pts = start + t * direction
-        points.append(pts)
-        radii.append(np.full(len(pts), radius))
-        if gen < depth:
-            for sign in (-1.0, 1.0):
-                turn = rng.normal(0, 0.25, 3) + sign * 0.6 * np.cross(
-                    direction, rng.normal(0, 1, 3)
-                )
-                stack.append((pts[-1], direction + turn, length * 0.7, radius * 0.68, gen + 1))
-    xyz = np.concatenate(points)
-    # mm (x, y, z) -> voxel (z, y, x)
-    zyx = (xyz[:, ::-1] - np.asarray(origin_mm)[::-1]) / np.asarray(spacing_mm)
-    return zyx, np.concatenate(radii)
-
-
-def _draw_vessels(zyx, radii_mm, shape, spacing_mm) -> np.ndarray:
-    """Tubes of varying radius around centre-line points (nearest-point distance transform)."""
-    idx = np.round(zyx).astype(int)
-    keep = np.all((idx >= 0) & (idx < np.asarray(shape)), axis=1)
-    idx, radii_mm = idx[keep], radii_mm[keep]
-    radius_map = np.zeros(shape, np.float32)
-    np.maximum.at(radius_map, tuple(idx.T), radii_mm)
-    if not idx.size:
-        return np.zeros(shape, bool)
-    dist, nearest = ndimage.distance_transform_edt(
-        radius_map == 0, sampling=spacing_mm, return_indices=True
-    )
-    return dist <= radius_map[tuple(nearest)]
-
-
 def draw_patient(
     rng: np.random.Generator,
     shape,
@@ -202,38 +137,38 @@ def draw_patient(
     hu[rho < rho_muscle[None]] = hu_muscle
     hu[cavity] = hu_fat + 10
     hu[cavity & ~thorax & ~abdomen] = hu_muscle  # the diaphragm muscle
-    texture = _smooth_noise(rng, shape, spacing_mm, 30.0)
+    texture = smooth_noise(rng, shape, spacing_mm, 30.0)
     hu[thorax] = -860 + 25 * texture[thorax]
 
     # Spine, paraspinal muscles and psoas.
     y_vb = b_mm * u(0.25, 0.33)
     y_canal = y_vb + 30
     for side in (-1, 1):
-        erector = _ellipsoid(x, y, z * 0, (side * 36, y_canal + 18, 0), (30, 22, 1)) < 1
+        erector = ellipsoid(x, y, z * 0, (side * 36, y_canal + 18, 0), (30, 22, 1)) < 1
         hu[erector & body] = hu_muscle
         psoas_r = np.clip((z_dome - 120 - z) * 0.15 + 8, 0, 24)
         psoas = (x - side * 40) ** 2 + (y - y_vb) ** 2 < psoas_r**2
         hu[psoas & cavity] = hu_muscle
 
     # Heart above the diaphragm, left of the midline.
-    d_heart = _ellipsoid(x, y, z, (u(5, 30), u(-40, -20), z_dome + u(25, 45)), (65, 52, 55))
+    d_heart = ellipsoid(x, y, z, (u(5, 30), u(-40, -20), z_dome + u(25, 45)), (65, 52, 55))
     heart = (d_heart < 1) & thorax
     hu[(d_heart < 1.06) & thorax] = hu_fat + 20
     hu[heart] = np.where(d_heart[heart] > 0.8, u(80, 100), u(120, 160))
 
     # Bowel: smooth random loops below the liver and in front, some with air.
-    bowel_field = _smooth_noise(rng, shape, spacing_mm, 24.0)
+    bowel_field = smooth_noise(rng, shape, spacing_mm, 24.0)
     bowel_field += np.clip((z_dome - 80 - z) / 80, -0.8, 1) - y / 150
     bowel = abdomen & (bowel_field > 0.1)
     hu[bowel] = u(30, 45)
-    air_field = _smooth_noise(rng, shape, spacing_mm, 15.0)
+    air_field = smooth_noise(rng, shape, spacing_mm, 15.0)
     lumen_bowel = abdomen & (bowel_field > 0.4)
     hu[lumen_bowel] = u(5, 25) + 15 * air_field[lumen_bowel]  # mottled contents
     hu[abdomen & (bowel_field > 0.4) & (air_field > 0.9)] = -950
 
     # Stomach (fluid, often an air cap in front) and spleen behind it, both left.
     c_st = (u(45, 70), u(-40, -20), z_dome - u(40, 60))
-    d_st = _ellipsoid(x, y, z, c_st, np.array([48, 38, 45]) * u(0.75, 1.2))
+    d_st = ellipsoid(x, y, z, c_st, np.array([48, 38, 45]) * u(0.75, 1.2))
     stomach = (d_st < 1) & abdomen
     hu[stomach] = hu_muscle
     lumen = stomach & (d_st < 0.85)
@@ -241,8 +176,8 @@ def draw_patient(
     if u() < 0.7:
         hu[lumen & (y < c_st[1] - u(0, 25))] = -950
     c_sp = (u(80, 100), u(30, 55), z_dome - u(45, 70))
-    d_sp = _ellipsoid(x, y, z, c_sp, np.array([30, 55, 55]) * u(0.8, 1.2))
-    d_hollow = _ellipsoid(x, y, z, (c_sp[0] - 45, c_sp[1] - 25, c_sp[2]), (45, 50, 70))
+    d_sp = ellipsoid(x, y, z, c_sp, np.array([30, 55, 55]) * u(0.8, 1.2))
+    d_hollow = ellipsoid(x, y, z, (c_sp[0] - 45, c_sp[1] - 25, c_sp[2]), (45, 50, 70))
     spleen = (d_sp < 1) & (d_hollow > 1) & abdomen
     hu[spleen] = hu_spleen
 
@@ -251,10 +186,10 @@ def draw_patient(
     kidneys = np.zeros(shape, bool)
     z_kidneys = []
     for side, z_k in ((-1, z_dome - u(150, 175)), (1, z_dome - u(125, 150))):
-        d_k = _ellipsoid(x, y, z, (side * 64, y_vb + 16, z_k), np.array([28, 22, 55]) * u(0.9, 1.1))
+        d_k = ellipsoid(x, y, z, (side * 64, y_vb + 16, z_k), np.array([28, 22, 55]) * u(0.9, 1.1))
         kidney = (d_k < 1) & cavity
         # Perirenal fat: kidneys sit behind the liver, never inside it.
-        perirenal = _ellipsoid(x, y, z, (side * 64, y_vb + 26, z_k), (40, 36, 66)) < 1
+        perirenal = ellipsoid(x, y, z, (side * 64, y_vb + 26, z_k), (40, 36, 66)) < 1
         hu[perirenal & cavity] = hu_fat + 15
         kidneys |= perirenal & cavity
         z_kidneys.append(z_k)
@@ -265,10 +200,8 @@ def draw_patient(
     # Liver: a smooth union of three lobes, perturbed by a smooth random field.
     s = u(0.8, 1.02)
     c_right = (u(-78, -62), u(0, 20), z_dome - u(75, 90) * s)
-    d_right = _ellipsoid(x, y, z, c_right, np.array([75, 90, u(75, 95)]) * s)
-    d_mid = _ellipsoid(
-        x, y, z, (u(-25, -5), u(-5, 15), z_dome - 55 * s), np.array([45, 55, 55]) * s
-    )
+    d_right = ellipsoid(x, y, z, c_right, np.array([75, 90, u(75, 95)]) * s)
+    d_mid = ellipsoid(x, y, z, (u(-25, -5), u(-5, 15), z_dome - 55 * s), np.array([45, 55, 55]) * s)
     c_left = (u(10, 35), u(-50, -35), z_dome - u(38, 58) * s)
     r_left = np.array([u(60, 100), 42, 45]) * s
     taper = np.clip(1 - 0.6 * (x - c_left[0]) / r_left[0], 0.3, 1)
@@ -281,16 +214,16 @@ def draw_patient(
     if anatomy.long_left_lobe and u() < 0.6:
         # The tail runs from the left lobe's tip round the front and side of the stomach.
         c_tail = (c_left[0] + r_left[0] * u(0.7, 1.0), u(-20, 25), c_left[2] + u(-20, 10))
-        d_tail = _ellipsoid(x, y, z, c_tail, np.array([u(15, 25), u(35, 50), u(30, 45)]) * s)
+        d_tail = ellipsoid(x, y, z, c_tail, np.array([u(15, 25), u(35, 50), u(30, 45)]) * s)
         liver_field = np.minimum(liver_field, d_tail - 1)
-    liver_field += 0.1 * _smooth_noise(rng, shape, spacing_mm, 45.0)
+    liver_field += 0.1 * smooth_noise(rng, shape, spacing_mm, 45.0)
     liver = (liver_field < 0) & abdomen & ~kidneys
     # Porta hepatis (fat notch with the portal vein) and the gallbladder are not liver.
     z_hilum = z_dome - u(95, 110) * s
-    hilum = _ellipsoid(x, y, z, (-10, 8, z_hilum), (20, 16, 22)) < 1
+    hilum = ellipsoid(x, y, z, (-10, 8, z_hilum), (20, 16, 22)) < 1
     liver &= ~hilum
     if u() < 0.6:
-        gall = _ellipsoid(x, y, z, (u(-55, -35), u(-50, -35), z_hilum - 20), (15, 15, 35)) < 1
+        gall = ellipsoid(x, y, z, (u(-55, -35), u(-50, -35), z_hilum - 20), (15, 15, 35)) < 1
         liver &= ~gall
         hu[gall & abdomen] = u(0, 20)
     hu[hilum & abdomen] = hu_fat + 10
@@ -299,7 +232,7 @@ def draw_patient(
     liver &= ~(ivc | aorta) & ~np.broadcast_to(body & ~cavity, shape)
     mass = None
     if anatomy.extrahepatic_masses:
-        mass = _extrahepatic_mass(rng, x, y, z, y_vb, z_kidneys[1], cavity)
+        mass = extrahepatic_mass(rng, x, y, z, y_vb, z_kidneys[1], cavity)
     if mass is not None:
         liver &= ~mass  # the mass pushes the liver aside: it is never liver
     hu[liver] = hu_liver + 5 * texture[liver]
@@ -316,15 +249,15 @@ def draw_patient(
         (p_ivc, (0.1, -1, -0.4), 50 * s, 4.5),
         (p_ivc, (0.8, -0.8, -0.1), 45 * s, 4.0),
     ]
-    zyx, radii = _rasterise_tree(rng, roots, shape, spacing_mm, origin_mm, depth=3)
+    zyx, radii = rasterise_tree(rng, roots, shape, spacing_mm, origin_mm, depth=3)
     trunk = [((15.0, y_vb - 10, z_hilum - 40), (-25, 18, 40), 48.0, 7.0)]
-    zyx_t, radii_t = _rasterise_tree(rng, trunk, shape, spacing_mm, origin_mm, depth=0)
+    zyx_t, radii_t = rasterise_tree(rng, trunk, shape, spacing_mm, origin_mm, depth=0)
     target = liver | (hilum & abdomen)
     box = ndimage.find_objects(target.astype(np.uint8))[0] if target.any() else None
     if box is not None:
         offset = np.array([b.start for b in box])
         sub_shape = tuple(b.stop - b.start for b in box)
-        vessels = _draw_vessels(
+        vessels = draw_vessels(
             np.concatenate([zyx, zyx_t]) - offset,
             np.concatenate([radii, radii_t]),
             sub_shape,
@@ -339,27 +272,11 @@ def draw_patient(
     # Great vessels, spine, ribs and the CT table.
     hu[ivc & (z < z_dome) & cavity] = hu_vessel - u(0, 30)
     hu[aorta & cavity] = u(150, 200)
-    _draw_spine(hu, x, y, z, y_vb, rng)
-    _draw_ribs(hu, rho2, theta, z, scale_z, rho_cavity, b_mm, z_dome, rng)
+    draw_spine(hu, x, y, z, y_vb, rng)
+    draw_ribs(hu, rho2, theta, z, scale_z, rho_cavity, b_mm, z_dome, rng)
     table = (y2 > b_mm * 0.92 + 10) & (y2 < b_mm * 0.92 + 16) & (np.abs(x2) < 0.45 * FOV_MM)
     hu[:, table] = 150
     return hu, liver, labels
-
-
-def _extrahepatic_mass(rng, x, y, z, y_vb, z_kidney, cavity) -> np.ndarray | None:
-    """A hypodense mass beside the liver that is not liver (adrenal or upper-pole renal tumour).
-
-    Real abdomens have masses next to the liver (3D-IRCADb patient 7 has a 0.7 L one). A model
-    that has only seen hypodense lesions *inside* the liver mask learns that any hypodense blob
-    touching liver is liver; these masses teach it the liver's outline instead.
-    Drawn in 60% of patients (None otherwise), behind and below the right lobe.
-    """
-    if rng.uniform() >= 0.6:
-        return None
-    u = rng.uniform
-    centre = (u(-90, -50), y_vb + u(-15, 15), z_kidney + u(20, 70))
-    radii = np.array([u(25, 60), u(25, 55), u(30, 70)])
-    return (_ellipsoid(x, y, z, centre, radii) < 1) & cavity
 
 
 def _draw_lesions(
@@ -368,7 +285,7 @@ def _draw_lesions(
     """Paint 0-5 lesions inside ``liver`` in place; return labels.
 
     Hypodense, 25-80 HU below the liver and at most 60 HU (100 HU with ``enhanced_liver``),
-    or with ``varied_lesions`` the contrast of :func:`_varied_contrast_hu` (hypo- or
+    or with ``varied_lesions`` the contrast of :func:`varied_contrast_hu` (hypo- or
     hyperdense, no upper bound). Radii are log-uniform from 4 mm to 24 mm (45 mm with
     ``large_lesions``).
     """
@@ -429,49 +346,3 @@ def _varied_contrast_hu(draw: float) -> float:
     if draw < 2 / 3:
         return -8.0 - 72.0 * draw * 1.5
     return 8.0 + 32.0 * (draw - 2 / 3) * 3
-
-
-def _draw_spine(hu, x, y, z, y_vb, rng) -> None:
-    """Vertebrae (cortical shell, cancellous core, discs, posterior elements), in place."""
-    period_mm = rng.uniform(28, 34)
-    phase = ((z - rng.uniform(0, period_mm)) % period_mm) / period_mm  # (n_z, 1, 1)
-    y_canal = y_vb + 30
-    d_vb = np.sqrt((x / 22) ** 2 + ((y - y_vb) / 19) ** 2)
-    r_canal = np.sqrt(x**2 + (y - y_canal) ** 2)
-    disc = phase < 0.17
-    hu_cortex, hu_cancellous = rng.uniform(500, 900), rng.uniform(180, 300)
-    body = np.broadcast_to(d_vb < 1, hu.shape)
-    hu[body] = np.where(np.broadcast_to(d_vb > 0.85, hu.shape)[body], hu_cortex, hu_cancellous)
-    hu[body & np.broadcast_to(disc, hu.shape)] = 90
-    arch = (r_canal > 9) & (r_canal < 15) & (y > y_canal - 8)
-    spinous = (np.abs(x) < 4) & (y > y_canal + 12) & (y < y_canal + 45)
-    transverse = (np.abs(y - y_canal + 2) < 4) & (np.abs(x) > 12) & (np.abs(x) < 32)
-    posterior = (
-        arch
-        | (spinous & (phase > 0.3) & (phase < 0.7))
-        | (transverse & (phase > 0.45) & (phase < 0.7))
-    )
-    posterior = np.broadcast_to(posterior & (phase > 0.2), hu.shape)
-    hu[posterior] = hu_cortex * 0.7
-    hu[np.broadcast_to(r_canal < 9, hu.shape)] = 15
-
-
-def _draw_ribs(hu, rho2, theta, z, scale_z, rho_cavity, b_mm, z_dome, rng) -> None:
-    """Ribs: bone arcs in the body wall that slope down towards the front, in place."""
-    phi = np.arccos(np.clip(np.sin(theta), -1, 1))  # angle from the posterior midline
-    band2d = (rho2 > (rho_cavity - 0.01) * 0.97) & (rho2 < (rho_cavity + 13 / b_mm) * 1.03)
-    rows, cols = np.nonzero(band2d)
-    rho_b = rho2[rows, cols][None] / scale_z[:, :, 0]  # (n_z, n_band)
-    lo, hi = rho_cavity[rows, cols][None], rho_cavity[rows, cols][None] + 9 / b_mm
-    period, slope = rng.uniform(26, 32), rng.uniform(90, 120)
-    u_rib = (z[:, :, 0] - (z_dome + 25) + slope * phi[rows, cols][None] / np.pi) / period
-    k = np.round(u_rib)
-    dz_mm = np.abs(u_rib - k) * period
-    phi_max = np.pi * np.clip(0.85 - 0.05 * np.maximum(-k, 0), 0.35, 0.85)
-    phi_b = phi[rows, cols][None]
-    rib = (dz_mm < 4.5) & (rho_b > lo) & (rho_b < hi) & (phi_b > 0.15 * np.pi) & (k <= 0)
-    rib &= phi_b < phi_max
-    cortex = (dz_mm > 3.0) | (rho_b < lo + 1.5 / b_mm) | (rho_b > hi - 1.5 / b_mm)
-    values = np.where(cortex, rng.uniform(450, 750), rng.uniform(180, 280))
-    zi, bi = np.nonzero(rib)
-    hu[zi, rows[bi], cols[bi]] = values[zi, bi]
