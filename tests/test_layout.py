@@ -12,7 +12,7 @@ PACKAGE_DIR = Path(__file__).resolve().parents[1] / "liverseg_helpers"
 PACKAGE = PACKAGE_DIR.name
 MAX_TOP_LEVEL_ENTRIES = 15
 # STYLE.md: split a module that passes ~400 lines; this stops one from growing far past it.
-MAX_MODULE_LINES = 500
+MAX_MODULE_LINES = 420
 
 
 def module_name(path: Path, package_dir: Path = PACKAGE_DIR) -> str:
