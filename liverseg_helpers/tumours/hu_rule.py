@@ -1,0 +1,118 @@
+"""A tumour baseline without learning: liver voxels clearly darker than the patient's own liver.
+
+Most liver lesions in a portal-venous or equilibrium-phase CT take up less contrast than the
+liver around them, so they are darker. :func:`hu_rule_tumours` turns that into a rule with
+four numbers (:class:`HuRule`): smooth the CT in-plane (a median filter of ``smooth_mm``),
+shave ``erosion_px`` pixels off the liver's border (where partial volume with fat makes every
+liver darker), and call tumour every voxel darker than the liver's median HU by more than
+``offset_hu``; then drop components below ``min_lesion_ml``. The liver's median sets the
+reference, so the rule does not depend on the scanner's calibration or the contrast phase's
+absolute HU, only on the lesion's contrast against its own liver.
+
+A trained stage two (:mod:`liverseg_helpers.tumours.tumour`) should beat this rule; the
+research bench's ``benchmarks/tumour_hu_rule.py`` measures whether it does, with the rule's
+numbers chosen leave-one-patient-out. Lesions brighter than the liver (an arterial-phase
+HCC) are out of its reach by design.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from liverseg_helpers.errors import DataError
+from liverseg_helpers.tumours.tumour import remove_small_lesions
+
+
+@dataclass(frozen=True)
+class HuRule:
+    """The four numbers of the rule.
+
+    Attributes:
+        offset_hu: A voxel is tumour when its smoothed HU is below the liver's median by
+            more than this.
+        smooth_mm: Side of the in-plane median filter, in mm (rounded to an odd pixel count).
+        erosion_px: Pixels shaved off the liver's border before looking (0 keeps it whole).
+        min_lesion_ml: Components smaller than this (mL) are dropped.
+    """
+
+    offset_hu: float = 15.0
+    smooth_mm: float = 4.0
+    erosion_px: int = 2
+    min_lesion_ml: float = 1.0
+
+
+def liver_box(liver: np.ndarray) -> tuple[slice, slice, slice]:
+    """The liver's 3D bounding box as slices (the rule never looks outside it).
+
+    Raises:
+        DataError: The liver mask is empty.
+    """
+    boxes = ndimage.find_objects(np.asarray(liver, dtype=np.uint8))
+    if not boxes or boxes[0] is None:
+        raise DataError("hu_rule: the liver mask is empty, there is no liver to look in")
+    return boxes[0]
+
+
+def smooth_inplane(volume_hu: np.ndarray, pixel_mm: float, smooth_mm: float) -> np.ndarray:
+    """Median filter of about ``smooth_mm`` across each slice (not between slices)."""
+    side = max(1, int(round(smooth_mm / pixel_mm))) | 1  # odd, so the filter is centred
+    return ndimage.median_filter(np.asarray(volume_hu, dtype=np.float32), size=(1, side, side))
+
+
+def threshold_smoothed(
+    smoothed_hu: np.ndarray,
+    liver: np.ndarray,
+    spacing_mm: tuple[float, float, float],
+    rule: HuRule,
+) -> np.ndarray:
+    """The rule on a CT already smoothed with ``rule.smooth_mm`` (so a grid of rules shares it).
+
+    Args:
+        smoothed_hu: :func:`smooth_inplane` of the CT (or of the liver's box of it).
+        liver: bool mask of the same shape.
+        spacing_mm: Voxel size ``(z, y, x)``.
+        rule: The rule's numbers.
+
+    Returns:
+        bool tumour mask of the same shape, inside the liver.
+    """
+    liver = np.asarray(liver, dtype=bool)
+    reference = float(np.median(smoothed_hu[liver]))
+    inside = ndimage.binary_erosion(liver, iterations=rule.erosion_px) if rule.erosion_px else liver
+    tumour = inside & (smoothed_hu < reference - rule.offset_hu)
+    voxel_ml = float(np.prod(spacing_mm)) / 1000.0
+    min_voxels = int(np.ceil(rule.min_lesion_ml / voxel_ml)) if rule.min_lesion_ml > 0 else 0
+    return remove_small_lesions(tumour, min_voxels)
+
+
+def hu_rule_tumours(
+    volume_hu: np.ndarray,
+    liver: np.ndarray,
+    spacing_mm: tuple[float, float, float],
+    rule: HuRule = HuRule(),
+) -> np.ndarray:
+    """Liver tumours by the rule: smoothed voxels darker than the liver's median by ``offset_hu``.
+
+    Args:
+        volume_hu: CT ``[z, y, x]`` in HU.
+        liver: bool ``[z, y, x]``, the (predicted or true) liver, tumours included.
+        spacing_mm: Voxel size ``(z, y, x)`` in mm.
+        rule: The rule's numbers (:class:`HuRule`).
+
+    Returns:
+        bool ``[z, y, x]`` tumour mask, inside the liver.
+
+    Raises:
+        DataError: Shapes differ, or the liver mask is empty.
+    """
+    volume_hu, liver = np.asarray(volume_hu), np.asarray(liver) != 0
+    if volume_hu.shape != liver.shape:
+        raise DataError(f"hu_rule: liver mask {liver.shape} != CT {volume_hu.shape}")
+    box = liver_box(liver)
+    smoothed = smooth_inplane(volume_hu[box], spacing_mm[1], rule.smooth_mm)
+    tumour = np.zeros(liver.shape, dtype=bool)
+    tumour[box] = threshold_smoothed(smoothed, liver[box], spacing_mm, rule)
+    return tumour
