@@ -297,3 +297,32 @@ def test_read_split_without_names_a_missing_or_broken_file(tmp_path, text, probl
         path.write_text(text)
     with pytest.raises(DataError, match=rf"split.json: {problem}"):
         read_split_without(path, "p1")
+
+
+def test_liver_reference_shifts_the_ct_so_livers_of_any_phase_look_alike():
+    liver = np.zeros((4, 16, 16), bool)
+    liver[:, 4:12, 4:12] = True
+    lesion = np.zeros_like(liver)
+    lesion[:, 6:8, 6:8] = True
+    absolute = pp.PreprocessSettings()
+    relative = pp.PreprocessSettings(liver_reference_hu=100.0)
+    looks = []
+    for liver_hu in (60, 120):  # an arterial-phase and a portal-venous liver
+        volume = np.full(liver.shape, -100, np.int16)
+        volume[liver] = liver_hu
+        volume[lesion] = liver_hu - 30
+        assert pp.shift_to_liver_reference(volume, liver, absolute) is volume  # off: untouched
+        shifted = pp.shift_to_liver_reference(volume, liver, relative)
+        assert np.median(shifted[liver]) == 100.0 and shifted[lesion].max() == 70.0
+        looks.append(shifted)
+    assert np.array_equal(looks[0][liver], looks[1][liver])
+    with pytest.raises(DataError, match="missing or empty"):
+        pp.shift_to_liver_reference(looks[0], np.zeros_like(liver), relative, "ct.nii")
+    with pytest.raises(DataError, match="!= CT"):
+        pp.shift_to_liver_reference(looks[0], liver[:-1], relative)
+
+
+def test_liver_reference_is_saved_only_when_set():
+    assert "liver_reference_hu" not in pp.PreprocessSettings().to_dict()
+    settings = pp.PreprocessSettings(liver_reference_hu=100.0)
+    assert pp.PreprocessSettings.from_dict(settings.to_dict()) == settings

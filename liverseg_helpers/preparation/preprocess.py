@@ -61,6 +61,7 @@ __all__ = [
     "check_finite_hu",
     "check_binary_mask",
     "window_hu",
+    "shift_to_liver_reference",
     "apply_clahe",
     "resize_slices",
     "resize_mask",
@@ -108,6 +109,42 @@ def check_binary_mask(mask: np.ndarray, source: str = "mask") -> None:
     if not np.isin(values, (0, 1)).all():
         shown = ", ".join(str(v) for v in values[:6]) + (" ..." if len(values) > 6 else "")
         raise DataError(f"{source}: mask is not binary (values {shown}); expected 0/1")
+
+
+def shift_to_liver_reference(
+    volume_hu: np.ndarray,
+    liver: np.ndarray | None,
+    settings: PreprocessSettings,
+    source: str = "volume",
+) -> np.ndarray:
+    """Shift a CT so its liver's median HU is ``settings.liver_reference_hu`` (if that is set).
+
+    A lesion is seen by its contrast against its own liver: an arterial-phase liver at 60 HU
+    and a portal-venous one at 120 HU then look alike to the network.
+
+    Args:
+        volume_hu: CT ``[z, y, x]`` in HU.
+        liver: bool mask of the same shape (the true liver in training, the predicted one at
+            prediction); unused when the setting is None.
+        settings: The model's preprocessing.
+        source: Name used in error messages.
+
+    Returns:
+        The volume unchanged when the setting is None, else a float32 shifted copy.
+
+    Raises:
+        DataError: The setting is on and the liver mask is missing, empty or of another shape.
+    """
+    if settings.liver_reference_hu is None:
+        return volume_hu
+    if liver is None or not np.any(liver):
+        raise DataError(
+            f"{source}: liver_reference_hu needs a liver mask, and it is missing or empty"
+        )
+    if liver.shape != volume_hu.shape:
+        raise DataError(f"{source}: liver mask {liver.shape} != CT {volume_hu.shape}")
+    shift = settings.liver_reference_hu - float(np.median(volume_hu[np.asarray(liver) != 0]))
+    return volume_hu.astype(np.float32) + np.float32(shift)
 
 
 def window_hu(volume_hu: np.ndarray, level_hu: float = 50.0, width_hu: float = 400.0) -> np.ndarray:

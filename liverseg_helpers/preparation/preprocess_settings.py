@@ -37,6 +37,10 @@ class PreprocessSettings:
             or None. At prediction, an axial network without ``target_spacing_mm`` resamples
             a CT whose field of view lies outside it
             (``inference.ensemble_members.settings_for_field_of_view``).
+        liver_reference_hu: If set, every CT is shifted before windowing so that the median HU
+            of its liver lands here (``preprocess.shift_to_liver_reference``): the network sees
+            HU relative to the patient's own liver, whatever the phase or scanner. None keeps
+            absolute HU.
     """
 
     window_level_hu: float = 50.0
@@ -50,6 +54,7 @@ class PreprocessSettings:
     target_spacing_mm: float | None = None
     view: str = "axial"
     fov_range_mm: tuple[float, float] | None = None
+    liver_reference_hu: float | None = None
 
     def __post_init__(self) -> None:
         if self.window_width_hu <= 0:
@@ -77,10 +82,13 @@ class PreprocessSettings:
     def to_dict(self) -> dict:
         """Plain dict for JSON (run folders, model sidecars, cache keys).
 
-        The axial view and an unset ``fov_range_mm`` are left out, so the settings of every
-        model and slice cache read and hash as they did before these settings existed.
+        The axial view and an unset ``fov_range_mm`` or ``liver_reference_hu`` are left out,
+        so the settings of every model and slice cache read and hash as they did before these
+        settings existed.
         """
         values = asdict(self)
+        if values["liver_reference_hu"] is None:
+            del values["liver_reference_hu"]
         if values["view"] == "axial":
             del values["view"]
         if values["fov_range_mm"] is None:

@@ -87,7 +87,8 @@ def _cache_case(
         raise DataError(f"{name}: the liver mask is empty (not one liver voxel)")
     # Select on the liver (the organ the slices are about) so a tumour target keeps
     # patients without lesions; fall back to the target when there is no liver mask.
-    volume, target_mask = case.volume, case.masks[target]
+    volume = preprocess.shift_to_liver_reference(case.volume, case.masks.get(LIVER), settings, name)
+    target_mask = case.masks[target]
     select_mask = case.masks.get(LIVER, target_mask)
     box = np.array([-1, -1, -1, -1])
     if crop_to:

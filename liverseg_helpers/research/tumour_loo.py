@@ -17,6 +17,9 @@ Command::
         --out runs/tumour_loo [--export models/tumour_unet.keras] [--anatomy varied_lesions]
 
 ``--real-only`` trains each fold on the real patients alone (the phantoms then only validate).
+``--liver-reference-hu 100`` shifts every CT so that its liver's median HU is 100 before the
+tumour window (``preprocess.shift_to_liver_reference``): the network sees HU relative to the
+patient's own liver, as ``tumours.hu_rule`` does.
 ``--anatomy`` turns on phantom anatomy options (``phantom_anatomy.AnatomyOptions``) for the
 phantom cohort; an output folder keeps the phantoms it was started with.
 
@@ -69,6 +72,7 @@ class Recipe:
     val_phantoms: tuple[str, ...] = VAL_PHANTOMS
     anatomy: AnatomyOptions = DEFAULT_ANATOMY  # of the phantom cohort
     train_phantoms: bool = True  # False: train on the real patients alone
+    preprocess: dict = field(default_factory=dict)  # settings on top of tumour_settings
 
 
 def real_patients(data_dirs: Sequence[str | os.PathLike]) -> tuple[list[Path], list[Path]]:
@@ -175,6 +179,7 @@ def train_config(cohort: Path, run_dir: Path, split: dict, recipe: Recipe, cache
         split=split,
         foreground_repeat=FOREGROUND_REPEAT,
         overrides=dict(recipe.overrides),
+        preprocess=dict(recipe.preprocess),
         cache_dir=cache_dir,
     )
 
@@ -333,11 +338,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="train on the real patients alone (phantoms only validate)",
     )
+    parser.add_argument(
+        "--liver-reference-hu",
+        type=float,
+        default=None,
+        help="shift each CT so its liver's median HU lands here (input relative to the liver)",
+    )
     args = parser.parse_args(argv)
+    preprocess = {}
+    if args.liver_reference_hu is not None:
+        preprocess["liver_reference_hu"] = args.liver_reference_hu
     recipe = Recipe(
         seed=args.seed,
         anatomy=AnatomyOptions(**dict.fromkeys(args.anatomy, True)),
         train_phantoms=not args.real_only,
+        preprocess=preprocess,
     )
     table = run_tumour_loo(args.data, args.out, recipe, args.liver_model, args.export)
     columns = [

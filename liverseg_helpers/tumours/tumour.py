@@ -121,6 +121,7 @@ def predict_tumour_probs(
     # only), and z is a row of its slices: give it the whole height too.
     pad = settings.context_slices if settings.view == "axial" else len(volume_hu)
     s0, s1 = max(0, z0 - pad), min(len(volume_hu), z1 + pad)
+    volume_hu = preprocess.shift_to_liver_reference(volume_hu, liver, settings, "tumour stage")
     crop = volume_hu[s0:s1, r0:r1, c0:c1]
     crop_probs = predict.predict_volume(
         tumour_model, crop, settings, batch_size, spacing_mm, precision="float32"
