@@ -98,10 +98,10 @@ def main() -> None:
         if path in args.cases:
             tumour_ids.append(case.case_id)
     chosen = leave_one_out(scores, tumour_ids)
+    negatives = [case_id for case_id in scores if case_id not in tumour_ids]
     rows = []
     for held_out, rule in chosen.items():
         row = {"patient": held_out, **vars(rule), **scores[held_out][rule]}
-        negatives = [c for c in scores if c not in tumour_ids]
         row["false_lesions_on_negatives"] = sum(
             scores[c][rule]["n_false_lesions"] for c in negatives
         )

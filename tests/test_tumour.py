@@ -300,3 +300,25 @@ def test_tumour_split_puts_lesion_patients_in_validation_and_keeps_the_liver_tes
         split_mod.split_patients_with_lesions(ids, ["p01"], 2, 0, 0)
     with pytest.raises(DataError, match="not in the cohort"):
         split_mod.split_patients_with_lesions(ids, ["p01", "x"], 2, 0, 0)
+
+
+def test_tumour_stage_applies_the_liver_reference_of_its_settings():
+    """With ``liver_reference_hu`` the stage sees the CT shifted to its liver's median."""
+    import dataclasses
+
+    case = make_case()
+    liver = case.masks["liver"]
+    model = threshold_model(32, -40.0, 20.0)
+    absolute = preprocess.tumour_settings(
+        dataclasses.make_dataclass("Size", ["image_size", "context_slices", "non_liver_fraction"])(
+            32, 0, 0.25
+        )
+    )
+    relative = dataclasses.replace(absolute, liver_reference_hu=150.0)
+    probs = tumour.predict_tumour_probs(model, relative, case.volume, liver, SPACING)
+    shifted = case.volume.astype(np.float32) + (150.0 - np.median(case.volume[liver]))
+    assert np.array_equal(
+        probs, tumour.predict_tumour_probs(model, absolute, shifted, liver, SPACING)
+    )
+    unshifted = tumour.predict_tumour_probs(model, absolute, case.volume, liver, SPACING)
+    assert np.abs(probs - unshifted).max() > 0.5

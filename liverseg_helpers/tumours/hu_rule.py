@@ -23,7 +23,7 @@ import numpy as np
 from scipy import ndimage
 
 from liverseg_helpers.errors import DataError
-from liverseg_helpers.tumours.tumour import remove_small_lesions
+from liverseg_helpers.tumours.tumour import remove_lesions_below_ml
 
 
 @dataclass(frozen=True)
@@ -83,9 +83,7 @@ def threshold_smoothed(
     reference = float(np.median(smoothed_hu[liver]))
     inside = ndimage.binary_erosion(liver, iterations=rule.erosion_px) if rule.erosion_px else liver
     tumour = inside & (smoothed_hu < reference - rule.offset_hu)
-    voxel_ml = float(np.prod(spacing_mm)) / 1000.0
-    min_voxels = int(np.ceil(rule.min_lesion_ml / voxel_ml)) if rule.min_lesion_ml > 0 else 0
-    return remove_small_lesions(tumour, min_voxels)
+    return remove_lesions_below_ml(tumour, rule.min_lesion_ml, float(np.prod(spacing_mm)) / 1000.0)
 
 
 def hu_rule_tumours(

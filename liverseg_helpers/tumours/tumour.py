@@ -87,6 +87,12 @@ def remove_small_lesions(mask: np.ndarray, min_voxels: int) -> np.ndarray:
     return cc3d.dust(mask.astype(np.uint8), threshold=int(min_voxels), connectivity=26) > 0
 
 
+def remove_lesions_below_ml(mask: np.ndarray, min_lesion_ml: float, voxel_ml: float) -> np.ndarray:
+    """:func:`remove_small_lesions` with the smallest lesion in mL (0 keeps everything)."""
+    min_voxels = int(np.ceil(min_lesion_ml / voxel_ml)) if min_lesion_ml > 0 else 0
+    return remove_small_lesions(mask, min_voxels)
+
+
 def predict_tumour_probs(
     tumour_model: Any,
     settings: preprocess.PreprocessSettings,
@@ -121,8 +127,10 @@ def predict_tumour_probs(
     # only), and z is a row of its slices: give it the whole height too.
     pad = settings.context_slices if settings.view == "axial" else len(volume_hu)
     s0, s1 = max(0, z0 - pad), min(len(volume_hu), z1 + pad)
-    volume_hu = preprocess.shift_to_liver_reference(volume_hu, liver, settings, "tumour stage")
-    crop = volume_hu[s0:s1, r0:r1, c0:c1]
+    # The crop holds every liver voxel, so shifting it alone gives the same liver median.
+    crop = preprocess.shift_to_liver_reference(
+        volume_hu[s0:s1, r0:r1, c0:c1], liver[s0:s1, r0:r1, c0:c1], settings, "tumour stage"
+    )
     crop_probs = predict.predict_volume(
         tumour_model, crop, settings, batch_size, spacing_mm, precision="float32"
     )
@@ -180,8 +188,7 @@ def predict_tumours(
         model, settings, case.volume, liver, case.spacing_mm, crop_margin_px, batch_size
     )
     tumour = (probs > threshold) & liver  # a liver lesion lies in the liver, by definition
-    min_voxels = int(np.ceil(min_lesion_ml / case.voxel_volume_ml)) if min_lesion_ml > 0 else 0
-    tumour = remove_small_lesions(tumour, min_voxels)
+    tumour = remove_lesions_below_ml(tumour, min_lesion_ml, case.voxel_volume_ml)
     labels = liver.astype(np.uint8) * LIVER_LABEL
     labels[tumour] = TUMOUR_LABEL
     return labels
