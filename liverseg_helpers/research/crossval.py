@@ -216,9 +216,11 @@ def run_fold(variant_name: str, cfg, checkpoint: str = "last") -> dict:
     run_dir, cohort_dir = Path(cfg.run_dir), Path(cfg.data_dir)
     done = run_dir / "metrics.json"
     if done.exists():
-        check_same_training(run_dir, cfg.seed, cfg.profile, cfg.overrides)
+        check_same_training(run_dir, cfg.seed, cfg.profile, cfg.overrides, cfg.preprocess)
         return json.loads(done.read_text())
-    cfg.resume = started_same_training(run_dir, cfg.seed, cfg.profile, cfg.overrides)
+    cfg.resume = started_same_training(
+        run_dir, cfg.seed, cfg.profile, cfg.overrides, cfg.preprocess
+    )
     result = train.train(cfg)
     test_id = cfg.split["test"][0]
     used = read_split_without(run_dir / "split.json", test_id)

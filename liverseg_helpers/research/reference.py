@@ -68,7 +68,7 @@ def train_reference(
         overrides,
         real_repeat(chosen, split["train"], real_ids),
     )
-    cfg.resume = started_same_training(run_dir, seed, profile, cfg.overrides)
+    cfg.resume = started_same_training(run_dir, seed, profile, cfg.overrides, cfg.preprocess)
     return train.train(cfg)
 
 

@@ -194,9 +194,11 @@ def train_or_resume(cfg) -> Path:
 
     run_dir = Path(cfg.run_dir)
     if (run_dir / "metrics.json").exists():
-        check_same_training(run_dir, cfg.seed, cfg.profile, cfg.overrides)
+        check_same_training(run_dir, cfg.seed, cfg.profile, cfg.overrides, cfg.preprocess)
     else:
-        cfg.resume = started_same_training(run_dir, cfg.seed, cfg.profile, cfg.overrides)
+        cfg.resume = started_same_training(
+            run_dir, cfg.seed, cfg.profile, cfg.overrides, cfg.preprocess
+        )
         train.train(cfg)
     return run_dir / "last.keras"
 

@@ -19,21 +19,34 @@ from liverseg_helpers.errors import DataError
 STATE_FILE = "training_state.json"  # written by fit.py after every epoch, read to resume
 
 
-def check_same_training(run_dir: Path, seed: int, profile: str, overrides: dict) -> None:
+def check_same_training(
+    run_dir: Path, seed: int, profile: str, overrides: dict, preprocess: dict | None = None
+) -> None:
     """Refuse to reuse a run folder whose ``config.json`` records another training.
 
     Reusing it would report (or ship) another seed's or recipe's model under this one's name;
     resuming it would mix two recipes in one model.
 
+    Args:
+        run_dir: The run folder.
+        seed, profile, overrides: The training asked for.
+        preprocess: Its preprocessing settings (``TrainConfig.preprocess``); None: not
+            compared. A ``config.json`` without them recorded the defaults (``{}``).
+
     Raises:
-        DataError: No ``config.json``, or another seed, profile or profile overrides.
+        DataError: No ``config.json``, or another seed, profile, profile overrides or
+            preprocessing settings.
     """
     config_path = run_dir / "config.json"
     if not config_path.exists():
         raise DataError(f"{run_dir}: a training without its config.json; move it away first")
     saved = json.loads(config_path.read_text())
     # Through JSON, as config.json stored it (tuples become lists).
-    wanted = json.loads(json.dumps({"seed": seed, "profile": profile, "overrides": overrides}))
+    wanted = {"seed": seed, "profile": profile, "overrides": overrides}
+    if preprocess is not None:
+        wanted["preprocess"] = preprocess
+        saved.setdefault("preprocess", {})
+    wanted = json.loads(json.dumps(wanted))
     differ = {k: saved.get(k) for k, v in wanted.items() if saved.get(k) != v}
     if differ:
         raise DataError(
@@ -42,16 +55,18 @@ def check_same_training(run_dir: Path, seed: int, profile: str, overrides: dict)
         )
 
 
-def started_same_training(run_dir: Path, seed: int, profile: str, overrides: dict) -> bool:
+def started_same_training(
+    run_dir: Path, seed: int, profile: str, overrides: dict, preprocess: dict | None = None
+) -> bool:
     """Whether ``run_dir`` holds a resumable training of this seed, profile and recipe.
 
     Raises:
-        DataError: It holds a training of another seed, profile or recipe
+        DataError: It holds a training of another seed, profile, recipe or preprocessing
             (:func:`check_same_training`).
     """
     if not ((run_dir / STATE_FILE).exists() and (run_dir / "last.keras").exists()):
         return False
-    check_same_training(run_dir, seed, profile, overrides)
+    check_same_training(run_dir, seed, profile, overrides, preprocess)
     return True
 
 
