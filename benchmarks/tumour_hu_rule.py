@@ -18,7 +18,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import time
 
@@ -27,21 +26,6 @@ import pandas as pd
 
 from liverseg_helpers import io
 from liverseg_helpers.tumours import hu_rule, lesion_eval
-
-OFFSETS_HU = (10, 15, 20, 25, 30, 35, 40)
-SMOOTH_MM = (2.0, 4.0)
-EROSION_PX = (0, 2)
-MIN_LESION_ML = (0.2, 1.0)
-
-
-def grid() -> list[hu_rule.HuRule]:
-    """Every rule the benchmark tries, in a fixed order (ties go to the first)."""
-    return [
-        hu_rule.HuRule(offset, smooth, erosion, min_ml)
-        for smooth, offset, erosion, min_ml in itertools.product(
-            SMOOTH_MM, OFFSETS_HU, EROSION_PX, MIN_LESION_ML
-        )
-    ]
 
 
 def score_grid(case, rules: list[hu_rule.HuRule]) -> dict[hu_rule.HuRule, dict]:
@@ -53,32 +37,12 @@ def score_grid(case, rules: list[hu_rule.HuRule]) -> dict[hu_rule.HuRule, dict]:
     true_labels = liver_box.astype(np.uint8)
     if truth is not None:
         true_labels[truth[box]] = 2
-    smoothed = {}
     scores = {}
-    for rule in rules:
-        if rule.smooth_mm not in smoothed:
-            smoothed[rule.smooth_mm] = hu_rule.smooth_inplane(
-                case.volume[box], case.spacing_mm[1], rule.smooth_mm
-            )
-        tumour = hu_rule.threshold_smoothed(
-            smoothed[rule.smooth_mm], liver_box, case.spacing_mm, rule
-        )
+    for rule, tumour in hu_rule.rule_masks(case.volume[box], liver_box, case.spacing_mm, rules):
         pred_labels = liver_box.astype(np.uint8)
         pred_labels[tumour] = 2
         scores[rule] = lesion_eval.evaluate_tumours(pred_labels, true_labels, case.spacing_mm)
     return scores
-
-
-def leave_one_out(scores: dict[str, dict], tumour_ids: list[str]) -> dict[str, hu_rule.HuRule]:
-    """For each tumour patient, the rule with the best mean Dice on the other tumour patients."""
-    rules = list(next(iter(scores.values())))
-    chosen = {}
-    for held_out in tumour_ids:
-        others = [case_id for case_id in tumour_ids if case_id != held_out]
-        chosen[held_out] = max(
-            rules, key=lambda r: np.mean([scores[o][r]["tumour_dice"] for o in others])
-        )
-    return chosen
 
 
 def main() -> None:
@@ -90,14 +54,14 @@ def main() -> None:
     if len(args.cases) < 2:
         parser.error("leave-one-out needs at least two tumour patients")
     start = time.perf_counter()
-    rules = grid()
+    rules = hu_rule.rule_grid()
     scores, tumour_ids = {}, []
     for path in args.cases + args.negative:
         case = io.load_case(path)
         scores[case.case_id] = score_grid(case, rules)
         if path in args.cases:
             tumour_ids.append(case.case_id)
-    chosen = leave_one_out(scores, tumour_ids)
+    chosen = lesion_eval.choose_leave_one_out(scores, tumour_ids)
     negatives = [case_id for case_id in scores if case_id not in tumour_ids]
     rows = []
     for held_out, rule in chosen.items():

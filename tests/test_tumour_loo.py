@@ -6,6 +6,7 @@ import json
 import os
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 keras = pytest.importorskip("keras")
@@ -100,3 +101,22 @@ def test_tumour_loo_smoke_resumes_and_exports(tmp_path):
     again = tumour_loo.run_tumour_loo([hosp_a, hosp_b], out, recipe)
     assert (out / "fold_pat_a" / "last.keras").stat().st_mtime == mtime
     assert again["tumour_dice"].tolist() == pytest.approx(table["tumour_dice"].tolist())
+
+    # the folds' out-of-fold probabilities are kept once and read back by research.tumour_oof
+    from liverseg_helpers.research import tumour_oof
+
+    choices, lesions = tumour_oof.run_tumour_oof(out, seen=True)
+    assert sorted(set(choices["patient"])) == ["pat_a", "pat_b"]
+    assert set(choices["way"]) == {"threshold", "gated rule", "own best threshold"}
+    assert sorted(set(lesions["patient"])) == ["pat_a", "pat_b"]
+    assert lesions["max_prob"].between(0, 1).all()
+    cached = out / tumour_oof.PROBS_DIR / "pat_a.npy"
+    mtime = cached.stat().st_mtime
+    tumour_oof.run_tumour_oof(out)
+    assert cached.stat().st_mtime == mtime
+    assert (out / "oof_choices.csv").exists() and (out / "oof_lesions.csv").exists()
+    seen = pd.read_csv(out / "oof_seen.csv")
+    assert sorted(zip(seen["fold"], seen["patient"], strict=True)) == [
+        ("pat_a", "pat_b"),
+        ("pat_b", "pat_a"),
+    ]

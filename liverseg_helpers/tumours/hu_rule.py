@@ -17,6 +17,8 @@ HCC) are out of its reach by design.
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,6 +44,23 @@ class HuRule:
     smooth_mm: float = 4.0
     erosion_px: int = 2
     min_lesion_ml: float = 1.0
+
+
+# The rules the research bench chooses from (benchmarks/tumour_hu_rule.py, research.tumour_oof).
+GRID_OFFSETS_HU = (10, 15, 20, 25, 30, 35, 40)
+GRID_SMOOTH_MM = (2.0, 4.0)
+GRID_EROSION_PX = (0, 2)
+GRID_MIN_LESION_ML = (0.2, 1.0)
+
+
+def rule_grid() -> list[HuRule]:
+    """Every rule of the research bench's grid, in a fixed order (ties go to the first)."""
+    return [
+        HuRule(offset, smooth, erosion, min_ml)
+        for smooth, offset, erosion, min_ml in itertools.product(
+            GRID_SMOOTH_MM, GRID_OFFSETS_HU, GRID_EROSION_PX, GRID_MIN_LESION_ML
+        )
+    ]
 
 
 def liver_box(liver: np.ndarray) -> tuple[slice, slice, slice]:
@@ -114,3 +133,27 @@ def hu_rule_tumours(
     tumour = np.zeros(liver.shape, dtype=bool)
     tumour[box] = threshold_smoothed(smoothed, liver[box], spacing_mm, rule)
     return tumour
+
+
+def rule_masks(
+    volume_hu: np.ndarray,
+    liver: np.ndarray,
+    spacing_mm: tuple[float, float, float],
+    rules: list[HuRule],
+) -> Iterator[tuple[HuRule, np.ndarray]]:
+    """Each rule's tumour mask on one CT, smoothing once per ``smooth_mm`` (for a grid).
+
+    Args:
+        volume_hu: CT (or the liver's box of it, :func:`liver_box`) in HU.
+        liver: bool mask of the same shape.
+        spacing_mm: Voxel size ``(z, y, x)``.
+        rules: The rules, e.g. :func:`rule_grid`.
+
+    Yields:
+        ``(rule, bool tumour mask)`` in the order of ``rules``.
+    """
+    smoothed: dict[float, np.ndarray] = {}
+    for rule in rules:
+        if rule.smooth_mm not in smoothed:
+            smoothed[rule.smooth_mm] = smooth_inplane(volume_hu, spacing_mm[1], rule.smooth_mm)
+        yield rule, threshold_smoothed(smoothed[rule.smooth_mm], liver, spacing_mm, rule)

@@ -31,6 +31,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -255,6 +256,34 @@ def pooled_row(table: pd.DataFrame, global_dice_value: float = float("nan")) -> 
         global_dice=global_dice_value,
     )
     return cohort
+
+
+def choose_leave_one_out(
+    scores: Mapping[str, Mapping[Any, dict]], case_ids: list[str], key: str = "tumour_dice"
+) -> dict[str, Any]:
+    """For each patient, the choice with the best mean ``key`` on the *other* patients.
+
+    So no patient's own errors choose the numbers it is scored with.
+
+    Args:
+        scores: ``{case_id: {choice: evaluate_tumours(...) dict}}``, the same choices, in the
+            same order, for every patient (ties go to the first).
+        case_ids: The patients to choose for (and from); at least two.
+
+    Returns:
+        ``{case_id: chosen choice}``.
+
+    Raises:
+        DataError: Fewer than two patients.
+    """
+    if len(case_ids) < 2:
+        raise DataError(f"leave-one-out needs at least two patients, got {list(case_ids)}")
+    choices = list(scores[case_ids[0]])
+    chosen = {}
+    for held_out in case_ids:
+        others = [case_id for case_id in case_ids if case_id != held_out]
+        chosen[held_out] = max(choices, key=lambda c: np.mean([scores[o][c][key] for o in others]))
+    return chosen
 
 
 def save_tumour_metrics_csv(table: pd.DataFrame, path: str | os.PathLike) -> Path:
