@@ -21,28 +21,10 @@ import argparse
 import json
 import time
 
-import numpy as np
 import pandas as pd
 
 from liverseg_helpers import io
 from liverseg_helpers.tumours import hu_rule, lesion_eval
-
-
-def score_grid(case, rules: list[hu_rule.HuRule]) -> dict[hu_rule.HuRule, dict]:
-    """``evaluate_tumours`` of every rule on one case, inside the true liver's box."""
-    liver = case.masks["liver"]
-    truth = case.masks.get("tumour")
-    box = hu_rule.liver_box(liver)
-    liver_box = liver[box]
-    true_labels = liver_box.astype(np.uint8)
-    if truth is not None:
-        true_labels[truth[box]] = 2
-    scores = {}
-    for rule, tumour in hu_rule.rule_masks(case.volume[box], liver_box, case.spacing_mm, rules):
-        pred_labels = liver_box.astype(np.uint8)
-        pred_labels[tumour] = 2
-        scores[rule] = lesion_eval.evaluate_tumours(pred_labels, true_labels, case.spacing_mm)
-    return scores
 
 
 def main() -> None:
@@ -58,7 +40,7 @@ def main() -> None:
     scores, tumour_ids = {}, []
     for path in args.cases + args.negative:
         case = io.load_case(path)
-        scores[case.case_id] = score_grid(case, rules)
+        scores[case.case_id] = hu_rule.score_rules(case, rules)
         if path in args.cases:
             tumour_ids.append(case.case_id)
     chosen = lesion_eval.choose_leave_one_out(scores, tumour_ids)

@@ -9,10 +9,11 @@ liver darker), and call tumour every voxel darker than the liver's median HU by 
 reference, so the rule does not depend on the scanner's calibration or the contrast phase's
 absolute HU, only on the lesion's contrast against its own liver.
 
-A trained stage two (:mod:`liverseg_helpers.tumours.tumour`) should beat this rule; the
-research bench's ``benchmarks/tumour_hu_rule.py`` measures whether it does, with the rule's
-numbers chosen leave-one-patient-out. Lesions brighter than the liver (an arterial-phase
-HCC) are out of its reach by design.
+A trained stage two (:mod:`liverseg_helpers.tumours.tumour`) should beat this rule.
+:func:`choose_rule` picks the four numbers from :func:`rule_grid` on training patients (notebook
+06 compares the rule so chosen with the network on its test patients); the research bench's
+``benchmarks/tumour_hu_rule.py`` chooses them leave-one-patient-out on real CT. Lesions
+brighter than the liver (an arterial-phase HCC) are out of its reach by design.
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ import numpy as np
 from scipy import ndimage
 
 from liverseg_helpers.errors import DataError
-from liverseg_helpers.tumours.tumour import remove_lesions_below_ml
+from liverseg_helpers.io.case import Case
+from liverseg_helpers.tumours import lesion_eval
+from liverseg_helpers.tumours.tumour import LIVER_LABEL, TUMOUR_LABEL, remove_lesions_below_ml
 
 
 @dataclass(frozen=True)
@@ -157,3 +160,66 @@ def rule_masks(
         if rule.smooth_mm not in smoothed:
             smoothed[rule.smooth_mm] = smooth_inplane(volume_hu, spacing_mm[1], rule.smooth_mm)
         yield rule, threshold_smoothed(smoothed[rule.smooth_mm], liver, spacing_mm, rule)
+
+
+def score_rules(case: Case, rules: list[HuRule]) -> dict[HuRule, dict]:
+    """``lesion_eval.evaluate_tumours`` of every rule on one case with its true liver.
+
+    Scored inside the liver's box (outside it the rule finds nothing and the truth has no
+    tumour, so the scores are those of the whole CT).
+
+    Raises:
+        DataError: The case has no liver mask, or an empty one.
+    """
+    if "liver" not in case.masks:
+        raise DataError(f"{case.source or case.case_id}: no liver mask to run the HU rule in")
+    liver = case.masks["liver"]
+    box = liver_box(liver)
+    true_labels = liver[box].astype(np.uint8) * LIVER_LABEL
+    truth = case.masks.get("tumour")
+    if truth is not None:
+        true_labels[truth[box]] = TUMOUR_LABEL
+    scores = {}
+    for rule, tumour in rule_masks(case.volume[box], liver[box], case.spacing_mm, rules):
+        pred_labels = liver[box].astype(np.uint8) * LIVER_LABEL
+        pred_labels[tumour] = TUMOUR_LABEL
+        scores[rule] = lesion_eval.evaluate_tumours(pred_labels, true_labels, case.spacing_mm)
+    return scores
+
+
+def choose_rule(cases: list[Case], rules: list[HuRule] | None = None) -> HuRule:
+    """The rule with the best mean tumour Dice over the cases that have a tumour.
+
+    Choose on training patients and score the rule, unchanged, on test patients.
+
+    Args:
+        cases: Patients with liver and tumour masks (tumour-free ones are skipped).
+        rules: The candidates; default :func:`rule_grid` (ties go to the first).
+
+    Raises:
+        DataError: No case has a tumour.
+    """
+    rules = rule_grid() if rules is None else rules
+    with_tumour = [
+        c for c in cases if c.masks.get("tumour") is not None and c.masks["tumour"].any()
+    ]
+    if not with_tumour:
+        raise DataError(
+            f"choose_rule: none of {[c.case_id for c in cases]} has a tumour to choose a rule on"
+        )
+    scores = [score_rules(case, rules) for case in with_tumour]
+    return max(rules, key=lambda rule: np.mean([s[rule]["tumour_dice"] for s in scores]))
+
+
+def rule_labels(case: Case, rule: HuRule, liver: np.ndarray | None = None) -> np.ndarray:
+    """The rule as a cascade's label map: 0 background, 1 liver, 2 tumour.
+
+    Args:
+        case: The CT (in HU).
+        rule: The rule's numbers.
+        liver: bool liver mask; default the case's own (true) liver.
+    """
+    liver = case.masks["liver"] if liver is None else np.asarray(liver) != 0
+    labels = liver.astype(np.uint8) * LIVER_LABEL
+    labels[hu_rule_tumours(case.volume, liver, case.spacing_mm, rule)] = TUMOUR_LABEL
+    return labels
