@@ -114,6 +114,10 @@ def test_tumour_loo_smoke_resumes_and_exports(tmp_path):
     mtime = cached.stat().st_mtime
     tumour_oof.run_tumour_oof(out)
     assert cached.stat().st_mtime == mtime
+    later = mtime + 10  # a fold trained again: its probabilities are predicted again
+    os.utime(out / "fold_pat_a" / "last.keras", (later, later))
+    tumour_oof.run_tumour_oof(out)
+    assert cached.stat().st_mtime > mtime
     assert (out / "oof_choices.csv").exists() and (out / "oof_lesions.csv").exists()
     seen = pd.read_csv(out / "oof_seen.csv")
     assert sorted(zip(seen["fold"], seen["patient"], strict=True)) == [

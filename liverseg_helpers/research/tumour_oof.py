@@ -80,7 +80,8 @@ def fold_patient(loo_dir: Path, fold_id: str, case_id: str) -> FoldPatient:
     """Fold ``fold_id``'s model on patient ``case_id``, inside the patient's true liver box.
 
     Its own test patient's probabilities (out-of-fold) are predicted once and kept under
-    ``<loo>/oof_probs/``; any other patient's (one it trained on) are predicted each time.
+    ``<loo>/oof_probs/`` (predicted again when the fold's ``last.keras`` is newer than them);
+    any other patient's (one it trained on) are predicted each time.
 
     Raises:
         DataError: The fold trained on its own test patient, or a model or patient is missing.
@@ -94,11 +95,12 @@ def fold_patient(loo_dir: Path, fold_id: str, case_id: str) -> FoldPatient:
     case = io.load_case(loo_dir / "cohort" / case_id)
     liver = case.masks["liver"]
     box = hu_rule.liver_box(liver)
-    cached = loo_dir / PROBS_DIR / f"{case_id}.npy"
-    if case_id == fold_id and cached.exists():
+    cached, model_path = loo_dir / PROBS_DIR / f"{case_id}.npy", fold / "last.keras"
+    fresh = cached.exists() and cached.stat().st_mtime >= model_path.stat().st_mtime
+    if case_id == fold_id and fresh:
         probs = np.load(cached)
     else:
-        model, settings = tumour.load_tumour_model(fold / "last.keras")
+        model, settings = tumour.load_tumour_model(model_path)
         probs = tumour.predict_tumour_probs(model, settings, case.volume, liver, case.spacing_mm)[
             box
         ].astype(np.float16)
