@@ -207,8 +207,8 @@ def choose_rule(cases: list[Case], rules: list[HuRule] | None = None) -> HuRule:
         raise DataError(
             f"choose_rule: none of {[c.case_id for c in cases]} has a tumour to choose a rule on"
         )
-    scores = [score_rules(case, rules) for case in with_tumour]
-    return max(rules, key=lambda rule: np.mean([s[rule]["tumour_dice"] for s in scores]))
+    scores = {case.case_id: score_rules(case, rules) for case in with_tumour}
+    return lesion_eval.best_choice(scores, list(scores))
 
 
 def rule_labels(case: Case, rule: HuRule, liver: np.ndarray | None = None) -> np.ndarray:

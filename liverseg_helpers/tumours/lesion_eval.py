@@ -258,6 +258,20 @@ def pooled_row(table: pd.DataFrame, global_dice_value: float = float("nan")) -> 
     return cohort
 
 
+def best_choice(
+    scores: Mapping[str, Mapping[Any, dict]], case_ids: list[str], key: str = "tumour_dice"
+) -> Any:
+    """The choice with the best mean ``key`` over ``case_ids``.
+
+    Args:
+        scores: ``{case_id: {choice: evaluate_tumours(...) dict}}``, the same choices, in the
+            same order, for every patient (ties go to the first).
+        case_ids: The patients to average over; at least one.
+    """
+    choices = list(scores[case_ids[0]])
+    return max(choices, key=lambda c: np.mean([scores[i][c][key] for i in case_ids]))
+
+
 def choose_leave_one_out(
     scores: Mapping[str, Mapping[Any, dict]], case_ids: list[str], key: str = "tumour_dice"
 ) -> dict[str, Any]:
@@ -266,8 +280,7 @@ def choose_leave_one_out(
     So no patient's own errors choose the numbers it is scored with.
 
     Args:
-        scores: ``{case_id: {choice: evaluate_tumours(...) dict}}``, the same choices, in the
-            same order, for every patient (ties go to the first).
+        scores: As for :func:`best_choice`.
         case_ids: The patients to choose for (and from); at least two.
 
     Returns:
@@ -278,12 +291,10 @@ def choose_leave_one_out(
     """
     if len(case_ids) < 2:
         raise DataError(f"leave-one-out needs at least two patients, got {list(case_ids)}")
-    choices = list(scores[case_ids[0]])
-    chosen = {}
-    for held_out in case_ids:
-        others = [case_id for case_id in case_ids if case_id != held_out]
-        chosen[held_out] = max(choices, key=lambda c: np.mean([scores[o][c][key] for o in others]))
-    return chosen
+    return {
+        held_out: best_choice(scores, [c for c in case_ids if c != held_out], key)
+        for held_out in case_ids
+    }
 
 
 def save_tumour_metrics_csv(table: pd.DataFrame, path: str | os.PathLike) -> Path:
