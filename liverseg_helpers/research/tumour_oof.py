@@ -240,7 +240,7 @@ def choose_and_score(scored: dict[str, dict[str, dict]]) -> pd.DataFrame:
         for case_id, choice in lesion_eval.choose_leave_one_out(by_patient, ids).items():
             rows.append(_row(case_id, way, describe(choice), by_patient[case_id][choice]))
     for case_id, by_threshold in scored["threshold"].items():
-        best = max(by_threshold, key=lambda t: by_threshold[t]["tumour_dice"])
+        best = lesion_eval.best_choice(scored["threshold"], [case_id])
         rows.append(_row(case_id, "own best threshold", describe(best), by_threshold[best]))
     return pd.DataFrame(rows)
 
