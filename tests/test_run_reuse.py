@@ -53,7 +53,6 @@ def test_other_preprocessing_is_refused_with_the_folder_named(tmp_path, saved, w
 def test_a_folder_without_preprocess_recorded_matches_the_defaults(tmp_path):
     run = write_run(tmp_path / "run", None)
     check_same_training(run, 42, "course", OVERRIDES, {})
-    check_same_training(run, 42, "course", OVERRIDES)  # None: not compared
 
 
 def test_another_seed_is_refused(tmp_path):

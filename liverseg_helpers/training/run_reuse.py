@@ -20,7 +20,7 @@ STATE_FILE = "training_state.json"  # written by fit.py after every epoch, read 
 
 
 def check_same_training(
-    run_dir: Path, seed: int, profile: str, overrides: dict, preprocess: dict | None = None
+    run_dir: Path, seed: int, profile: str, overrides: dict, preprocess: dict
 ) -> None:
     """Refuse to reuse a run folder whose ``config.json`` records another training.
 
@@ -30,8 +30,8 @@ def check_same_training(
     Args:
         run_dir: The run folder.
         seed, profile, overrides: The training asked for.
-        preprocess: Its preprocessing settings (``TrainConfig.preprocess``); None: not
-            compared. A ``config.json`` without them recorded the defaults (``{}``).
+        preprocess: Its preprocessing settings (``TrainConfig.preprocess``). A
+            ``config.json`` without them recorded the defaults (``{}``).
 
     Raises:
         DataError: No ``config.json``, or another seed, profile, profile overrides or
@@ -42,10 +42,8 @@ def check_same_training(
         raise DataError(f"{run_dir}: a training without its config.json; move it away first")
     saved = json.loads(config_path.read_text())
     # Through JSON, as config.json stored it (tuples become lists).
-    wanted = {"seed": seed, "profile": profile, "overrides": overrides}
-    if preprocess is not None:
-        wanted["preprocess"] = preprocess
-        saved.setdefault("preprocess", {})
+    saved.setdefault("preprocess", {})
+    wanted = {"seed": seed, "profile": profile, "overrides": overrides, "preprocess": preprocess}
     wanted = json.loads(json.dumps(wanted))
     differ = {k: saved.get(k) for k, v in wanted.items() if saved.get(k) != v}
     if differ:
@@ -56,7 +54,7 @@ def check_same_training(
 
 
 def started_same_training(
-    run_dir: Path, seed: int, profile: str, overrides: dict, preprocess: dict | None = None
+    run_dir: Path, seed: int, profile: str, overrides: dict, preprocess: dict
 ) -> bool:
     """Whether ``run_dir`` holds a resumable training of this seed, profile and recipe.
 
