@@ -160,10 +160,9 @@ def gate_lesions(candidates: np.ndarray, probs: np.ndarray, gate: float) -> np.n
 
 
 def _scores(patient: FoldPatient, tumour_mask: np.ndarray) -> dict:
-    from liverseg_helpers.tumours import lesion_eval
+    from liverseg_helpers.tumours import lesion_eval, tumour
 
-    pred = patient.liver.astype(np.uint8)
-    pred[tumour_mask & patient.liver] = 2
+    pred = tumour.label_map(patient.liver, tumour_mask)
     return lesion_eval.evaluate_tumours(pred, patient.true_labels, patient.spacing_mm)
 
 
@@ -200,7 +199,7 @@ def lesion_probabilities(patient: FoldPatient) -> list[dict]:
     """The network's probabilities inside each true lesion (26-connected components)."""
     from liverseg_helpers.tumours import tumour
 
-    lesions = tumour.label_lesions(patient.true_labels == 2)
+    lesions = tumour.label_lesions(patient.true_labels == tumour.TUMOUR_LABEL)
     voxel_ml = float(np.prod(patient.spacing_mm)) / 1000.0
     rows = []
     for lesion_id in range(1, int(lesions.max()) + 1):

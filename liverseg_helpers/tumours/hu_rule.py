@@ -28,7 +28,7 @@ from scipy import ndimage
 from liverseg_helpers.errors import DataError
 from liverseg_helpers.io.case import Case
 from liverseg_helpers.tumours import lesion_eval
-from liverseg_helpers.tumours.tumour import LIVER_LABEL, TUMOUR_LABEL, remove_lesions_below_ml
+from liverseg_helpers.tumours.tumour import label_map, labels_from_case, remove_lesions_below_ml
 
 
 @dataclass(frozen=True)
@@ -169,21 +169,16 @@ def score_rules(case: Case, rules: list[HuRule]) -> dict[HuRule, dict]:
     tumour, so the scores are those of the whole CT).
 
     Raises:
-        DataError: The case has no liver mask, or an empty one.
+        DataError: The case has no liver mask (``tumour.labels_from_case``), or an empty one.
     """
-    if "liver" not in case.masks:
-        raise DataError(f"{case.source or case.case_id}: no liver mask to run the HU rule in")
+    true_labels = labels_from_case(case)
     liver = case.masks["liver"]
     box = liver_box(liver)
-    true_labels = liver[box].astype(np.uint8) * LIVER_LABEL
-    truth = case.masks.get("tumour")
-    if truth is not None:
-        true_labels[truth[box]] = TUMOUR_LABEL
     scores = {}
     for rule, tumour in rule_masks(case.volume[box], liver[box], case.spacing_mm, rules):
-        pred_labels = liver[box].astype(np.uint8) * LIVER_LABEL
-        pred_labels[tumour] = TUMOUR_LABEL
-        scores[rule] = lesion_eval.evaluate_tumours(pred_labels, true_labels, case.spacing_mm)
+        scores[rule] = lesion_eval.evaluate_tumours(
+            label_map(liver[box], tumour), true_labels[box], case.spacing_mm
+        )
     return scores
 
 
@@ -220,6 +215,4 @@ def rule_labels(case: Case, rule: HuRule, liver: np.ndarray | None = None) -> np
         liver: bool liver mask; default the case's own (true) liver.
     """
     liver = case.masks["liver"] if liver is None else np.asarray(liver) != 0
-    labels = liver.astype(np.uint8) * LIVER_LABEL
-    labels[hu_rule_tumours(case.volume, liver, case.spacing_mm, rule)] = TUMOUR_LABEL
-    return labels
+    return label_map(liver, hu_rule_tumours(case.volume, liver, case.spacing_mm, rule))

@@ -188,10 +188,7 @@ def predict_tumours(
         model, settings, case.volume, liver, case.spacing_mm, crop_margin_px, batch_size
     )
     tumour = (probs > threshold) & liver  # a liver lesion lies in the liver, by definition
-    tumour = remove_lesions_below_ml(tumour, min_lesion_ml, case.voxel_volume_ml)
-    labels = liver.astype(np.uint8) * LIVER_LABEL
-    labels[tumour] = TUMOUR_LABEL
-    return labels
+    return label_map(liver, remove_lesions_below_ml(tumour, min_lesion_ml, case.voxel_volume_ml))
 
 
 def label_lesions(tumour: np.ndarray) -> np.ndarray:
@@ -308,6 +305,14 @@ def tumour_burden(labels: np.ndarray) -> float:
     return int(np.count_nonzero(labels == TUMOUR_LABEL)) / liver_voxels
 
 
+def label_map(liver: np.ndarray, tumour: np.ndarray) -> np.ndarray:
+    """A 0/1/2 label map from a liver and a tumour mask (tumour kept only inside the liver)."""
+    liver = np.asarray(liver).astype(bool)
+    labels = liver.astype(np.uint8) * LIVER_LABEL
+    labels[np.asarray(tumour).astype(bool) & liver] = TUMOUR_LABEL
+    return labels
+
+
 def labels_from_case(case: Case) -> np.ndarray:
     """The truth of a case as a 0/1/2 label map (tumour restricted to the liver).
 
@@ -316,12 +321,9 @@ def labels_from_case(case: Case) -> np.ndarray:
     """
     if "liver" not in case.masks:
         raise DataError(f"{case.case_id}: no liver mask (has {sorted(case.masks)})")
-    liver = case.masks["liver"].astype(bool)
-    labels = liver.astype(np.uint8)
+    liver = case.masks["liver"]
     tumour = case.masks.get("tumour")
-    if tumour is not None:
-        labels[tumour.astype(bool) & liver] = TUMOUR_LABEL
-    return labels
+    return label_map(liver, np.zeros(liver.shape, bool) if tumour is None else tumour)
 
 
 def resolve_tumour_model_path(model: str | None) -> Path:
