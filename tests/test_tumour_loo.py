@@ -113,11 +113,12 @@ def test_tumour_loo_smoke_resumes_and_exports(tmp_path):
     assert lesions["max_prob"].between(0, 1).all()
     cached = out / tumour_oof.PROBS_DIR / "pat_a.npy"
     mtime = cached.stat().st_mtime
-    kept = tumour_oof.fold_patient(out, "pat_a", "pat_a").probs
+    pat_a = io.load_case(hosp_a / "pat_a")
+    kept = tumour_oof.fold_patient(out, "pat_a", pat_a).probs
     assert cached.stat().st_mtime == mtime  # read back, not predicted again
     later = mtime + 10  # a fold trained again: its probabilities are predicted again
     os.utime(out / "fold_pat_a" / "last.keras", (later, later))
-    again = tumour_oof.fold_patient(out, "pat_a", "pat_a").probs
+    again = tumour_oof.fold_patient(out, "pat_a", pat_a).probs
     assert cached.stat().st_mtime > mtime
     assert np.array_equal(kept, again)  # the same model: the same probabilities
     assert (out / "oof_choices.csv").exists() and (out / "oof_lesions.csv").exists()

@@ -43,6 +43,7 @@ from scipy import ndimage
 
 from liverseg_helpers.atomic import atomic_file
 from liverseg_helpers.errors import DataError
+from liverseg_helpers.io.case import Case
 
 THRESHOLDS = (0.5, 0.3, 0.2, 0.1, 0.05, 0.02)
 GATES = (0.0, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5)
@@ -76,35 +77,48 @@ def fold_test_ids(loo_dir: Path) -> list[str]:
     return ids
 
 
-def fold_patient(loo_dir: Path, fold_id: str, case_id: str) -> FoldPatient:
-    """Fold ``fold_id``'s model on patient ``case_id``, inside the patient's true liver box.
+def fold_training_ids(loo_dir: Path, fold_id: str) -> list[str]:
+    """The patients fold ``fold_id`` trained on (its ``metrics.json``).
+
+    Raises:
+        DataError: The fold trained on its own test patient.
+    """
+    fold = loo_dir / f"fold_{fold_id}"
+    trained_on = json.loads((fold / "metrics.json").read_text())["train"]
+    if fold_id in trained_on:
+        raise DataError(f"{fold}: the fold trained on its test patient {fold_id}")
+    return trained_on
+
+
+def fold_patient(loo_dir: Path, fold_id: str, case: Case) -> FoldPatient:
+    """Fold ``fold_id``'s model on one patient, inside the patient's true liver box.
 
     Its own test patient's probabilities (out-of-fold) are predicted once and kept under
     ``<loo>/oof_probs/`` (predicted again when the fold's ``last.keras`` is newer than them);
     any other patient's (one it trained on) are predicted each time.
 
     Raises:
-        DataError: The fold trained on its own test patient, or a model or patient is missing.
+        DataError: The fold trained on its own test patient, or its model is missing.
     """
-    from liverseg_helpers import io
     from liverseg_helpers.tumours import hu_rule, tumour
 
-    fold = loo_dir / f"fold_{fold_id}"
-    if fold_id in json.loads((fold / "metrics.json").read_text())["train"]:
-        raise DataError(f"{fold}: the fold trained on its test patient {fold_id}")
-    case = io.load_case(loo_dir / "cohort" / case_id)
+    fold_training_ids(loo_dir, fold_id)
     liver = case.masks["liver"]
     box = hu_rule.liver_box(liver)
-    cached, model_path = loo_dir / PROBS_DIR / f"{case_id}.npy", fold / "last.keras"
+    own = case.case_id == fold_id
+    cached, model_path = (
+        loo_dir / PROBS_DIR / f"{case.case_id}.npy",
+        loo_dir / f"fold_{fold_id}" / "last.keras",
+    )
     fresh = cached.exists() and cached.stat().st_mtime >= model_path.stat().st_mtime
-    if case_id == fold_id and fresh:
+    if own and fresh:
         probs = np.load(cached)
     else:
         model, settings = tumour.load_tumour_model(model_path)
         probs = tumour.predict_tumour_probs(model, settings, case.volume, liver, case.spacing_mm)[
             box
         ].astype(np.float16)
-        if case_id == fold_id:
+        if own:
             cached.parent.mkdir(parents=True, exist_ok=True)
             with atomic_file(cached, suffix=".npy") as tmp:
                 np.save(tmp, probs)
@@ -112,7 +126,7 @@ def fold_patient(loo_dir: Path, fold_id: str, case_id: str) -> FoldPatient:
     if probs.shape != liver[box].shape:
         raise DataError(f"{cached}: shape {probs.shape} != the liver's box {liver[box].shape}")
     return FoldPatient(
-        case_id=case_id,
+        case_id=case.case_id,
         volume_hu=case.volume[box],
         liver=liver[box],
         true_labels=tumour.labels_from_case(case)[box],
@@ -121,12 +135,12 @@ def fold_patient(loo_dir: Path, fold_id: str, case_id: str) -> FoldPatient:
     )
 
 
-def seen_patient_rows(loo_dir: Path, fold_id: str, tumour_ids: Sequence[str]) -> list[dict]:
-    """Fold ``fold_id``'s scores at 0.5 on the tumour patients it trained on (for comparison)."""
-    trained_on = json.loads((loo_dir / f"fold_{fold_id}" / "metrics.json").read_text())["train"]
+def seen_patient_rows(loo_dir: Path, fold_id: str, cases: dict[str, Case]) -> list[dict]:
+    """Fold ``fold_id``'s scores at 0.5 on the tumour patients (of ``cases``) it trained on."""
+    trained_on = fold_training_ids(loo_dir, fold_id)
     rows = []
-    for case_id in (c for c in tumour_ids if c in trained_on):
-        patient = fold_patient(loo_dir, fold_id, case_id)
+    for case_id in (c for c in cases if c in trained_on):
+        patient = fold_patient(loo_dir, fold_id, cases[case_id])
         scores = score_thresholds(patient, (0.5,))[0.5]
         lesions = pd.DataFrame(lesion_probabilities(patient))
         rows.append(
@@ -284,12 +298,15 @@ def run_tumour_oof(
     Raises:
         DataError: Fewer than two finished folds, or a fold trained on its test patient.
     """
+    from liverseg_helpers import io
+
     loo_dir = Path(loo_dir)
     ids = fold_test_ids(loo_dir)
+    cases = {case_id: io.load_case(loo_dir / "cohort" / case_id) for case_id in ids}
     scored: dict[str, dict] = {"threshold": {}, "gated rule": {}}
     lesions = []
     for case_id in ids:
-        patient = fold_patient(loo_dir, case_id, case_id)
+        patient = fold_patient(loo_dir, case_id, cases[case_id])
         scored["threshold"][case_id] = score_thresholds(patient)
         scored["gated rule"][case_id] = score_gated_rules(patient)
         lesions += lesion_probabilities(patient)
@@ -297,7 +314,7 @@ def run_tumour_oof(
     table, lesion_table = choose_and_score(scored), pd.DataFrame(lesions)
     frames = [(table, "oof_choices.csv"), (lesion_table, "oof_lesions.csv")]
     if seen:
-        seen_rows = [row for fold_id in ids for row in seen_patient_rows(loo_dir, fold_id, ids)]
+        seen_rows = [row for fold_id in ids for row in seen_patient_rows(loo_dir, fold_id, cases)]
         frames.append((pd.DataFrame(seen_rows), "oof_seen.csv"))
     for frame, name in frames:
         with atomic_file(loo_dir / name) as tmp:
