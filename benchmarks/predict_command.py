@@ -5,13 +5,17 @@ mask (what a user waits for). Each run is a fresh process, as a user would start
 ``python -m liverseg_helpers.cli predict INPUT --out OUT``, timed from outside, with its peak
 memory from the operating system (``os.wait4``).
 
+With ``--with-fast`` each run is followed by the same command with ``--fast`` (one network
+instead of the averaged ensemble), so the two are timed side by side on the same host, and the
+ratio of their medians is printed.
+
 Input: the CTs given, or every real patient under ``../shared/data`` (3D-IRCADb, CHAOS,
 HCC-TACE-Seg) when present, otherwise a 512x512 phantom of 120 slices written as DICOM
 (``predict_speed.find_input``). Prints one row per run and, last, one JSON line.
 
 Usage::
 
-    python benchmarks/predict_command.py [INPUT ...] [--repeat 2] [--target 20]
+    python benchmarks/predict_command.py [INPUT ...] [--repeat 2] [--target 20] [--with-fast]
 """
 
 from __future__ import annotations
@@ -47,14 +51,14 @@ def default_inputs(tmp_dir: Path) -> list[Path]:
     return [find_input(tmp_dir, None)[0]]
 
 
-def time_command(input_path: Path, out_path: Path) -> dict:
+def time_command(input_path: Path, out_path: Path, options: tuple[str, ...] = ()) -> dict:
     """One ``liverseg predict`` process: wall seconds, peak memory (MB) and its "wrote" line.
 
     Raises:
         RuntimeError: The command failed (its last output lines are in the message).
     """
     command = [sys.executable, "-m", "liverseg_helpers.cli", "predict", str(input_path)]
-    command += ["--out", str(out_path), "--overwrite"]
+    command += ["--out", str(out_path), "--overwrite", *options]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     with tempfile.TemporaryFile() as log:
         start = time.perf_counter()
@@ -73,12 +77,26 @@ def time_command(input_path: Path, out_path: Path) -> dict:
     }
 
 
+def summary(rows: list[dict], target: float) -> dict:
+    """Median and slowest seconds of some runs, and whether the slowest is under ``target``."""
+    seconds = [row["seconds"] for row in rows]
+    return {
+        "median_s": round(statistics.median(seconds), 2),
+        "slowest_s": round(max(seconds), 2),
+        "under_target": max(seconds) < target,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
+    from liverseg_helpers.inference.precision import cpu_has_bfloat16
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("inputs", nargs="*", help="CT folders / files (default: see above)")
     parser.add_argument("--repeat", type=int, default=2, help="runs per input")
     parser.add_argument("--target", type=float, default=20.0, help="seconds per CT")
+    parser.add_argument("--with-fast", action="store_true", help="also time --fast, in turn")
     args = parser.parse_args(argv)
+    modes = {"ensemble": ()} | ({"fast": ("--fast",)} if args.with_fast else {})
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -86,31 +104,37 @@ def main(argv: list[str] | None = None) -> int:
         inputs = [Path(p) for p in args.inputs] or default_inputs(tmp_dir)
         for input_path in inputs:
             for run in range(1, args.repeat + 1):
-                result = time_command(input_path, tmp_dir / "pred.nii.gz")
-                rows.append({"input": input_path.name, "run": run, **result})
-                print(
-                    f"{input_path.name:<14} run {run}: {result['seconds']:6.1f} s, "
-                    f"peak {result['peak_mb']:6.0f} MB  | {result['report']}",
-                    flush=True,
-                )
-    seconds = [row["seconds"] for row in rows]
-    slowest = max(seconds)
-    print(
-        f"median {statistics.median(seconds):.1f} s, slowest {slowest:.1f} s "
-        f"(target < {args.target:.0f} s): {'under' if slowest < args.target else 'OVER'}"
-    )
+                for mode, options in modes.items():
+                    result = time_command(input_path, tmp_dir / "pred.nii.gz", options)
+                    rows.append({"input": input_path.name, "mode": mode, "run": run, **result})
+                    print(
+                        f"{input_path.name:<14} {mode:<8} run {run}: {result['seconds']:6.1f} s, "
+                        f"peak {result['peak_mb']:6.0f} MB  | {result['report']}",
+                        flush=True,
+                    )
+    by_mode = {mode: summary([r for r in rows if r["mode"] == mode], args.target) for mode in modes}
+    for mode, stats in by_mode.items():
+        print(
+            f"{mode}: median {stats['median_s']:.1f} s, slowest {stats['slowest_s']:.1f} s "
+            f"(target < {args.target:.0f} s): {'under' if stats['under_target'] else 'OVER'}"
+        )
     report = {
         "benchmark": "predict_command",
         "cpus": os.cpu_count(),
         "machine": platform.processor() or platform.machine(),
+        "bfloat16_cpu": cpu_has_bfloat16(),
         "runs": [
             {k: v if isinstance(v, str | int) else round(v, 2) for k, v in row.items()}
             for row in rows
         ],
-        "median_s": round(statistics.median(seconds), 2),
-        "slowest_s": round(slowest, 2),
-        "under_target": slowest < args.target,
+        **by_mode["ensemble"],
     }
+    if args.with_fast:
+        report["fast"] = by_mode["fast"]
+        report["fast_over_ensemble_median"] = round(
+            by_mode["fast"]["median_s"] / by_mode["ensemble"]["median_s"], 3
+        )
+        print(f"fast / ensemble, ratio of medians: {report['fast_over_ensemble_median']:.2f}")
     print(json.dumps(report))
     return 0
 

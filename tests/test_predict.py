@@ -279,6 +279,7 @@ def cli_args(input_path, out, model, **kw) -> Namespace:
         tumours=False,
         tumour_model=None,
         overwrite=False,
+        fast=False,
     )
     values.update(kw)
     return Namespace(**values)
@@ -348,6 +349,34 @@ def test_segment_ct_is_the_road_of_the_command(tmp_path, toy_case, tiny_model_fi
     assert lines[0] == f"model: {tiny_model_file}" and lines[1].startswith("read ")
     with pytest.raises(DataError, match="0/1/2 label map"):  # before any model is loaded
         pipeline.segment_ct(patient, tmp_path / "png/", [str(tiny_model_file)], tumours=True)
+
+
+def test_fast_runs_the_first_network_of_the_first_axial_model(tmp_path, toy_case):
+    from liverseg_helpers.research import ensemble
+    from liverseg_helpers.training import model_files
+
+    first, second = build_tiny_unet(), build_tiny_unet()
+    first_settings = PreprocessSettings(image_size=SIZE)
+    first_probs = predict.predict_case(first, toy_case, settings=first_settings)
+    averaged = ensemble.average_models([first, second])
+    axial = model_files.save_model(averaged, tmp_path / "axial.keras", first_settings)
+    coronal_settings = PreprocessSettings(image_size=SIZE, view="coronal", target_spacing_mm=3.0)
+    coronal = model_files.save_model(build_tiny_unet(), tmp_path / "cor.keras", coronal_settings)
+    loaded = [predict.load_prediction_model(path) for path in (coronal, axial)]
+    network, settings = ensemble_members.first_axial_network(loaded, [coronal, axial])
+    assert network.name == "member_1" and settings.view == "axial"
+    with pytest.raises(ModelFileError, match="none of cor.keras is axial"):
+        ensemble_members.first_axial_network(loaded[:1], [coronal])
+    # the fast road of the command: that one network's mask, not the ensemble's
+    patient = write_toy_patient(toy_case, tmp_path / "patient")
+    lines = []
+    fast = pipeline.segment_ct(
+        patient, tmp_path / "fast.nii.gz", [str(axial), str(coronal)], fast=True, log=lines.append
+    )
+    assert lines[1] == "fast: the first axial network alone (member_1)"
+    np.testing.assert_allclose(fast.liver.probs, first_probs.probs, atol=1e-5)
+    full = pipeline.segment_ct(patient, tmp_path / "full.nii.gz", [str(axial)])
+    assert np.abs(full.liver.probs - fast.liver.probs).max() > 1e-3  # two networks differ
 
 
 def test_default_models_are_the_shipped_axial_and_coronal_pair(tmp_path, monkeypatch):

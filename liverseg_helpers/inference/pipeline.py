@@ -30,6 +30,7 @@ import numpy as np
 from liverseg_helpers.atomic import check_output_path
 from liverseg_helpers.errors import DataError, ModelFileError
 from liverseg_helpers.inference import predict
+from liverseg_helpers.inference.ensemble_members import first_axial_network
 from liverseg_helpers.io.case import Case
 from liverseg_helpers.io.cohort import load_case
 from liverseg_helpers.io.mask_output import output_kind, write_prediction
@@ -92,6 +93,7 @@ def segment_ct(
     overwrite: bool = False,
     progress: bool = False,
     log: Callable[[str], object] | None = None,
+    fast: bool = False,
 ) -> PipelineResult:
     """Segment the liver (and with ``tumours`` its tumours) of one CT and write the mask.
 
@@ -111,6 +113,9 @@ def segment_ct(
         progress: Show a progress bar over slice batches.
         log: Called with a line when the models are chosen and when the CT is read (e.g.
             ``print``, for a command that runs for minutes); None: silent.
+        fast: Run one network, the first of the first axial model
+            (``ensemble_members.first_axial_network``), instead of averaging them all: for a
+            CPU without bfloat16 hardware, at some cost in accuracy (docs/results.md).
 
     Returns:
         :class:`PipelineResult`.
@@ -129,6 +134,12 @@ def segment_ct(
     tumour_path = tumour.resolve_tumour_model_path(tumour_model) if tumours else None
     label = "models (probabilities averaged)" if len(liver_paths) > 1 else "model"
     say(f"{label}: {', '.join(str(path) for path in liver_paths)}")
+    liver_models: object = liver_paths
+    liver_settings = None
+    if fast:
+        loaded = [predict.load_prediction_model(path) for path in liver_paths]
+        liver_models, liver_settings = first_axial_network(loaded, liver_paths)
+        say(f"fast: the first axial network alone ({liver_models.name})")
     if tumour_path is not None:
         say(f"tumour model: {tumour_path}")
     start = time.perf_counter()
@@ -136,17 +147,18 @@ def segment_ct(
     say(f"read {case.case_id}: {case.shape} voxels, spacing {case.spacing_mm} mm")
     if tumour_path is None:
         liver = predict.predict_case(
-            liver_paths,
+            liver_models,
             case,
             threshold=threshold,
             postprocess=postprocess,
             smooth_z_mm=smooth_z_mm,
             progress=progress,
+            settings=liver_settings,
         )
         labels = liver.pred
         report = [f"liver volume: {liver.liver_volume_ml:.1f} mL"]
     else:
-        liver = predict.predict_case(liver_paths, case, progress=progress)
+        liver = predict.predict_case(liver_models, case, progress=progress, settings=liver_settings)
         labels = tumour.predict_tumours(
             None, tumour_path, case, threshold=threshold, liver_mask=liver.pred
         )
@@ -160,8 +172,8 @@ def run_predict_cli(args: argparse.Namespace) -> int:
 
     Args:
         args: Parsed arguments: ``input``, ``model``, ``out``, ``threshold``,
-            ``no_postprocess``, ``smooth_z_mm``, ``tumours``, ``tumour_model``, ``overwrite``
-            (``--tumour-model`` alone also turns the tumour stage on).
+            ``no_postprocess``, ``smooth_z_mm``, ``tumours``, ``tumour_model``, ``overwrite``,
+            ``fast`` (``--tumour-model`` alone also turns the tumour stage on).
 
     Returns:
         Exit code 0.
@@ -180,6 +192,7 @@ def run_predict_cli(args: argparse.Namespace) -> int:
         postprocess=not args.no_postprocess,
         smooth_z_mm=args.smooth_z_mm,
         overwrite=args.overwrite,
+        fast=args.fast,
         progress=sys.stderr.isatty(),
         log=lambda line: print(line, flush=True),
     )
