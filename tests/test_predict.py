@@ -362,11 +362,10 @@ def test_fast_runs_the_first_network_of_the_first_axial_model(tmp_path, toy_case
     axial = model_files.save_model(averaged, tmp_path / "axial.keras", first_settings)
     coronal_settings = PreprocessSettings(image_size=SIZE, view="coronal", target_spacing_mm=3.0)
     coronal = model_files.save_model(build_tiny_unet(), tmp_path / "cor.keras", coronal_settings)
-    loaded = [predict.load_prediction_model(path) for path in (coronal, axial)]
-    network, settings = ensemble_members.first_axial_network(loaded, [coronal, axial])
+    network, settings = pipeline.first_axial_network([coronal, axial])
     assert network.name == "member_1" and settings.view == "axial"
     with pytest.raises(ModelFileError, match="none of cor.keras is axial"):
-        ensemble_members.first_axial_network(loaded[:1], [coronal])
+        pipeline.first_axial_network([coronal])
     # the fast road of the command: that one network's mask, not the ensemble's
     patient = write_toy_patient(toy_case, tmp_path / "patient")
     lines = []

@@ -5,8 +5,7 @@ sagittal). A coronal or sagittal network needs a CT tall enough to show it the s
 from (:func:`members_that_fit`) and fails where the scan stops inside the liver
 (:func:`turned_members_to_run`); an axial network that shrinks whole slices sees the liver at the
 size it learnt only within a range of fields of view (:func:`settings_for_field_of_view`).
-``predict.predict_case`` asks these questions for every CT. :func:`first_axial_network` picks
-the one network of ``liverseg predict --fast``.
+``predict.predict_case`` asks these questions for every CT.
 """
 
 from __future__ import annotations
@@ -18,36 +17,10 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from liverseg_helpers.errors import ModelFileError
 from liverseg_helpers.inference import postprocess
 from liverseg_helpers.io.case import Case
 from liverseg_helpers.preparation import views
 from liverseg_helpers.preparation.preprocess import PreprocessSettings
-
-
-def first_axial_network(
-    loaded: list[tuple[Any, PreprocessSettings]], sources: list[Any]
-) -> tuple[Any, PreprocessSettings]:
-    """The one network ``liverseg predict --fast`` runs: the first network of the first axial model.
-
-    A model file that averages several networks (``research.ensemble.average_models``) holds
-    them as its layers ``member_1``, ``member_2`` ...; the fast road runs ``member_1`` alone, and
-    a file of one network as it is. Coronal and sagittal models are left out. A third of the
-    shipped axial file's arithmetic, and none of the coronal file's.
-
-    Args:
-        loaded: ``(model, settings)`` of each model, as ``predict.load_prediction_model`` gives.
-        sources: The model files (or models) they came from, for the message.
-
-    Raises:
-        ModelFileError: No axial model among them.
-    """
-    for model, settings in loaded:
-        if settings.view == "axial":
-            names = {layer.name for layer in getattr(model, "layers", [])}
-            return (model.get_layer("member_1") if "member_1" in names else model), settings
-    listed = ", ".join(str(getattr(source, "name", source)) for source in sources)
-    raise ModelFileError(f"--fast runs one axial network, and none of {listed} is axial")
 
 
 def members_that_fit(

@@ -24,16 +24,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from liverseg_helpers.atomic import check_output_path
 from liverseg_helpers.errors import DataError, ModelFileError
 from liverseg_helpers.inference import predict
-from liverseg_helpers.inference.ensemble_members import first_axial_network
 from liverseg_helpers.io.case import Case
 from liverseg_helpers.io.cohort import load_case
 from liverseg_helpers.io.mask_output import output_kind, write_prediction
+from liverseg_helpers.preparation.preprocess import PreprocessSettings
 from liverseg_helpers.tumours import tumour
 
 # The reference models shipped with the course (models/liver_unet.md): the axial network,
@@ -52,7 +53,7 @@ class PipelineResult:
             ``[z, y, x]`` with 0 background, 1 liver, 2 tumour.
         liver: The liver stage's :class:`predict.PredictionResult` (probabilities, mask, time).
         written: The output path.
-        seconds: Wall time from reading the CT to the written output.
+        seconds: Wall time of loading the models, reading the CT, predicting and writing.
         report: Lines that describe the result (volumes; lesions with the tumour stage).
     """
 
@@ -79,6 +80,33 @@ def resolve_model_paths(models: list[str] | None) -> list[Path]:
         f"no model given and no reference model at {REFERENCE_MODEL}: train one with "
         "`liverseg train` and pass --model runs/<profile>/best.keras"
     )
+
+
+def first_axial_network(paths: list[Path]) -> tuple[Any, PreprocessSettings]:
+    """The one network ``liverseg predict --fast`` runs: the first network of the first axial model.
+
+    A model file that averages several networks (``research.ensemble.average_models``) holds
+    them as its layers ``member_1``, ``member_2`` ...; the fast road runs ``member_1`` alone, and
+    a file of one network as it is. Coronal and sagittal files are passed over unread (their
+    sidecar names the view). With the shipped files: a third of the axial file's arithmetic,
+    and none of the coronal file's.
+
+    Raises:
+        ModelFileError: No axial model among them, or one that cannot be loaded.
+    """
+    from liverseg_helpers.training import model_files  # lazy: imports Keras
+
+    for path in paths:
+        sidecar = model_files.read_sidecar(path) or {}
+        sidecar_settings = sidecar.get("preprocess")
+        if isinstance(sidecar_settings, dict) and sidecar_settings.get("view", "axial") != "axial":
+            continue
+        model, settings = predict.load_prediction_model(path)
+        if settings.view == "axial":
+            names = {layer.name for layer in getattr(model, "layers", [])}
+            return (model.get_layer("member_1") if "member_1" in names else model), settings
+    listed = ", ".join(Path(path).name for path in paths)
+    raise ModelFileError(f"--fast runs one axial network, and none of {listed} is axial")
 
 
 def segment_ct(
@@ -114,7 +142,7 @@ def segment_ct(
         log: Called with a line when the models are chosen and when the CT is read (e.g.
             ``print``, for a command that runs for minutes); None: silent.
         fast: Run one network, the first of the first axial model
-            (``ensemble_members.first_axial_network``), instead of averaging them all: for a
+            (:func:`first_axial_network`), instead of averaging them all: for a
             CPU without bfloat16 hardware, at some cost in accuracy (docs/results.md).
 
     Returns:
@@ -134,15 +162,14 @@ def segment_ct(
     tumour_path = tumour.resolve_tumour_model_path(tumour_model) if tumours else None
     label = "models (probabilities averaged)" if len(liver_paths) > 1 else "model"
     say(f"{label}: {', '.join(str(path) for path in liver_paths)}")
+    start = time.perf_counter()
     liver_models: object = liver_paths
     liver_settings = None
     if fast:
-        loaded = [predict.load_prediction_model(path) for path in liver_paths]
-        liver_models, liver_settings = first_axial_network(loaded, liver_paths)
+        liver_models, liver_settings = first_axial_network(liver_paths)
         say(f"fast: the first axial network alone ({liver_models.name})")
     if tumour_path is not None:
         say(f"tumour model: {tumour_path}")
-    start = time.perf_counter()
     case = load_case(input_path)
     say(f"read {case.case_id}: {case.shape} voxels, spacing {case.spacing_mm} mm")
     if tumour_path is None:
