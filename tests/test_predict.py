@@ -378,6 +378,30 @@ def test_fast_runs_the_first_network_of_the_first_axial_model(tmp_path, toy_case
     assert np.abs(full.liver.probs - fast.liver.probs).max() > 1e-3  # two networks differ
 
 
+@pytest.mark.parametrize("slow_cpu", [True, False])
+def test_several_models_on_a_cpu_without_bfloat16_suggest_fast(
+    tmp_path, toy_case, tiny_model_file, monkeypatch, slow_cpu
+):
+    monkeypatch.setattr(pipeline, "cpu_without_bfloat16", lambda: slow_cpu)
+    patient = write_toy_patient(toy_case, tmp_path / "patient")
+    models = [str(tiny_model_file)] * 2
+    lines = []
+    pipeline.segment_ct(patient, tmp_path / "two.nii.gz", models, log=lines.append)
+    hints = [line for line in lines if "--fast runs one network" in line]
+    assert len(hints) == (1 if slow_cpu else 0)
+    lines.clear()
+    pipeline.segment_ct(patient, tmp_path / "one.nii.gz", models, fast=True, log=lines.append)
+    assert not [line for line in lines if "--fast runs one network" in line]
+
+
+def test_cpu_without_bfloat16_is_a_cpu_only_machine_without_the_hardware(monkeypatch):
+    for gpu, bf16, slow in [(False, False, True), (False, True, False), (True, False, False)]:
+        monkeypatch.setattr(precision, "tensorflow_sees_a_gpu", lambda gpu=gpu: gpu)
+        monkeypatch.setattr(precision, "cpu_has_bfloat16", lambda bf16=bf16: bf16)
+        assert precision.cpu_without_bfloat16() is slow
+        assert precision.choose_precision("auto") == ("bfloat16" if bf16 and not gpu else "float32")
+
+
 def test_default_models_are_the_shipped_axial_and_coronal_pair(tmp_path, monkeypatch):
     axial, coronal = tmp_path / "liver_unet.keras", tmp_path / "liver_unet_coronal.keras"
     monkeypatch.setattr(pipeline, "REFERENCE_MODEL", axial)

@@ -31,6 +31,7 @@ import numpy as np
 from liverseg_helpers.atomic import check_output_path
 from liverseg_helpers.errors import DataError, ModelFileError
 from liverseg_helpers.inference import predict
+from liverseg_helpers.inference.precision import cpu_without_bfloat16
 from liverseg_helpers.io.case import Case
 from liverseg_helpers.io.cohort import load_case
 from liverseg_helpers.io.mask_output import output_kind, write_prediction
@@ -172,6 +173,11 @@ def segment_ct(
         say(f"tumour model: {tumour_path}")
     case = load_case(input_path)
     say(f"read {case.case_id}: {case.shape} voxels, spacing {case.spacing_mm} mm")
+    if not fast and len(liver_paths) > 1 and cpu_without_bfloat16():
+        say(
+            f"this CPU has no bfloat16 hardware, so the {len(liver_paths)} model files' networks "
+            "compute in float32 (slow); --fast runs one network instead"
+        )
     if tumour_path is None:
         liver = predict.predict_case(
             liver_models,
