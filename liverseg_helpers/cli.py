@@ -102,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--fast",
         action="store_true",
         help="one network (the first of the axial model) instead of the averaged ensemble: "
-        "about 3x less model work, slightly less accurate (for CPUs without bfloat16)",
+        "a quarter of the model work, slightly less accurate (for CPUs without bfloat16)",
     )
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
 

@@ -396,7 +396,7 @@ def test_several_models_on_a_cpu_without_bfloat16_suggest_fast(
 
 def test_cpu_without_bfloat16_is_a_cpu_only_machine_without_the_hardware(monkeypatch):
     for gpu, bf16, slow in [(False, False, True), (False, True, False), (True, False, False)]:
-        monkeypatch.setattr(precision, "tensorflow_sees_a_gpu", lambda gpu=gpu: gpu)
+        monkeypatch.setattr(precision, "backend_sees_a_gpu", lambda gpu=gpu: gpu)
         monkeypatch.setattr(precision, "cpu_has_bfloat16", lambda bf16=bf16: bf16)
         assert precision.cpu_without_bfloat16() is slow
         assert precision.choose_precision("auto") == ("bfloat16" if bf16 and not gpu else "float32")

@@ -39,20 +39,29 @@ def choose_precision(precision: str = "auto") -> str:
         raise DataError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if precision != "auto":
         return precision
-    if tensorflow_sees_a_gpu():
+    if backend_sees_a_gpu():
         return "float32"
     return "bfloat16" if cpu_has_bfloat16() else "float32"
 
 
-def tensorflow_sees_a_gpu() -> bool:
-    """Whether Keras runs on TensorFlow and TensorFlow sees a GPU (False for other backends)."""
+def backend_sees_a_gpu() -> bool:
+    """Whether the Keras backend (TensorFlow, JAX or PyTorch) computes on a GPU here."""
     import keras
 
-    if keras.backend.backend() != "tensorflow":
-        return False
-    import tensorflow as tf
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
 
-    return bool(tf.config.list_physical_devices("GPU"))
+        return bool(tf.config.list_physical_devices("GPU"))
+    if backend == "jax":
+        import jax
+
+        return any(device.platform != "cpu" for device in jax.devices())
+    if backend == "torch":
+        import torch
+
+        return bool(torch.cuda.is_available())
+    return False
 
 
 def cpu_without_bfloat16() -> bool:
@@ -60,7 +69,7 @@ def cpu_without_bfloat16() -> bool:
 
     ``liverseg predict`` then suggests ``--fast`` (one network instead of the ensemble).
     """
-    return not tensorflow_sees_a_gpu() and not cpu_has_bfloat16()
+    return not backend_sees_a_gpu() and not cpu_has_bfloat16()
 
 
 def _set_bfloat16_policy(config: dict) -> None:
