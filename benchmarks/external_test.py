@@ -48,7 +48,9 @@ def main() -> None:
     for path in paths:
         case_id = io.case_id_of(path)
         out = args.out / f"{case_id}.nii.gz"
-        result = pipeline.segment_ct(path, out, models=args.model, overwrite=True, fast=args.fast)
+        result = pipeline.segment_ct(
+            path, out, models=args.model, overwrite=True, fast=args.fast, read_masks=True
+        )
         truth = result.case.masks["liver"]
         scores = evaluate.evaluate_masks(result.labels, truth, result.case.spacing_mm)
         rows.append(

@@ -55,6 +55,9 @@ def test_lits_pair_found_and_labels_split(tmp_path):
     with pytest.raises(DataError, match="label map"):
         load_case(tmp_path / "segmentation-7.nii")
     assert load_nifti_case(tmp_path / "volume-7.nii", find_labels=False).masks == {}
+    ct = load_case(tmp_path / "volume-7.nii", masks=False)  # what prediction reads
+    assert ct.masks == {} and ct.lesions is None
+    np.testing.assert_array_equal(ct.volume, case.volume)
     explicit = load_nifti_case(tmp_path / "volume-7.nii", tmp_path / "segmentation-7.nii")
     np.testing.assert_array_equal(explicit.masks["tumour"], case.masks["tumour"])
 

@@ -112,6 +112,19 @@ def test_only_livertumor_counts(tmp_path):
     assert not with_extra.masks["tumour"].any()
 
 
+def test_the_ct_alone_leaves_the_masks_unread(tmp_path):
+    """What prediction reads: the CT, without the structures (seconds for a real patient)."""
+    case = make_sphere_case()
+    out = write_ircadb_patient(case, tmp_path / "p")
+    (out / "MASKS_DICOM" / "liver" / "image_4").unlink()  # a broken mask folder
+    with pytest.raises(DataError, match="structure 'liver' lacks"):
+        load_case(out)
+    ct = load_case(out, masks=False)
+    np.testing.assert_array_equal(ct.volume, case.volume)
+    assert ct.masks == {} and ct.lesions is None
+    assert ct.spacing_mm == pytest.approx(case.spacing_mm, rel=1e-9)
+
+
 def test_non_numeric_slice_name(tmp_path):
     out = write_ircadb_patient(make_sphere_case(), tmp_path / "p")
     (out / "PATIENT_DICOM" / "image_3").rename(out / "PATIENT_DICOM" / "image_three")

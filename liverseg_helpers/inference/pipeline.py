@@ -4,7 +4,8 @@
 
 1. check the output path and find the models (the shipped reference models by default), so a
    wrong output or a missing model fails before any work;
-2. load the case: ``io.load_case`` reads any format the course reads;
+2. load the case: ``io.load_case`` reads any format the course reads (the CT alone: the
+   expert masks are not needed to predict);
 3. liver stage: ``predict.predict_case`` with one model or several (their probabilities
    averaged on the CT's grid), post-processed by ``postprocess.postprocess_mask``;
 4. optional tumour stage: ``tumour.predict_tumours`` inside the predicted liver (the cascade),
@@ -49,7 +50,7 @@ class PipelineResult:
     """What :func:`segment_ct` made of one CT.
 
     Attributes:
-        case: The CT that was read.
+        case: The CT that was read (with its expert masks only with ``read_masks``).
         labels: The mask written: bool ``[z, y, x]`` (liver), or with the tumour stage uint8
             ``[z, y, x]`` with 0 background, 1 liver, 2 tumour.
         liver: The liver stage's :class:`predict.PredictionResult` (probabilities, mask, time).
@@ -123,6 +124,7 @@ def segment_ct(
     progress: bool = False,
     log: Callable[[str], object] | None = None,
     fast: bool = False,
+    read_masks: bool = False,
 ) -> PipelineResult:
     """Segment the liver (and with ``tumours`` its tumours) of one CT and write the mask.
 
@@ -145,6 +147,8 @@ def segment_ct(
         fast: Run one network, the first of the first axial model
             (:func:`first_axial_network`), instead of averaging them all: for a
             CPU without bfloat16 hardware, at some cost in accuracy (docs/results.md).
+        read_masks: Also read the case's expert masks into ``PipelineResult.case`` (to score
+            the prediction); the command does not (``io.load_case(..., masks=False)``).
 
     Returns:
         :class:`PipelineResult`.
@@ -171,7 +175,7 @@ def segment_ct(
         say(f"fast: the first axial network alone ({liver_models.name})")
     if tumour_path is not None:
         say(f"tumour model: {tumour_path}")
-    case = load_case(input_path)
+    case = load_case(input_path, masks=read_masks)
     say(f"read {case.case_id}: {case.shape} voxels, spacing {case.spacing_mm} mm")
     if not fast and len(liver_paths) > 1 and cpu_without_bfloat16():
         say(

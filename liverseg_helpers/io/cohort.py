@@ -92,7 +92,7 @@ def detect_case_format(path: str | Path) -> str:
     return "dicom"
 
 
-def load_case(path: str | Path) -> Case:
+def load_case(path: str | Path, masks: bool = True) -> Case:
     """Read a case, whatever its format.
 
     Args:
@@ -101,6 +101,9 @@ def load_case(path: str | Path) -> Case:
             ``imagesTr/…``; the label file is found automatically), or a PNG folder
             (``Images/`` + ``Masks/``), CHAOS case (``DICOM_anon/`` + ``Ground/``) or
             HCC-TACE-Seg patient (``CT/`` + ``liver_seg.dcm``, ``tumour_seg.dcm``).
+        masks: False: the CT alone, with empty ``masks`` and no ``lesions``, as prediction
+            needs it. 3D-IRCADb's structures and a NIfTI label file are then not read at all
+            (seconds for a 3D-IRCADb patient), the other formats' masks are dropped.
 
     Returns:
         The Case; see the format's reader for what ``masks`` holds.
@@ -111,14 +114,17 @@ def load_case(path: str | Path) -> Case:
     """
     path = Path(path)
     readers = {
-        "ircadb": load_ircadb_patient,
+        "ircadb": lambda p: load_ircadb_patient(p, read_masks=masks),
         "png": load_png_folder,
         "chaos": load_chaos_case,
         "hcc_tace": load_hcc_tace_case,
-        "nifti": load_nifti_case,
+        "nifti": lambda p: load_nifti_case(p, find_labels=masks),
         "dicom": load_dicom_series,
     }
-    return readers[detect_case_format(path)](path)
+    case = readers[detect_case_format(path)](path)
+    if not masks:
+        case.masks, case.lesions = {}, None
+    return case
 
 
 def _holds_dicom(folder: Path) -> bool:

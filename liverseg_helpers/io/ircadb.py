@@ -114,7 +114,9 @@ def _read_structures(
     return structures
 
 
-def load_ircadb_patient(folder: str | Path, extra_structures: Sequence[str] = ()) -> Case:
+def load_ircadb_patient(
+    folder: str | Path, extra_structures: Sequence[str] = (), read_masks: bool = True
+) -> Case:
     """Read one 3D-IRCADb-01 patient: CT, liver, liver tumours.
 
     Args:
@@ -122,6 +124,8 @@ def load_ircadb_patient(folder: str | Path, extra_structures: Sequence[str] = ()
             a ``.zip``); ``MASKS_DICOM`` may be absent (CT only).
         extra_structures: Other structures to load into ``masks`` under their own names, e.g.
             ``("portalvein", "tumor")``. They never count as liver tumour.
+        read_masks: False: the CT alone, ``MASKS_DICOM`` left unread (prediction needs no
+            masks, and reading a patient's structures takes seconds).
 
     Returns:
         Case with ``volume`` int16 HU ``(n_slices, 512, 512)``, ``format="ircadb"``. When the
@@ -153,7 +157,7 @@ def load_ircadb_patient(folder: str | Path, extra_structures: Sequence[str] = ()
         source=str(folder),
         format="ircadb",
     )
-    masks_path = find_ircadb_part(folder, MASKS_DICOM)
+    masks_path = find_ircadb_part(folder, MASKS_DICOM) if read_masks else None
     if masks_path is None:
         return case
     slice_index = {name: i for i, name in enumerate(names)}
