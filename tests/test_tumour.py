@@ -254,6 +254,9 @@ def test_predict_cli_writes_a_label_map_and_reports_lesions(tmp_path, capsys):
     labels = np.asarray(nib.load(out).dataobj)
     assert labels.shape == case.shape[::-1] and set(np.unique(labels)) <= {0, 1, 2}
     assert (labels == 2).sum() > 0.5 * ball(case.shape, (12, 20, 20), 4).sum()
+    fast_out = tmp_path / "fast.nii.gz"  # one liver network: the same one here, the same map
+    assert cli.main([*argv, "--tumour-model", str(tumour_path), "-o", str(fast_out), "--fast"]) == 0
+    np.testing.assert_array_equal(np.asarray(nib.load(fast_out).dataobj), labels)
     png_out = str(tmp_path / "labels_png") + "/"
     args = [*argv, "--tumour-model", str(tumour_path), "-o", png_out]
     assert cli.main(args) == 2  # a 0/1/2 label map needs NIfTI: error, exit code 2
