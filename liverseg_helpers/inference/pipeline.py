@@ -89,20 +89,14 @@ def first_axial_network(paths: list[Path]) -> tuple[Any, PreprocessSettings]:
 
     A model file that averages several networks (``research.ensemble.average_models``) holds
     them as its layers ``member_1``, ``member_2`` ...; the fast road runs ``member_1`` alone, and
-    a file of one network as it is. Coronal and sagittal files are passed over unread (their
-    sidecar names the view). With the shipped files: a third of the axial file's arithmetic,
-    and none of the coronal file's.
+    a file of one network as it is. Files are loaded in order until an axial one is found, so
+    with the shipped pair (axial first) the coronal file is never read. With the shipped files:
+    a third of the axial file's arithmetic, and none of the coronal file's.
 
     Raises:
         ModelFileError: No axial model among them, or one that cannot be loaded.
     """
-    from liverseg_helpers.training import model_files  # lazy: imports Keras
-
     for path in paths:
-        sidecar = model_files.read_sidecar(path) or {}
-        sidecar_settings = sidecar.get("preprocess")
-        if isinstance(sidecar_settings, dict) and sidecar_settings.get("view", "axial") != "axial":
-            continue
         model, settings = predict.load_prediction_model(path)
         if settings.view == "axial":
             names = {layer.name for layer in getattr(model, "layers", [])}
