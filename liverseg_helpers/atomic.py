@@ -15,7 +15,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
-from liverseg_helpers.errors import OutputExistsError
+from liverseg_helpers.errors import DataError, OutputExistsError
 
 
 def temp_sibling(target: str | os.PathLike, suffix: str = "") -> Path:
@@ -85,3 +85,22 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
 def write_json_atomic(data: Mapping, path: str | os.PathLike) -> Path:
     """Write ``data`` as indented JSON to ``path`` atomically and return the path."""
     return write_text_atomic(path, json.dumps(data, indent=2, default=str) + "\n")
+
+
+def read_json(path: str | os.PathLike, missing: str) -> dict:
+    """Read a JSON file that a writer of this module wrote.
+
+    Args:
+        path: The file.
+        missing: What the message says when the file is not there (what it is, what to do).
+
+    Raises:
+        DataError: The file is missing (``missing``) or not valid JSON, naming it.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path.parent}: {missing}")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path}: unreadable ({err})") from err

@@ -174,6 +174,20 @@ def build_parser() -> argparse.ArgumentParser:
         "(--export: also save the average of all those folds), or with --reference and "
         "--export save the average of their reference models",
     )
+    p.add_argument(
+        "--pack",
+        default=None,
+        metavar="BUNDLE",
+        help="train nowhere: write the unfinished folds' slices and plan to BUNDLE, to train "
+        "on a GPU machine (python -m liverseg_helpers.research.fold_bundle BUNDLE --out DIR)",
+    )
+    p.add_argument(
+        "--unpack",
+        default=None,
+        metavar="DIR",
+        help="put the fold archives of DIR (trained from a --pack bundle) in place under "
+        "--out; the same command without --unpack then scores them",
+    )
     return parser
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from liverseg_helpers import cli
-from liverseg_helpers.data import manifest
+from liverseg_helpers.data import download, manifest
 from liverseg_helpers.errors import ChecksumError, DataError, OutputExistsError, UnsafeArchiveError
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -287,6 +287,18 @@ def test_safe_extract_zip_and_tar(tmp_path):
         assert sorted(p.name for p in dest.iterdir()) == ["good"]  # temp folder removed
         with pytest.raises(OutputExistsError, match="good"):
             manifest.safe_extract(archive, dest)
+
+
+def test_a_tar_that_holds_a_zip_file_is_read_as_a_tar(tmp_path):
+    # zipfile.is_zipfile also finds the directory of a zip stored near the end of a tar (a
+    # .keras model in a fold's archive): the tar's own members must be listed and extracted.
+    model = _zip_with(tmp_path / "last.keras", [])
+    archive = tmp_path / "fold.tar"
+    with tarfile.open(archive, "w") as tar:
+        tar.add(model, arcname="run/fold_a/last.keras")
+    assert download.list_archive_members(archive) == ["run/fold_a/last.keras"]
+    dest = manifest.safe_extract(archive, tmp_path / "out")
+    assert (dest / "run" / "fold_a" / "last.keras").read_bytes() == model.read_bytes()
 
 
 # ---------------------------------------------------------------- verify

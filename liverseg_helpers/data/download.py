@@ -269,6 +269,12 @@ def _check_link_target(member: tarfile.TarInfo, symlinks: set[str]) -> str | Non
     return None
 
 
+def _is_zip(archive: Path) -> bool:
+    """A zip archive, and not a tar archive that holds a zip file: ``zipfile.is_zipfile`` also
+    finds the zip directory of a ``.keras`` model near the end of a tar that holds one."""
+    return zipfile.is_zipfile(archive) and not (archive.is_file() and tarfile.is_tarfile(archive))
+
+
 def list_archive_members(archive: str | os.PathLike) -> list[str]:
     """Member names of a zip or tar archive, after checking every one is safe to extract.
 
@@ -277,7 +283,7 @@ def list_archive_members(archive: str | os.PathLike) -> list[str]:
         DataError: The file is neither a zip nor a tar archive.
     """
     archive = Path(archive)
-    if zipfile.is_zipfile(archive):
+    if _is_zip(archive):
         with zipfile.ZipFile(archive) as zf:
             names = []
             for info in zf.infolist():
@@ -346,7 +352,7 @@ def safe_extract(archive: str | os.PathLike, dest_dir: str | os.PathLike) -> Pat
     dest_dir.mkdir(parents=True, exist_ok=True)
     tmp_dir = Path(tempfile.mkdtemp(prefix=f".{archive.name}.", suffix=".extract", dir=dest_dir))
     try:
-        if zipfile.is_zipfile(archive):
+        if _is_zip(archive):
             with zipfile.ZipFile(archive) as zf:
                 zf.extractall(tmp_dir)
         else:

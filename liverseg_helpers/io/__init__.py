@@ -2,52 +2,56 @@
 
 ``load_case(path)`` reads any supported format; the format readers, writers and
 ``describe_case`` are re-exported here so notebooks write ``io.load_case(...)``.
+
+The readers are imported on first use (``io.load_case`` imports :mod:`.cohort` then), so a
+module that needs only :class:`Case` (the slice cache, on a training machine without pydicom or
+SimpleITK) does not pull in every format's library.
 """
 
-from liverseg_helpers.io.case import LIVER, TUMOUR, Case
-from liverseg_helpers.io.chaos import load_chaos_case
-from liverseg_helpers.io.cohort import (
-    case_id_of,
-    detect_case_format,
-    list_case_paths,
-    load_case,
-    load_cohort,
-)
-from liverseg_helpers.io.dicom import load_dicom_series
-from liverseg_helpers.io.dicom_seg import read_seg_mask
-from liverseg_helpers.io.files import CaseNotFoundError
-from liverseg_helpers.io.hcc_tace import load_hcc_tace_case
-from liverseg_helpers.io.info import describe_case, format_description
-from liverseg_helpers.io.ircadb import load_ircadb_patient
-from liverseg_helpers.io.ircadb_writer import write_ircadb_patient
-from liverseg_helpers.io.mask_output import write_prediction
-from liverseg_helpers.io.nifti import find_nifti_labels, load_nifti_case, write_mask_nifti
-from liverseg_helpers.io.nrrd_mask import attach_mask, read_nrrd_mask
-from liverseg_helpers.io.png import load_png_folder
+from __future__ import annotations
 
-__all__ = [
-    "Case",
-    "CaseNotFoundError",
-    "LIVER",
-    "TUMOUR",
-    "attach_mask",
-    "case_id_of",
-    "describe_case",
-    "detect_case_format",
-    "find_nifti_labels",
-    "format_description",
-    "list_case_paths",
-    "load_case",
-    "load_chaos_case",
-    "load_cohort",
-    "load_dicom_series",
-    "load_hcc_tace_case",
-    "load_ircadb_patient",
-    "load_nifti_case",
-    "load_png_folder",
-    "read_nrrd_mask",
-    "read_seg_mask",
-    "write_ircadb_patient",
-    "write_mask_nifti",
-    "write_prediction",
-]
+import importlib
+from typing import Any
+
+# Name -> the submodule that defines it.
+_EXPORTS = {
+    "Case": "case",
+    "LIVER": "case",
+    "TUMOUR": "case",
+    "CaseNotFoundError": "files",
+    "attach_mask": "nrrd_mask",
+    "case_id_of": "cohort",
+    "describe_case": "info",
+    "detect_case_format": "cohort",
+    "find_nifti_labels": "nifti",
+    "format_description": "info",
+    "list_case_paths": "cohort",
+    "load_case": "cohort",
+    "load_chaos_case": "chaos",
+    "load_cohort": "cohort",
+    "load_dicom_series": "dicom",
+    "load_hcc_tace_case": "hcc_tace",
+    "load_ircadb_patient": "ircadb",
+    "load_nifti_case": "nifti",
+    "load_png_folder": "png",
+    "read_nrrd_mask": "nrrd_mask",
+    "read_seg_mask": "dicom_seg",
+    "write_ircadb_patient": "ircadb_writer",
+    "write_mask_nifti": "nifti",
+    "write_prediction": "mask_output",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    """Import the submodule that defines ``name`` on first use (PEP 562)."""
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

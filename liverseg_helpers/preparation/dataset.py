@@ -176,6 +176,7 @@ def make_train_data(
     augment: bool = True,
     augment_settings: AugmentSettings | None = None,
     first_epoch: int = 0,
+    workers: int = 1,
 ):
     """Training batches for the Keras backend in use: tf.data with TensorFlow, else a PyDataset.
 
@@ -186,6 +187,9 @@ def make_train_data(
         x, y, batch_size, seed, augment, augment_settings: As in :func:`make_train_ds`.
         first_epoch: Epochs already trained (a resumed run), so its first epoch gets the
             batches a run straight through would have had.
+        workers: Threads that prepare the PyDataset's batches (a GPU trains faster than one
+            CPU core augments); each batch's augmentation is seeded by its epoch and index,
+            so the batches do not depend on it. tf.data chooses its own parallelism.
 
     Returns:
         A ``tf.data.Dataset`` or a ``keras.utils.PyDataset`` of ``(images, masks)`` batches.
@@ -195,7 +199,7 @@ def make_train_data(
     batches = (x, y, batch_size, seed, augment, augment_settings)
     if keras.backend.backend() == "tensorflow":
         return make_train_ds(*batches, passes_done=passes_before_epoch(first_epoch))
-    return make_numpy_sequence(*batches, first_epoch=first_epoch)
+    return make_numpy_sequence(*batches, first_epoch=first_epoch, workers=workers)
 
 
 def make_val_data(x: np.ndarray, y: np.ndarray, batch_size: int):

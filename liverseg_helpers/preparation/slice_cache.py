@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from liverseg_helpers.atomic import atomic_file, write_json_atomic
+from liverseg_helpers.atomic import atomic_file, read_json, write_json_atomic
 from liverseg_helpers.errors import DataError
 from liverseg_helpers.io.case import LIVER, Case
 from liverseg_helpers.preparation import preprocess, views
@@ -49,13 +49,8 @@ def cache_key(
 
 
 def _read_manifest(folder: Path) -> dict:
-    path = folder / MANIFEST_NAME
-    if not path.is_file():
-        raise DataError(f"{folder}: not a slice cache (no {MANIFEST_NAME}); run build_slice_cache")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise DataError(f"{path}: unreadable cache manifest ({err})") from err
+    missing = f"not a slice cache (no {MANIFEST_NAME}); run build_slice_cache"
+    return read_json(folder / MANIFEST_NAME, missing)
 
 
 def _file_name(case_id: str) -> str:
@@ -229,6 +224,34 @@ def build_slice_cache(
     return folder
 
 
+def _checked_manifest(
+    folder: Path, settings: preprocess.PreprocessSettings | None, target: str | None
+) -> dict:
+    """The cache's manifest, after checking it was built with ``settings`` and ``target``."""
+    manifest = _read_manifest(folder)
+    checks = [("settings", settings.to_dict() if settings else None), ("target", target)]
+    for name, wanted in checks:
+        if wanted is not None and manifest.get(name) != wanted:
+            raise DataError(
+                f"{folder / MANIFEST_NAME}: cache built with {name} {manifest.get(name)}, "
+                f"expected {wanted}; call build_slice_cache with the new {name}"
+            )
+    return manifest
+
+
+def cached_case_ids(
+    cache_dir: str | os.PathLike,
+    settings: preprocess.PreprocessSettings | None = None,
+    target: str | None = None,
+) -> list[str]:
+    """The patients a slice cache holds, sorted (checked as :func:`load_cached_slices` does).
+
+    Raises:
+        DataError: Not a cache, or one built with other settings or another target.
+    """
+    return sorted(_checked_manifest(Path(cache_dir), settings, target)["cases"])
+
+
 def load_cached_slices(
     cache_dir: str | os.PathLike,
     case_ids: Sequence[str] | None = None,
@@ -254,14 +277,7 @@ def load_cached_slices(
             file from another cache, or no slices at all.
     """
     folder = Path(cache_dir)
-    manifest = _read_manifest(folder)
-    checks = [("settings", settings.to_dict() if settings else None), ("target", target)]
-    for name, wanted in checks:
-        if wanted is not None and manifest.get(name) != wanted:
-            raise DataError(
-                f"{folder / MANIFEST_NAME}: cache built with {name} {manifest.get(name)}, "
-                f"expected {wanted}; call build_slice_cache with the new {name}"
-            )
+    manifest = _checked_manifest(folder, settings, target)
     case_ids = sorted(manifest["cases"]) if case_ids is None else list(case_ids)
     missing = [c for c in case_ids if c not in manifest["cases"]]
     if missing:

@@ -6,7 +6,9 @@
 * ``--ensemble-of DIR ...``: score or export an average of finished folds
   (:mod:`liverseg_helpers.research.ensemble`);
 * ``--reference V [--export F]``: one model trained on every real patient
-  (:mod:`liverseg_helpers.research.reference`).
+  (:mod:`liverseg_helpers.research.reference`);
+* ``--pack BUNDLE`` / ``--unpack DIR``: the folds trained on another machine
+  (:mod:`liverseg_helpers.research.fold_bundle`).
 
 The option checks live here, above the modules they dispatch to, so none of those modules
 imports another one back.
@@ -17,7 +19,7 @@ from __future__ import annotations
 import argparse
 
 from liverseg_helpers.errors import DataError
-from liverseg_helpers.research import crossval, ensemble, multiseed, reference
+from liverseg_helpers.research import crossval, ensemble, fold_bundle, multiseed, reference
 from liverseg_helpers.research.variants import VARIANTS
 
 
@@ -35,6 +37,8 @@ def run_crossval_cli(args: argparse.Namespace) -> int:
             "--train-extra adds patients to leave-one-out training; it does not apply to "
             "--reference or --ensemble-of"
         )
+    if args.pack or args.unpack:
+        return run_bundle_cli(args, data_dirs, profile)
     if args.ensemble_of:
         return ensemble.run_ensemble_cli(args)
     if args.reference and len(args.reference) > 1:
@@ -76,4 +80,28 @@ def run_crossval_cli(args: argparse.Namespace) -> int:
     )
     print(crossval.format_markdown(result.ablation))
     print(f"tables: {result.out_dir / 'ablation.csv'}, {result.out_dir / 'ablation.md'}")
+    return 0
+
+
+def run_bundle_cli(args: argparse.Namespace, data_dirs: list[str], profile: str) -> int:
+    """``--pack BUNDLE``: write the unfinished folds' bundle; ``--unpack DIR``: place the
+    trained folds under ``--out`` (then the command without it scores them)."""
+    if args.pack and args.unpack:
+        raise DataError("--pack writes a bundle, --unpack places its trained folds: one at a time")
+    if args.reference or args.ensemble_of or args.train_extra or len(args.seed) > 1:
+        raise DataError("--pack and --unpack take leave-one-out folds of one seed: --variant V")
+    if args.unpack:
+        for run_dir in fold_bundle.unpack_folds(args.unpack, args.out):
+            print(f"placed {run_dir}")
+        print("score them: the same command without --unpack")
+        return 0
+    if not args.variant or args.variant == ["all"]:
+        raise DataError("--pack needs the recipes to train there: --variant V (repeatable)")
+    bundle = fold_bundle.pack_folds(
+        data_dirs, args.out, args.variant, args.pack, profile, args.seed[0]
+    )
+    n_folds = len(fold_bundle.read_plan(bundle)["folds"])
+    size_mb = sum(p.stat().st_size for p in bundle.rglob("*") if p.is_file()) / 1e6
+    print(f"bundle {bundle}: {n_folds} fold(s), {size_mb:.1f} MB")
+    print(f"train them: python -m liverseg_helpers.research.fold_bundle {bundle} --out DIR")
     return 0

@@ -192,6 +192,41 @@ def variant_train_config(
     )
 
 
+def fold_configs(
+    variant_name: str,
+    data_dir: DataDirs,
+    out_dir: Path,
+    profile: str,
+    seed: int,
+    overrides: dict | None = None,
+    extra_paths: Sequence[Path] = (),
+) -> list:
+    """The ``train.TrainConfig`` of each leave-one-out fold of one variant, in patient order.
+
+    Prepares the variant's cohort (``loo_cohort.prepare_cohort``: phantoms generated once);
+    each fold's run folder is ``out_dir/<variant>/fold_<test patient>``.
+    """
+    variant = VARIANTS[variant_name]
+    cohort_dir, real_ids, phantom_ids, extra_ids = prepare_cohort(
+        data_dir, out_dir, profile, variant, extra_paths
+    )
+    folds = make_loo_folds(real_ids, phantom_ids, variant.phantom_train, extra_ids)
+    return [
+        variant_train_config(
+            variant,
+            split,
+            cohort_dir,
+            out_dir / variant_name / f"fold_{split['test'][0]}",
+            profile,
+            seed,
+            slice_cache_dir(out_dir, variant),
+            overrides,
+            real_repeat(variant, split["train"], real_ids),
+        )
+        for split in folds
+    ]
+
+
 def run_fold(variant_name: str, cfg, checkpoint: str = "last") -> dict:
     """Train one fold (or reuse a finished one of the same training) and evaluate it.
 
@@ -286,25 +321,8 @@ def run_leave_one_out(
     extra_paths = extra_training_cases(train_extra, real_paths, out_dir) if train_extra else []
     rows = []
     for name in names:
-        variant = VARIANTS[name]
-        cohort_dir, real_ids, phantom_ids, extra_ids = prepare_cohort(
-            data_dir, out_dir, profile, variant, extra_paths
-        )
-        folds = make_loo_folds(real_ids, phantom_ids, variant.phantom_train, extra_ids)
         variant_rows = []
-        for split in folds:
-            run_dir = out_dir / name / f"fold_{split['test'][0]}"
-            cfg = variant_train_config(
-                variant,
-                split,
-                cohort_dir,
-                run_dir,
-                profile,
-                seed,
-                slice_cache_dir(out_dir, variant),
-                overrides,
-                real_repeat(variant, split["train"], real_ids),
-            )
+        for cfg in fold_configs(name, data_dir, out_dir, profile, seed, overrides, extra_paths):
             row = run_fold(name, cfg, checkpoint)
             print(
                 f"{name:<10} test {row['case_id']}: dice {row['dice']:.4f} "
@@ -347,6 +365,7 @@ __all__ = [
     "slice_cache_dir",
     "evaluate_fold",
     "variant_train_config",
+    "fold_configs",
     "run_fold",
     "summarise_ablation",
     "format_markdown",

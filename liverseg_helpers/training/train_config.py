@@ -43,6 +43,12 @@ class TrainConfig:
             instead of a random ``split_patients`` (e.g. a leave-one-patient-out fold); every
             id must be in the cohort and no id may be in two lists.
         preprocess: Preprocessing settings to change, e.g. ``{"target_spacing_mm": 1.6}``.
+        slice_cache: A slice cache folder already built (``slice_cache.build_slice_cache``,
+            with the settings this run asks for) to train from instead of ``data_dir``: no CT
+            is read, e.g. on a lent GPU machine the CT cannot travel to
+            (:mod:`liverseg_helpers.research.fold_bundle`).
+        data_workers: Threads preparing the training batches under a backend other than
+            TensorFlow (``dataset.make_train_data``); the batches stay the same.
     """
 
     data_dir: Path | None
@@ -60,6 +66,8 @@ class TrainConfig:
     batch_norm: bool | None = None
     split: dict | None = None
     preprocess: dict = field(default_factory=dict)
+    slice_cache: Path | None = None
+    data_workers: int = 1
 
 
 @dataclass

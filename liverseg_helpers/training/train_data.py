@@ -33,25 +33,41 @@ def _default_cache_dir(run_dir: Path, data_dir: Path) -> Path:
     return run_dir.parent / "slice_cache" / f"{data_dir.name}-{digest}"
 
 
-def prepare_data(cfg: TrainConfig, profile: Any, run_dir: Path) -> tuple[dict, Any, Path]:
-    """Cohort -> slice cache -> patient split. Returns (split, settings, cache folder)."""
-    from tqdm.auto import tqdm
+def cache_cohort(
+    cfg: TrainConfig, profile: Any, run_dir: Path
+) -> tuple[Path, Any, Path, list[str]]:
+    """The slice cache a run trains from, built from its cohort (or given: ``cfg.slice_cache``).
 
-    from liverseg_helpers import io
-    from liverseg_helpers.data import phantom
+    Returns:
+        ``(data_dir, settings, cache folder, case ids)``: the cohort folder (the cache folder
+        itself for ``cfg.slice_cache``), the preprocessing, the cache and its patients.
+
+    Raises:
+        DataError: An empty cohort, or a given cache built with other settings.
+    """
     from liverseg_helpers.preparation import preprocess, slice_cache
 
-    data_dir = Path(cfg.data_dir) if cfg.data_dir is not None else None
-    if data_dir is None:
-        data_dir = phantom.ensure_phantom_cohort(
-            run_dir.parent / "data" / f"phantom_{profile.name}", profile
-        )
     # The tumour stage (a cascade's second UNet) sees the liver's crop in a tighter window.
     tumour = cfg.task == "tumour"
     if tumour:
         settings = preprocess.tumour_settings(profile, **cfg.preprocess)
     else:
         settings = preprocess.settings_from_profile(profile, **cfg.preprocess)
+    if cfg.slice_cache is not None:
+        cache_dir = Path(cfg.slice_cache)
+        case_ids = slice_cache.cached_case_ids(cache_dir, settings, cfg.task)
+        return cache_dir, settings, cache_dir, case_ids
+
+    from tqdm.auto import tqdm
+
+    from liverseg_helpers import io
+    from liverseg_helpers.data import phantom
+
+    data_dir = Path(cfg.data_dir) if cfg.data_dir is not None else None
+    if data_dir is None:
+        data_dir = phantom.ensure_phantom_cohort(
+            run_dir.parent / "data" / f"phantom_{profile.name}", profile
+        )
     cache_root = Path(cfg.cache_dir) if cfg.cache_dir else _default_cache_dir(run_dir, data_dir)
     paths = io.list_case_paths(data_dir)
     if not paths:
@@ -69,6 +85,15 @@ def prepare_data(cfg: TrainConfig, profile: Any, run_dir: Path) -> tuple[dict, A
     manifest = json.loads((cache_dir / slice_cache.MANIFEST_NAME).read_text())
     sources = {str(Path(p).resolve()) for p in paths}
     case_ids = sorted(cid for cid, entry in manifest["cases"].items() if entry["source"] in sources)
+    return data_dir, settings, cache_dir, case_ids
+
+
+def prepare_data(cfg: TrainConfig, profile: Any, run_dir: Path) -> tuple[dict, Any, Path]:
+    """Cohort -> slice cache -> patient split. Returns (split, settings, cache folder)."""
+    from liverseg_helpers.preparation import preprocess, slice_cache
+
+    data_dir, settings, cache_dir, case_ids = cache_cohort(cfg, profile, run_dir)
+    tumour = cfg.task == "tumour"
     split_path = run_dir / "split.json"
     if cfg.resume and split_path.exists():
         split = json.loads(split_path.read_text())
@@ -272,6 +297,7 @@ def prepare_training(cfg: TrainConfig) -> TrainingData:
         profile.augment,
         augment_settings,
         first_epoch=initial_epoch,
+        workers=cfg.data_workers,
     )
     val_ds = dataset.make_val_data(x_val, y_val, profile.batch_size)
     per_epoch = math.ceil(len(x_train) / profile.batch_size)
