@@ -24,7 +24,10 @@ from liverseg_helpers.errors import DataError, OutputExistsError  # noqa: E402
 from liverseg_helpers.research import crossval, fold_bundle  # noqa: E402
 
 # The lent machine's Python lacks these (device KINDS.md); the training side must not need them.
-ABSENT_THERE = ["tensorflow", "pydicom", "SimpleITK", "nibabel", "highdicom", "nrrd", "cc3d"]
+ABSENT_THERE = [
+    *("tensorflow", "pydicom", "SimpleITK", "nibabel", "highdicom", "nrrd", "cc3d"),
+    *("ipywidgets", "papermill", "nbformat", "IPython"),
+]
 
 CHILD = """
 import sys
