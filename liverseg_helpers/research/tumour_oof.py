@@ -30,6 +30,7 @@ the leave-one-out folder, prints them and ends with a JSON summary line.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 from collections.abc import Sequence
@@ -90,6 +91,15 @@ def fold_training_ids(loo_dir: Path, fold_id: str) -> list[str]:
     return trained_on
 
 
+@functools.lru_cache(maxsize=1)
+def _load_fold_model(model_path: str, mtime_ns: int) -> tuple:
+    """A fold's tumour model and settings, loaded once while one fold's patients are scored
+    (``mtime_ns`` in the key: a model file written again is loaded again)."""
+    from liverseg_helpers.tumours import tumour
+
+    return tumour.load_tumour_model(model_path)
+
+
 def fold_patient(loo_dir: Path, fold_id: str, case: Case) -> FoldPatient:
     """Fold ``fold_id``'s model on one patient, inside the patient's true liver box.
 
@@ -114,7 +124,7 @@ def fold_patient(loo_dir: Path, fold_id: str, case: Case) -> FoldPatient:
     if own and fresh:
         probs = np.load(cached)
     else:
-        model, settings = tumour.load_tumour_model(model_path)
+        model, settings = _load_fold_model(str(model_path), model_path.stat().st_mtime_ns)
         probs = tumour.predict_tumour_probs(model, settings, case.volume, liver, case.spacing_mm)[
             box
         ].astype(np.float16)
