@@ -283,7 +283,10 @@ def unpack_folds(files_dir: str | os.PathLike, out_dir: str | os.PathLike) -> li
             raise DataError(f"{archive}: {variant}/{fold} is not a fold's run folder")
         run_dir = out_dir / variant / fold
         if run_dir.exists() and any(run_dir.iterdir()):
-            raise OutputExistsError(f"{archive.name}: {run_dir} already holds a training")
+            raise OutputExistsError(
+                f"{archive.name}: {run_dir} already holds a training (finished or not); move it "
+                "away to use the one trained from the bundle"
+            )
         with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
             safe_extract(archive, tmp)
             run_dir.parent.mkdir(parents=True, exist_ok=True)
