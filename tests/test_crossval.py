@@ -241,17 +241,30 @@ def test_run_leave_one_out_smoke(tmp_path):
         assert float(int8_table.loc[case_id, "dice"]) == pytest.approx(single[case_id], abs=0.02)
 
 
-@pytest.mark.parametrize("pipeline", ["tf.data", "PyDataset"])
+@pytest.mark.parametrize("pipeline", ["tf.data", "PyDataset", "PyDataset, 4 threads"])
 def test_a_stopped_and_resumed_training_equals_one_run_straight_through(
     tmp_path, monkeypatch, pipeline
 ):
     """Resuming replays the data the missing epochs would have had (shuffle and augmentation),
     so a long run stopped at a session's end and resumed later gives the same model. Both
-    input pipelines: tf.data, and the PyDataset that other Keras backends train on."""
+    input pipelines: tf.data, and the PyDataset that other Keras backends train on; the
+    PyDataset's batches also stay the same when threads prepare them (the stopped and resumed
+    run with 4, the straight one with 1)."""
     from liverseg_helpers.training import model_files
 
-    if pipeline == "PyDataset":  # the branch train.train takes without TensorFlow
+    if pipeline.startswith("PyDataset"):  # the branch train.train takes without TensorFlow
         monkeypatch.setattr(train.keras.backend, "backend", lambda: "jax")
+    threads = 4 if pipeline.endswith("threads") else 1
+    from liverseg_helpers.preparation import dataset
+
+    workers_used, make_sequence = [], dataset.make_numpy_sequence
+
+    def recording_sequence(*args, **kwargs):
+        made = make_sequence(*args, **kwargs)
+        workers_used.append(made.workers)
+        return made
+
+    monkeypatch.setattr(dataset, "make_numpy_sequence", recording_sequence)
 
     data = write_tiny_cohort(tmp_path / "data", ["pa", "pb", "pc"])
     split = {"train": ["pa", "pb"], "val": ["pc"]}
@@ -267,12 +280,15 @@ def test_a_stopped_and_resumed_training_equals_one_run_straight_through(
             split=split,
             epochs=epochs,
             resume=resume,
+            data_workers=1 if name == "straight" else threads,
         )
         return train.train(cfg).run_dir
 
     straight = run("straight", 3)
     run("stopped", 1)
     resumed = run("stopped", 3, resume=True)
+    if pipeline.startswith("PyDataset"):  # training sequences (validation ones use 1 worker)
+        assert workers_used[0::2] == [1, threads, threads]
     assert train.read_history(resumed)["epoch"] == [0.0, 1.0, 2.0]
     np.testing.assert_allclose(
         train.read_history(resumed)["loss"], train.read_history(straight)["loss"], rtol=1e-5
