@@ -48,9 +48,14 @@ def cache_key(
     return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def _read_manifest(folder: Path) -> dict:
+def read_manifest(folder: str | os.PathLike) -> dict:
+    """The ``manifest.json`` of a slice cache folder (settings, key and cases).
+
+    Raises:
+        DataError: Not a slice cache, or an unreadable manifest.
+    """
     missing = f"not a slice cache (no {MANIFEST_NAME}); run build_slice_cache"
-    return read_json(folder / MANIFEST_NAME, missing)
+    return read_json(Path(folder) / MANIFEST_NAME, missing)
 
 
 def _file_name(case_id: str) -> str:
@@ -179,7 +184,7 @@ def build_slice_cache(
         seed=seed,
     )
     try:
-        manifest = _read_manifest(folder)
+        manifest = read_manifest(folder)
     except DataError:
         manifest = {}
     if {k: manifest.get(k) for k in header} != header:  # new, foreign or damaged: rebuild
@@ -228,7 +233,7 @@ def _checked_manifest(
     folder: Path, settings: preprocess.PreprocessSettings | None, target: str | None
 ) -> dict:
     """The cache's manifest, after checking it was built with ``settings`` and ``target``."""
-    manifest = _read_manifest(folder)
+    manifest = read_manifest(folder)
     checks = [("settings", settings.to_dict() if settings else None), ("target", target)]
     for name, wanted in checks:
         if wanted is not None and manifest.get(name) != wanted:

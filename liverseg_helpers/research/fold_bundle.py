@@ -31,6 +31,7 @@ Commands::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -46,8 +47,11 @@ import numpy as np
 from liverseg_helpers import config as config_mod
 from liverseg_helpers.atomic import atomic_file, read_json, write_json_atomic
 from liverseg_helpers.errors import DataError, OutputExistsError
+from liverseg_helpers.preparation.slice_cache import MANIFEST_NAME, read_manifest
 
 PLAN_NAME = "plan.json"
+# TrainConfig fields that name this machine's folders or runtime; the plan carries the rest.
+LOCAL_FIELDS = {"data_dir", "run_dir", "cache_dir", "slice_cache", "resume", "data_workers"}
 # What a fold's archive holds: the run folder's records and its last model (int8).
 RUN_FILES = (
     "config.json",
@@ -62,20 +66,22 @@ RUN_FILES = (
 
 def fold_finished(run_dir: Path, epochs: int) -> bool:
     """Whether a fold's run folder holds a finished training (scored, or all epochs done)."""
+    from liverseg_helpers.training.fit import STATE_FILE
+    from liverseg_helpers.training.train_data import epochs_done
+
     if (run_dir / "metrics.json").exists():
         return True
-    state_path = run_dir / "training_state.json"
+    state_path = run_dir / STATE_FILE
     if not (state_path.exists() and (run_dir / "last.keras").exists()):
         return False
-    state = json.loads(state_path.read_text())
-    return bool(state.get("stopped_early")) or int(state.get("epoch", 0)) >= epochs
+    return epochs_done(json.loads(state_path.read_text()), epochs) >= epochs
 
 
 def copy_cache(cache_dir: Path, case_ids: Sequence[str], dest: Path) -> None:
     """Add the slice cache's files of ``case_ids`` to the cache copy ``dest``, compressed; its
     manifest lists only the patients copied (a valid cache for ``load_cached_slices``)."""
-    manifest = json.loads((cache_dir / "manifest.json").read_text())
-    copied = json.loads((dest / "manifest.json").read_text())["cases"] if dest.exists() else {}
+    manifest = read_manifest(cache_dir)
+    copied = read_manifest(dest)["cases"] if dest.exists() else {}
     dest.mkdir(parents=True, exist_ok=True)
     for case_id in sorted(set(case_ids) - set(copied)):
         entry = manifest["cases"][case_id]
@@ -84,7 +90,7 @@ def copy_cache(cache_dir: Path, case_ids: Sequence[str], dest: Path) -> None:
         with atomic_file(dest / entry["file"]) as tmp:
             np.savez_compressed(tmp, **arrays)
         copied[case_id] = {**entry, "source": f"bundle:{case_id}", "stamp": None}
-    write_json_atomic({**manifest, "cases": copied}, dest / "manifest.json")
+    write_json_atomic({**manifest, "cases": copied}, dest / MANIFEST_NAME)
 
 
 def pack_folds(
@@ -137,15 +143,7 @@ def pack_folds(
                     "run": f"{name}/{Path(cfg.run_dir).name}",
                     "cache": dest.name,
                     "config": {
-                        "profile": cfg.profile,
-                        "seed": cfg.seed,
-                        "task": cfg.task,
-                        "loss": cfg.loss,
-                        "overrides": cfg.overrides,
-                        "preprocess": cfg.preprocess,
-                        "case_repeat": cfg.case_repeat,
-                        "batch_norm": cfg.batch_norm,
-                        "split": cfg.split,
+                        k: v for k, v in dataclasses.asdict(cfg).items() if k not in LOCAL_FIELDS
                     },
                 }
             )

@@ -82,7 +82,7 @@ def cache_cohort(
         crop_to="liver" if tumour else None,
         crop_margin_px=preprocess.TUMOUR_CROP_MARGIN_PX,
     )
-    manifest = json.loads((cache_dir / slice_cache.MANIFEST_NAME).read_text())
+    manifest = slice_cache.read_manifest(cache_dir)
     sources = {str(Path(p).resolve()) for p in paths}
     case_ids = sorted(cid for cid, entry in manifest["cases"].items() if entry["source"] in sources)
     return data_dir, settings, cache_dir, case_ids
@@ -241,6 +241,12 @@ class TrainingData:
     state: dict = field(default_factory=dict)
 
 
+def epochs_done(state: dict, epochs: int) -> int:
+    """Epochs a run's ``training_state.json`` (``state``) has done, of the ``epochs`` asked:
+    all of them when early stopping ended it."""
+    return epochs if state.get("stopped_early") else int(state.get("epoch", 0))
+
+
 def prepare_training(cfg: TrainConfig) -> TrainingData:
     """Seed, split the cohort by patient, build the slice cache and the input pipelines.
 
@@ -271,9 +277,7 @@ def prepare_training(cfg: TrainConfig) -> TrainingData:
         run_reuse.check_same_loss(run_dir, cfg.loss)
     config_mod.set_seeds(cfg.seed)
     state = json.loads(state_path.read_text()) if cfg.resume else {}
-    initial_epoch = int(state.get("epoch", 0))
-    if state.get("stopped_early"):
-        initial_epoch = profile.epochs  # early stopping already ended this run
+    initial_epoch = epochs_done(state, profile.epochs)
 
     split, settings, cache_dir = prepare_data(cfg, profile, run_dir)
     from liverseg_helpers.preparation import dataset, slice_cache
