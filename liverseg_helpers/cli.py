@@ -144,6 +144,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--checkpoint", default="last", choices=["last", "best"], help="model tested")
     p.add_argument(
+        "--fold",
+        action="append",
+        default=None,
+        metavar="PATIENT",
+        help="train only the fold that tests this patient (repeatable); finished folds still "
+        "count in the tables",
+    )
+    p.add_argument(
         "--train-extra",
         action="append",
         default=None,

@@ -200,10 +200,26 @@ def test_train_honours_an_explicit_split(tmp_path):
 def test_run_leave_one_out_smoke(tmp_path):
     data = write_tiny_cohort(tmp_path / "data", ["pat_a", "pat_b"])
     out = tmp_path / "cv"
+    with pytest.raises(DataError, match=r"--fold \['pat_c'\]: no such test patient"):
+        crossval.run_leave_one_out(data, out, "smoke", variants=["baseline"], folds=["pat_c"])
+    # --fold trains the one fold named; the other is neither trained nor scored.
+    first = crossval.run_leave_one_out(
+        data, out, profile="smoke", variants=["baseline"], overrides=TINY, folds=["pat_b"]
+    )
+    assert list(first.per_fold["case_id"]) == ["pat_b"]
+    assert not (out / "baseline" / "fold_pat_a").exists()
+    fold_b = (out / "baseline" / "fold_pat_b" / "metrics.json").read_bytes()
+    # The command without --fold trains the rest and reuses the finished fold as it is.
     result = crossval.run_leave_one_out(
         data, out, profile="smoke", variants=["baseline"], overrides=TINY
     )
     assert sorted(result.per_fold["case_id"]) == ["pat_a", "pat_b"]
+    assert (out / "baseline" / "fold_pat_b" / "metrics.json").read_bytes() == fold_b
+    # --fold pat_a again: nothing to train, and the finished pat_b still counts in the tables.
+    again = crossval.run_leave_one_out(
+        data, out, profile="smoke", variants=["baseline"], overrides=TINY, folds=["pat_a"]
+    )
+    assert sorted(again.per_fold["case_id"]) == ["pat_a", "pat_b"]
     for variant in ("baseline",):
         for test in ("pat_a", "pat_b"):
             used = json.loads((out / variant / f"fold_{test}" / "split.json").read_text())
@@ -479,6 +495,21 @@ def test_several_data_folders_refused_where_not_pooled(tmp_path, more):
     )
     assert args.data == ["a", "b"]
     with pytest.raises(DataError, match="several --data folders are pooled by leave-one-out"):
+        commands.run_crossval_cli(args)
+
+
+@pytest.mark.parametrize(
+    "more",
+    [["--reference", "six"], ["--seed", "42", "43"], ["--pack", "b"], ["--ensemble-of", "x"]],
+)
+def test_fold_refused_where_there_are_no_folds_of_one_seed_to_train(tmp_path, more):
+    from liverseg_helpers import cli
+    from liverseg_helpers.research import commands
+
+    args = cli.build_parser().parse_args(
+        ["crossval", "--data", "a", "--out", str(tmp_path), "--fold", "p", *more]
+    )
+    with pytest.raises(DataError, match="--fold picks the leave-one-out folds of one seed"):
         commands.run_crossval_cli(args)
 
 

@@ -37,6 +37,10 @@ def run_crossval_cli(args: argparse.Namespace) -> int:
             "--train-extra adds patients to leave-one-out training; it does not apply to "
             "--reference or --ensemble-of"
         )
+    if args.fold and (
+        args.pack or args.unpack or args.ensemble_of or args.reference or len(args.seed) > 1
+    ):
+        raise DataError("--fold picks the leave-one-out folds of one seed to train: --variant V")
     if args.pack or args.unpack:
         return run_bundle_cli(args, data_dirs, profile)
     if args.ensemble_of:
@@ -77,6 +81,7 @@ def run_crossval_cli(args: argparse.Namespace) -> int:
         args.variant,
         args.checkpoint,
         train_extra=args.train_extra or (),
+        folds=args.fold or (),
     )
     print(crossval.format_markdown(result.ablation))
     print(f"tables: {result.out_dir / 'ablation.csv'}, {result.out_dir / 'ablation.md'}")

@@ -281,6 +281,7 @@ def run_leave_one_out(
     checkpoint: str = "last",
     overrides: dict | None = None,
     train_extra: Sequence[str | os.PathLike] = (),
+    folds: Sequence[str] = (),
 ) -> CrossvalResult:
     """Leave-one-patient-out training and 3D evaluation for each variant.
 
@@ -298,12 +299,15 @@ def run_leave_one_out(
         overrides: Profile changes for every variant (e.g. ``{"epochs": 1}`` in tests).
         train_extra: Cohort folders (e.g. LiTS, MSD) whose patients join every fold's
             training and are never tested; copies of a real patient's scan are left out.
+        folds: Test patients whose folds to train (empty: all). The other folds are not
+            trained; those already finished still count in the tables.
 
     Returns:
         :class:`CrossvalResult`; the tables are also written to ``out_dir``.
 
     Raises:
-        DataError: Unknown variant, fewer than 2 real patients, or a leaked split.
+        DataError: Unknown variant, fewer than 2 real patients, a leaked split, or a fold
+            named in ``folds`` that is no real patient's.
     """
     names = list(VARIANTS) if not variants else list(variants)
     unknown = [n for n in names if n not in VARIANTS]
@@ -317,12 +321,21 @@ def run_leave_one_out(
 
     real_paths = real_case_paths(data_dir)
     sources = {io.case_id_of(p): source_of(p) for p in real_paths}
+    unknown_folds = sorted(set(folds) - set(sources))
+    if unknown_folds:
+        raise DataError(
+            f"--fold {unknown_folds}: no such test patient; choose from {list(sources)}"
+        )
     # The copy check reads every extra scan: once per run, for all variants.
     extra_paths = extra_training_cases(train_extra, real_paths, out_dir) if train_extra else []
     rows = []
     for name in names:
         variant_rows = []
         for cfg in fold_configs(name, data_dir, out_dir, profile, seed, overrides, extra_paths):
+            test_id = cfg.split["test"][0]
+            if folds and test_id not in folds and not (Path(cfg.run_dir) / "metrics.json").exists():
+                print(f"{name:<10} test {test_id}: not trained (not among --fold)", flush=True)
+                continue
             row = run_fold(name, cfg, checkpoint)
             print(
                 f"{name:<10} test {row['case_id']}: dice {row['dice']:.4f} "
