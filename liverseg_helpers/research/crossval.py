@@ -227,6 +227,11 @@ def fold_configs(
     ]
 
 
+def fold_scores_path(cfg) -> Path:
+    """Where a fold's row is written once it is trained and scored (its ``metrics.json``)."""
+    return Path(cfg.run_dir) / "metrics.json"
+
+
 def run_fold(variant_name: str, cfg, checkpoint: str = "last") -> dict:
     """Train one fold (or reuse a finished one of the same training) and evaluate it.
 
@@ -249,7 +254,7 @@ def run_fold(variant_name: str, cfg, checkpoint: str = "last") -> dict:
     from liverseg_helpers.training import train
 
     run_dir, cohort_dir = Path(cfg.run_dir), Path(cfg.data_dir)
-    done = run_dir / "metrics.json"
+    done = fold_scores_path(cfg)
     if done.exists():
         check_same_training(run_dir, cfg.seed, cfg.profile, cfg.overrides, cfg.preprocess)
         return json.loads(done.read_text())
@@ -333,7 +338,7 @@ def run_leave_one_out(
         variant_rows = []
         for cfg in fold_configs(name, data_dir, out_dir, profile, seed, overrides, extra_paths):
             test_id = cfg.split["test"][0]
-            if folds and test_id not in folds and not (Path(cfg.run_dir) / "metrics.json").exists():
+            if folds and test_id not in folds and not fold_scores_path(cfg).exists():
                 print(f"{name:<10} test {test_id}: not trained (not among --fold)", flush=True)
                 continue
             row = run_fold(name, cfg, checkpoint)
