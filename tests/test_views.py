@@ -171,8 +171,35 @@ def test_a_scan_that_stops_inside_the_liver_is_predicted_by_the_axial_model(tmp_
     axial = predict.predict_case(paths[0], cut, postprocess=False)
     np.testing.assert_array_equal(pair.probs, axial.probs)
     alone = [predict.predict_case(path, whole, postprocess=False).probs for path in paths]
-    pair = predict.predict_case(paths, whole, postprocess=False).probs
+    pair = predict.predict_case(paths, whole, postprocess=False, skip_slices=False).probs
     np.testing.assert_allclose(pair, (alone[0] + alone[1]) / 2, atol=1e-6)
+
+
+def test_the_axial_member_looks_only_at_the_slices_around_the_coronal_liver(tmp_path, monkeypatch):
+    from liverseg_helpers.inference import predict
+
+    paths = save_disagreeing_axial_and_coronal_members(tmp_path)
+    liver = ellipsoid(shape=(60, 60, 50), centre=(30.0, 25.0, 30.0))  # slices 22 to 38
+    case = Case("tall", np.where(liver, 250, -150).astype(np.int16), TALL)
+    asked = []
+    predict_volume = predict.predict_volume
+
+    def recording_predict_volume(model, volume_hu, settings, *args, **kwargs):
+        if settings.view == "axial":
+            asked.append(kwargs.get("slices"))
+        return predict_volume(model, volume_hu, settings, *args, **kwargs)
+
+    monkeypatch.setattr(predict, "predict_volume", recording_predict_volume)
+    pair = predict.predict_case(paths, case)
+    assert len(asked) == 1
+    # The slices where the coronal member's probabilities exceed 0.2 (22 to 37: its 1 mm
+    # slices, turned back, blur the ellipsoid's tip), 25 mm (7 slices) above and below, and
+    # both end slices.
+    assert np.flatnonzero(asked[0]).tolist() == [0, *range(15, 45), 59]
+    every_slice = predict.predict_case(paths, case, skip_slices=False)
+    assert asked[1] is None
+    assert np.array_equal(pair.pred, every_slice.pred)
+    np.testing.assert_allclose(pair.probs[15:45], every_slice.probs[15:45], atol=1e-6)
 
 
 def test_a_ct_too_short_for_the_coronal_model_is_predicted_by_the_axial_one(tmp_path):

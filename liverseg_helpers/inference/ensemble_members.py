@@ -99,6 +99,19 @@ def liver_reaches_scan_edge(
     return end_pixels * pixel_mm2 >= min_area_mm2
 
 
+def end_slices_show_liver(
+    axial_probs: np.ndarray, spacing_mm: tuple[float, float, float], threshold: float
+) -> bool:
+    """Whether the axial probabilities' first or last slice, thresholded and filled, holds
+    :data:`EDGE_MIN_AREA_MM2` of liver: the quick first half of :func:`turned_members_to_run`.
+
+    Those pixels hold at least the final mask's pixels there (the largest component is kept
+    only afterwards), so a scan without them is decided without post-processing.
+    """
+    ends = [ndimage.binary_fill_holes(end > threshold) for end in axial_probs[[0, -1]]]
+    return liver_reaches_scan_edge(np.stack(ends), spacing_mm)
+
+
 def turned_members_to_run(
     loaded: list[tuple[Any, PreprocessSettings]],
     axial_probs: np.ndarray | None,
@@ -118,10 +131,7 @@ def turned_members_to_run(
     turned = [member for member in loaded if member[1].view != "axial"]
     if not turned or axial_probs is None:
         return turned
-    # The end slices thresholded and filled, before the largest component is kept, hold at
-    # least the final mask's pixels there: most scans are decided without post-processing.
-    ends = [ndimage.binary_fill_holes(end > threshold) for end in axial_probs[[0, -1]]]
-    if not liver_reaches_scan_edge(np.stack(ends), case.spacing_mm):
+    if not end_slices_show_liver(axial_probs, case.spacing_mm, threshold):
         return turned
     axial_mask = postprocess.mask_from_probs(axial_probs, case.spacing_mm[0], threshold)
     if not liver_reaches_scan_edge(axial_mask, case.spacing_mm):

@@ -30,12 +30,14 @@ import numpy as np
 
 from liverseg_helpers.errors import DataError, ModelFileError
 from liverseg_helpers.inference.ensemble_members import (
+    end_slices_show_liver,
     members_that_fit,
     settings_for_field_of_view,
     turned_members_to_run,
 )
 from liverseg_helpers.inference.postprocess import mask_from_probs
 from liverseg_helpers.inference.precision import choose_precision, convert_to_bfloat16
+from liverseg_helpers.inference.region import blank_slices, liver_slab, slices_to_run
 from liverseg_helpers.io.case import Case
 from liverseg_helpers.preparation import preprocess, views
 from liverseg_helpers.preparation.preprocess import PreprocessSettings
@@ -177,6 +179,40 @@ def run_model_on_slices(
     return out
 
 
+def run_model_on_chosen_slices(
+    model: Any,
+    images: np.ndarray,
+    chosen: np.ndarray | None = None,
+    batch_size: int = 8,
+    progress: bool = False,
+) -> np.ndarray:
+    """Probabilities of the model for the ``chosen`` slices, each blank slice run only once.
+
+    Every blank slice (``region.blank_slices``) gives the same answer, so the first one's
+    stands for all (``region.slices_to_run``); the other slices are run as they are, so
+    their probabilities are those of :func:`run_model_on_slices`.
+
+    Args:
+        images: float32 ``(n, S, S, C)`` from ``preprocess.preprocess_volume``.
+        chosen: bool ``(n,)``: the slices to answer for; the others get 0. None: every slice.
+        batch_size: Slices per model call.
+        progress: Show a tqdm bar over batches.
+
+    Returns:
+        float32 ``(n, S, S)``.
+    """
+    chosen = np.ones(len(images), dtype=bool) if chosen is None else chosen
+    blank = blank_slices(images)
+    indices, stand_in = slices_to_run(chosen, blank)
+    out = np.zeros(images.shape[:3], dtype=np.float32)
+    if len(indices) == 0:
+        return out
+    out[indices] = run_model_on_slices(model, images[indices], batch_size, progress)
+    if stand_in is not None:
+        out[chosen & blank] = out[stand_in]
+    return out
+
+
 def predict_volume(
     model: Any,
     volume_hu: np.ndarray,
@@ -187,6 +223,8 @@ def predict_volume(
     stage_seconds: dict[str, float] | None = None,
     precision: str = "auto",
     grey_levels: bool = False,
+    slices: np.ndarray | None = None,
+    skip_blank_slices: bool = True,
 ) -> np.ndarray:
     """Liver probabilities of a whole CT on its own grid.
 
@@ -202,13 +240,19 @@ def predict_volume(
         precision: ``"float32"``, ``"bfloat16"`` or ``"auto"`` (``precision.choose_precision``).
         grey_levels: ``volume_hu`` is a PNG export's 0..255 grey levels, not HU
             (:func:`preprocess.preprocess_volume`).
+        slices: bool ``(z,)``, an axial model only: run it on these slices of the CT
+            (``region.liver_slab``), probabilities 0 on the others. None: every slice.
+        skip_blank_slices: Run the model on one blank input slice for all of them
+            (:func:`run_model_on_chosen_slices`; the same probabilities, sooner). False:
+            on every slice (for comparing).
 
     Returns:
         float32 ``[z, y, x]`` in [0, 1], the shape of ``volume_hu``.
 
     Raises:
-        DataError: A volume that is not 3D or holds NaN, or one too short from feet to head
-            for a coronal or sagittal model (:func:`views.check_fits_view`).
+        DataError: A volume that is not 3D or holds NaN, one too short from feet to head
+            for a coronal or sagittal model (:func:`views.check_fits_view`), or ``slices``
+            for a model of another view or of another length than the CT.
         ModelFileError: A model whose input does not fit ``settings``.
     """
     check_model_fits(model, settings)
@@ -218,6 +262,11 @@ def predict_volume(
         timer[stage] = timer.get(stage, 0.0) + time.perf_counter() - start
 
     views.check_fits_view(volume_hu.shape, spacing_mm, settings.view)
+    if slices is not None and (settings.view != "axial" or slices.shape != volume_hu.shape[:1]):
+        raise DataError(
+            f"slices ({slices.shape}) choose slices of a {len(volume_hu)}-slice CT for an axial "
+            f"model; this model is {settings.view}"
+        )
     start = time.perf_counter()
     turned, turned_mm = views.to_view(
         volume_hu, spacing_mm, settings.view, settings.target_spacing_mm
@@ -227,7 +276,10 @@ def predict_volume(
     start = time.perf_counter()
     if choose_precision(precision) == "bfloat16":
         model = convert_to_bfloat16(model)
-    small_probs = run_model_on_slices(model, images, batch_size, progress)
+    if skip_blank_slices or slices is not None:
+        small_probs = run_model_on_chosen_slices(model, images, slices, batch_size, progress)
+    else:
+        small_probs = run_model_on_slices(model, images, batch_size, progress)
     add_time("model", start)
     start = time.perf_counter()
     probs = preprocess.restore_slices(small_probs, turned.shape[1:], settings, turned_mm)
@@ -286,6 +338,7 @@ def predict_case(
     progress: bool = False,
     precision: str = "auto",
     smooth_z_mm: float = 0.0,
+    skip_slices: bool = True,
 ) -> PredictionResult:
     """Segment the liver of one case.
 
@@ -308,6 +361,10 @@ def predict_case(
         precision: ``"float32"``, ``"bfloat16"`` or ``"auto"`` (``precision.choose_precision``).
         smooth_z_mm: With ``postprocess``, first blur the probabilities along z by this
             many mm (``postprocess.smooth_across_slices``); 0 = off. ``probs`` stays unblurred.
+        skip_slices: Run each network once for all blank slices, and, in an ensemble of
+            axial and turned networks, the axial ones only on the slices around the liver
+            the turned ones found (``region.liver_slab``). False: every network on every
+            slice (slower; for comparing).
 
     Returns:
         :class:`PredictionResult` on the case's grid.
@@ -335,7 +392,9 @@ def predict_case(
         )
     ]
 
-    def summed_probs(chosen: list[tuple[Any, PreprocessSettings]]) -> np.ndarray:
+    def summed_probs(
+        chosen: list[tuple[Any, PreprocessSettings]], slices: np.ndarray | None = None
+    ) -> np.ndarray:
         total = np.zeros(case.shape, dtype=np.float32)
         for model, member_settings in chosen:
             total += predict_volume(
@@ -348,18 +407,31 @@ def predict_case(
                 stage_seconds,
                 precision,
                 grey_levels=case.format == "png",
+                slices=slices,
+                skip_blank_slices=skip_slices,
             )
         return total
 
     axial = [member for member in loaded if member[1].view == "axial"]
-    probs = summed_probs(axial)
-    turned: list[tuple[Any, PreprocessSettings]] = []
-    if len(axial) < len(loaded):  # only an ensemble with turned members needs the edge check
+    turned = [member for member in loaded if member[1].view != "axial"]
+    if not axial or not turned:
+        probs = summed_probs(loaded) / len(loaded)
+    else:
+        # The turned networks are cheaper (3 mm slices): they run first and tell the axial
+        # ones which slices hold the liver (region.liver_slab).
+        turned_probs = summed_probs(turned) / len(turned)
+        slab = liver_slab(turned_probs, case.spacing_mm) if skip_slices else None
+        axial_probs = summed_probs(axial, slab) / len(axial)
+        if slab is not None and end_slices_show_liver(axial_probs, case.spacing_mm, threshold):
+            # The scan stops inside the liver, where a turned network is not to be trusted,
+            # nor its slab: the axial networks look at the other slices too.
+            axial_probs += summed_probs(axial, ~slab) / len(axial)
         edge_start = time.perf_counter()
-        axial_probs = probs / len(axial) if axial else None
-        turned = turned_members_to_run(loaded, axial_probs, case, threshold)
+        trusted = turned_members_to_run(loaded, axial_probs, case, threshold)
         stage_seconds["edge check"] = time.perf_counter() - edge_start
-    probs = (probs + summed_probs(turned)) / (len(axial) + len(turned))
+        probs = axial_probs
+        if trusted:  # the mean of all the networks
+            probs = (axial_probs * len(axial) + turned_probs * len(turned)) / len(loaded)
     post_start = time.perf_counter()
     pred = mask_from_probs(probs, case.spacing_mm[0], threshold, postprocess, smooth_z_mm)
     stage_seconds["postprocess"] = time.perf_counter() - post_start

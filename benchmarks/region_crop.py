@@ -1,0 +1,102 @@
+"""Showing each network only what it needs (``inference.region``) against whole slices.
+
+For every CT, the shipped ensemble (3 axial + 3 coronal networks) predicts it twice in one
+process, in alternating order: with ``crop=True`` (the default of ``liverseg predict``: the
+coronal networks see the body, the axial ones the box around the coronal networks' liver)
+and with ``crop=False`` (every whole slice). Prints, per CT, the networks' seconds
+(``stage_seconds["model"]``) of each, their ratio, the share of the ensemble's voxels whose
+mask changed (Dice between the two final masks) and the liver Dice and ASSD of each against
+the expert mask, then the medians. An experiment, not a test: the machine's noise moves the
+seconds, so read the ratio, measured side by side.
+
+Usage::
+
+    python benchmarks/region_crop.py [CT ...] [--repeat 1]
+
+Without CTs: every real patient of ``../shared/data`` (see ``predict_command.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from liverseg_helpers import io  # noqa: E402
+from liverseg_helpers.evaluation import evaluate  # noqa: E402
+from liverseg_helpers.inference import predict  # noqa: E402
+from liverseg_helpers.research.ablation_table import format_markdown  # noqa: E402
+
+SOURCES = ("3Dircadb1", "chaos_ct", "hcc_tace_seg")
+SHIPPED = [REPO / "models" / "liver_unet.keras", REPO / "models" / "liver_unet_coronal.keras"]
+
+
+def real_patients() -> list[Path]:
+    """Every real patient of ``../shared/data`` (none when it is absent)."""
+    shared = REPO.parent / "shared" / "data"
+    return [
+        path
+        for name in SOURCES
+        if (shared / name).is_dir()
+        for path in io.list_case_paths(shared / name)
+    ]
+
+
+def compare(path: Path, repeat: int) -> dict:
+    """Both ways on one CT: model seconds (best of ``repeat``), agreement and accuracy."""
+    case = io.load_case(path)
+    seconds: dict[bool, list[float]] = {True: [], False: []}
+    results = {}
+    for run in range(repeat):
+        for crop in (True, False) if run % 2 == 0 else (False, True):
+            result = predict.predict_case(SHIPPED, case, skip_slices=crop)
+            seconds[crop].append(result.stage_seconds["model"])
+            results[crop] = result
+    row = {
+        "patient": case.case_id,
+        "slices": case.shape[0],
+        "cropped s": min(seconds[True]),
+        "whole s": min(seconds[False]),
+        "ratio": min(seconds[True]) / min(seconds[False]),
+        "mask Dice between": evaluate.evaluate_masks(
+            results[True].pred, results[False].pred, case.spacing_mm
+        )["dice"],
+        "max prob change": float(np.abs(results[True].probs - results[False].probs).max()),
+    }
+    truth = case.masks.get("liver")
+    for crop, name in ((True, "cropped"), (False, "whole")):
+        if truth is not None and truth.any():
+            scores = evaluate.evaluate_masks(results[crop].pred, truth, case.spacing_mm)
+            row[f"{name} Dice"] = scores["dice"]
+            row[f"{name} ASSD mm"] = scores["assd_mm"]
+    return row
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("ct", nargs="*", type=Path, help="CTs (default: ../shared/data)")
+    parser.add_argument("--repeat", type=int, default=1, help="runs of each way per CT")
+    args = parser.parse_args(argv)
+    paths = args.ct or real_patients()
+    if not paths:
+        parser.error("no CT given and no ../shared/data here")
+    rows = [compare(path, args.repeat) for path in paths]
+    for row in rows:  # a line per CT as soon as the table is known
+        print({key: round(v, 4) if isinstance(v, float) else v for key, v in row.items()})
+    print(format_markdown(pd.DataFrame(rows).set_index("patient"), digits=4))
+    for key in ("cropped s", "whole s", "ratio", "mask Dice between"):
+        print(f"median {key}: {np.median([row[key] for row in rows]):.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

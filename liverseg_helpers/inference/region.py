@@ -1,0 +1,86 @@
+"""Run a 2D network only on the slices that need it.
+
+A 2D network sees one slice at a time, so leaving a slice out changes nothing on the others:
+the time saved is exact. Two kinds of slice need no network of their own:
+
+- a blank slice (all zeros after windowing: a coronal slice in front of or behind the body,
+  where the CT has only air): every blank slice gives the same answer, so the network runs on
+  one of them and the answer is copied (:func:`blank_slices`);
+- an axial slice far above or below the liver, once the cheaper coronal networks of an
+  ensemble have found it (:func:`liver_slab`): the axial networks run only on the liver's
+  slices plus a margin, and say 0 elsewhere.
+
+Showing a network a part of each slice instead (cropping in-plane) was tried and dropped: a
+UNet's zero padding is not the same as the body or air it replaces, and the masks moved
+(``docs/benchmarks.md``). How much the slab changes the final mask is measured against every
+slice in ``benchmarks/region_crop.py``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from liverseg_helpers.inference import postprocess
+
+SLAB_MARGIN_MM = 25.0  # above and below the coronal networks' liver
+SLAB_THRESHOLD = 0.2  # the coronal networks' probability that counts as "maybe liver"
+
+
+def blank_slices(images: np.ndarray) -> np.ndarray:
+    """bool ``(n,)``: the network-input slices ``(n, S, S, C)`` that hold only zeros."""
+    return ~images.reshape(len(images), -1).any(axis=1)
+
+
+def slices_to_run(chosen: np.ndarray, blank: np.ndarray) -> tuple[np.ndarray, int | None]:
+    """The slice indices a network must see to answer for every ``chosen`` slice.
+
+    Args:
+        chosen: bool ``(n,)``: the slices whose probabilities are wanted.
+        blank: bool ``(n,)`` from :func:`blank_slices`.
+
+    Returns:
+        ``(indices, stand_in)``: sorted indices to run (every chosen slice that is not blank,
+        and the first chosen blank one), and that blank slice's index, whose answer stands
+        for every chosen blank slice (None when no chosen slice is blank).
+    """
+    blank_chosen = np.flatnonzero(chosen & blank)
+    stand_in = int(blank_chosen[0]) if len(blank_chosen) else None
+    run = chosen & ~blank
+    if stand_in is not None:
+        run[stand_in] = True
+    return np.flatnonzero(run), stand_in
+
+
+def liver_slab(
+    probs: np.ndarray,
+    spacing_mm: tuple[float, float, float],
+    threshold: float = SLAB_THRESHOLD,
+    margin_mm: float = SLAB_MARGIN_MM,
+) -> np.ndarray | None:
+    """The axial slices around a liver found by other networks, where the axial ones must look.
+
+    Args:
+        probs: float ``[z, y, x]`` liver probabilities on the CT's grid (the mean of an
+            ensemble's coronal networks).
+        spacing_mm: Voxel size ``(z, y, x)``.
+        threshold: Voxels above it count as possible liver (kept low: a slab too thick costs
+            time, one too thin costs liver); their largest connected piece sets the slab, as
+            the final mask is the largest piece (``postprocess.keep_largest_component``).
+        margin_mm: Added above and below.
+
+    Returns:
+        bool ``(z,)``, True for the slab's slices and always for the scan's first and last
+        slice (which tell whether the scan stops inside the liver:
+        ``ensemble_members.turned_members_to_run``); None when nothing is above ``threshold``
+        (then every slice is to be looked at).
+    """
+    hits = probs > threshold
+    if not hits.any():
+        return None
+    hits = postprocess.keep_largest_component(hits)
+    found = np.flatnonzero(hits.any(axis=(1, 2)))
+    margin = int(np.ceil(margin_mm / float(spacing_mm[0])))
+    slab = np.zeros(len(probs), dtype=bool)
+    slab[max(int(found[0]) - margin, 0) : int(found[-1]) + 1 + margin] = True
+    slab[[0, -1]] = True
+    return slab
