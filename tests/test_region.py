@@ -51,11 +51,16 @@ def test_chosen_slices_get_the_probabilities_of_a_whole_run():
 
     whole = predict.run_model_on_slices(net, images, batch_size=4)
     assert np.abs(whole[0]).max() > 0  # a blank slice's answer is not 0: it must be copied
-    same = predict.run_model_on_chosen_slices(Counting(), images, batch_size=1)
+    counting = Counting()
+    same = region.run_on_chosen_slices(
+        lambda part: predict.run_model_on_slices(counting, part, batch_size=1), images
+    )
     np.testing.assert_allclose(same, whole, atol=1e-5)
     assert len(seen) == 7  # the six slices with something in them and one blank one
     chosen = np.zeros(12, dtype=bool)
     chosen[[0, 4, 5]] = True
-    part = predict.run_model_on_chosen_slices(net, images, chosen, batch_size=4)
+    part = region.run_on_chosen_slices(
+        lambda part: predict.run_model_on_slices(net, part, batch_size=4), images, chosen
+    )
     np.testing.assert_allclose(part[chosen], whole[chosen], atol=1e-5)
     assert not part[~chosen].any()

@@ -157,7 +157,7 @@ def test_an_axial_and_a_coronal_model_are_averaged_on_the_ct_grid(tmp_path, caps
         predict.predict_case([], case)
 
 
-def test_a_scan_that_stops_inside_the_liver_is_predicted_by_the_axial_model(tmp_path):
+def test_a_scan_that_stops_inside_the_liver_is_predicted_by_the_axial_model(tmp_path, monkeypatch):
     from liverseg_helpers.inference import predict
 
     paths = save_disagreeing_axial_and_coronal_members(tmp_path)
@@ -166,8 +166,19 @@ def test_a_scan_that_stops_inside_the_liver_is_predicted_by_the_axial_model(tmp_
     cut = Case("cut", volume[14:], spacing)  # the first slice goes through the liver's middle
     whole = Case("whole", volume, spacing)
 
+    asked = []
+    predict_volume = predict.predict_volume
+
+    def recording_predict_volume(model, volume_hu, settings, *args, **kwargs):
+        asked.append((settings.view, kwargs.get("slices")))
+        return predict_volume(model, volume_hu, settings, *args, **kwargs)
+
+    monkeypatch.setattr(predict, "predict_volume", recording_predict_volume)
     with pytest.warns(UserWarning, match="cut: the liver reaches the scan's first or last slice"):
         pair = predict.predict_case(paths, cut, postprocess=False)
+    # The coronal member's slab left slices out; the cut end sent the axial member to them too.
+    assert [view for view, _ in asked] == ["coronal", "axial", "axial"]
+    assert not (asked[1][1] & asked[2][1]).any() and (asked[1][1] | asked[2][1]).all()
     axial = predict.predict_case(paths[0], cut, postprocess=False)
     np.testing.assert_array_equal(pair.probs, axial.probs)
     alone = [predict.predict_case(path, whole, postprocess=False).probs for path in paths]

@@ -37,7 +37,7 @@ from liverseg_helpers.inference.ensemble_members import (
 )
 from liverseg_helpers.inference.postprocess import mask_from_probs
 from liverseg_helpers.inference.precision import choose_precision, convert_to_bfloat16
-from liverseg_helpers.inference.region import blank_slices, liver_slab, slices_to_run
+from liverseg_helpers.inference.region import liver_slab, run_on_chosen_slices
 from liverseg_helpers.io.case import Case
 from liverseg_helpers.preparation import preprocess, views
 from liverseg_helpers.preparation.preprocess import PreprocessSettings
@@ -179,40 +179,6 @@ def run_model_on_slices(
     return out
 
 
-def run_model_on_chosen_slices(
-    model: Any,
-    images: np.ndarray,
-    chosen: np.ndarray | None = None,
-    batch_size: int = 8,
-    progress: bool = False,
-) -> np.ndarray:
-    """Probabilities of the model for the ``chosen`` slices, each blank slice run only once.
-
-    Every blank slice (``region.blank_slices``) gives the same answer, so the first one's
-    stands for all (``region.slices_to_run``); the other slices are run as they are, so
-    their probabilities are those of :func:`run_model_on_slices`.
-
-    Args:
-        images: float32 ``(n, S, S, C)`` from ``preprocess.preprocess_volume``.
-        chosen: bool ``(n,)``: the slices to answer for; the others get 0. None: every slice.
-        batch_size: Slices per model call.
-        progress: Show a tqdm bar over batches.
-
-    Returns:
-        float32 ``(n, S, S)``.
-    """
-    chosen = np.ones(len(images), dtype=bool) if chosen is None else chosen
-    blank = blank_slices(images)
-    indices, stand_in = slices_to_run(chosen, blank)
-    out = np.zeros(images.shape[:3], dtype=np.float32)
-    if len(indices) == 0:
-        return out
-    out[indices] = run_model_on_slices(model, images[indices], batch_size, progress)
-    if stand_in is not None:
-        out[chosen & blank] = out[stand_in]
-    return out
-
-
 def predict_volume(
     model: Any,
     volume_hu: np.ndarray,
@@ -243,7 +209,7 @@ def predict_volume(
         slices: bool ``(z,)``, an axial model only: run it on these slices of the CT
             (``region.liver_slab``), probabilities 0 on the others. None: every slice.
         skip_blank_slices: Run the model on one blank input slice for all of them
-            (:func:`run_model_on_chosen_slices`; the same probabilities, sooner). False:
+            (``region.run_on_chosen_slices``; the same probabilities, sooner). False:
             on every slice (for comparing).
 
     Returns:
@@ -276,10 +242,14 @@ def predict_volume(
     start = time.perf_counter()
     if choose_precision(precision) == "bfloat16":
         model = convert_to_bfloat16(model)
+
+    def run(part: np.ndarray) -> np.ndarray:
+        return run_model_on_slices(model, part, batch_size, progress)
+
     if skip_blank_slices or slices is not None:
-        small_probs = run_model_on_chosen_slices(model, images, slices, batch_size, progress)
+        small_probs = run_on_chosen_slices(run, images, slices)
     else:
-        small_probs = run_model_on_slices(model, images, batch_size, progress)
+        small_probs = run(images)
     add_time("model", start)
     start = time.perf_counter()
     probs = preprocess.restore_slices(small_probs, turned.shape[1:], settings, turned_mm)
@@ -422,10 +392,12 @@ def predict_case(
         turned_probs = summed_probs(turned) / len(turned)
         slab = liver_slab(turned_probs, case.spacing_mm) if skip_slices else None
         axial_probs = summed_probs(axial, slab) / len(axial)
-        if slab is not None and end_slices_show_liver(axial_probs, case.spacing_mm, threshold):
-            # The scan stops inside the liver, where a turned network is not to be trusted,
-            # nor its slab: the axial networks look at the other slices too.
-            axial_probs += summed_probs(axial, ~slab) / len(axial)
+        rest = None if slab is None else ~slab
+        if rest is not None and rest.any():
+            if end_slices_show_liver(axial_probs, case.spacing_mm, threshold):
+                # The scan stops inside the liver, where a turned network is not to be
+                # trusted, nor its slab: the axial networks look at the other slices too.
+                axial_probs += summed_probs(axial, rest) / len(axial)
         edge_start = time.perf_counter()
         trusted = turned_members_to_run(loaded, axial_probs, case, threshold)
         stage_seconds["edge check"] = time.perf_counter() - edge_start

@@ -18,6 +18,8 @@ slice in ``benchmarks/region_crop.py``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from liverseg_helpers.inference import postprocess
@@ -49,6 +51,37 @@ def slices_to_run(chosen: np.ndarray, blank: np.ndarray) -> tuple[np.ndarray, in
     if stand_in is not None:
         run[stand_in] = True
     return np.flatnonzero(run), stand_in
+
+
+def run_on_chosen_slices(
+    run: Callable[[np.ndarray], np.ndarray],
+    images: np.ndarray,
+    chosen: np.ndarray | None = None,
+) -> np.ndarray:
+    """A network's answers for the ``chosen`` slices, each blank slice run only once.
+
+    Every blank slice (:func:`blank_slices`) gives the same answer, so the first one's stands
+    for all (:func:`slices_to_run`); the other slices are run as they are.
+
+    Args:
+        run: The network on a stack of slices: ``(k, S, S, C)`` to ``(k, S, S)``
+            (``predict.run_model_on_slices``).
+        images: float32 ``(n, S, S, C)`` network input.
+        chosen: bool ``(n,)``: the slices to answer for; the others get 0. None: every slice.
+
+    Returns:
+        float32 ``(n, S, S)``.
+    """
+    chosen = np.ones(len(images), dtype=bool) if chosen is None else chosen
+    blank = blank_slices(images)
+    indices, stand_in = slices_to_run(chosen, blank)
+    out = np.zeros(images.shape[:3], dtype=np.float32)
+    if len(indices) == 0:
+        return out
+    out[indices] = run(images[indices])
+    if stand_in is not None:
+        out[chosen & blank] = out[stand_in]
+    return out
 
 
 def liver_slab(
