@@ -450,12 +450,9 @@ def test_shipped_pair_on_a_scan_that_cuts_the_liver_uses_the_axial_network_alone
     case = io.load_case(SHARED_DATA / "chaos_ct" / "chaos_ct_1")
     with pytest.warns(UserWarning, match="chaos_ct_1: the liver reaches the scan's first"):
         pair = predict.predict_case(pipeline.resolve_model_paths(None), case)
-    # The coronal networks run first (to find the liver's slices), then the axial ones on those
-    # slices (and, were there any, on the others, as the scan's first slice shows liver); the
-    # coronal answer is dropped: with it averaged in, this patient scores 0.924 (below).
-    assert views_run[0] == "coronal" and set(views_run[1:]) == {"axial"}
-    axial_alone = predict.predict_case(pipeline.resolve_model_paths(None)[0], case)
-    np.testing.assert_allclose(pair.probs, axial_alone.probs, atol=2e-3)
+    # The axial networks' first batch shows liver on the first slice, so they see every slice
+    # (in two parts) and the coronal file is never run, so nothing is averaged in.
+    assert views_run == ["axial", "axial"]
     dice = evaluate.evaluate_masks(pair.pred, case.masks["liver"], case.spacing_mm)["dice"]
     assert dice > CUT_LIVER_MIN_DICE
 

@@ -176,9 +176,10 @@ def test_a_scan_that_stops_inside_the_liver_is_predicted_by_the_axial_model(tmp_
     monkeypatch.setattr(predict, "predict_volume", recording_predict_volume)
     with pytest.warns(UserWarning, match="cut: the liver reaches the scan's first or last slice"):
         pair = predict.predict_case(paths, cut, postprocess=False)
-    # The coronal member's slab left slices out; the cut end sent the axial member to them too.
-    assert [view for view, _ in asked] == ["coronal", "axial", "axial"]
-    assert not (asked[1][1] & asked[2][1]).any() and (asked[1][1] | asked[2][1]).all()
+    # The first batch showed liver on an end slice: the axial member saw every other slice too,
+    # and the coronal one was never run.
+    assert [view for view, _ in asked] == ["axial", "axial"]
+    assert not (asked[0][1] & asked[1][1]).any() and (asked[0][1] | asked[1][1]).all()
     axial = predict.predict_case(paths[0], cut, postprocess=False)
     np.testing.assert_array_equal(pair.probs, axial.probs)
     alone = [predict.predict_case(path, whole, postprocess=False).probs for path in paths]
@@ -196,19 +197,20 @@ def test_the_axial_member_looks_only_at_the_slices_around_the_coronal_liver(tmp_
     predict_volume = predict.predict_volume
 
     def recording_predict_volume(model, volume_hu, settings, *args, **kwargs):
-        if settings.view == "axial":
-            asked.append(kwargs.get("slices"))
+        asked.append((settings.view, kwargs.get("slices")))
         return predict_volume(model, volume_hu, settings, *args, **kwargs)
 
     monkeypatch.setattr(predict, "predict_volume", recording_predict_volume)
     pair = predict.predict_case(paths, case)
-    assert len(asked) == 1
-    # The slices where the coronal member's probabilities exceed 0.2 (22 to 37: its 1 mm
-    # slices, turned back, blur the ellipsoid's tip), 25 mm (7 slices) above and below, and
-    # both end slices.
-    assert np.flatnonzero(asked[0]).tolist() == [0, *range(15, 45), 59]
+    # First one batch of 8 (both ends and the middle), then, once the coronal member ran, the
+    # slices where its probabilities exceed 0.2 (22 to 37: its 1 mm slices, turned back, blur
+    # the ellipsoid's tips) and 25 mm (7 slices) above and below, less those done.
+    assert [view for view, _ in asked] == ["axial", "coronal", "axial"]
+    assert np.flatnonzero(asked[0][1]).tolist() == [0, *range(27, 33), 59]
+    assert np.flatnonzero(asked[2][1]).tolist() == [*range(15, 27), *range(33, 45)]
+    asked.clear()
     every_slice = predict.predict_case(paths, case, skip_slices=False)
-    assert asked[1] is None
+    assert asked == [("axial", None), ("coronal", None)]
     assert np.array_equal(pair.pred, every_slice.pred)
     np.testing.assert_allclose(pair.probs[15:45], every_slice.probs[15:45], atol=1e-6)
 

@@ -11,13 +11,14 @@ size it learnt only within a range of fields of view (:func:`settings_for_field_
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
 import numpy as np
 from scipy import ndimage
 
-from liverseg_helpers.inference import postprocess
+from liverseg_helpers.inference import postprocess, region
 from liverseg_helpers.io.case import Case
 from liverseg_helpers.preparation import views
 from liverseg_helpers.preparation.preprocess import PreprocessSettings
@@ -143,3 +144,53 @@ def turned_members_to_run(
         stacklevel=3,
     )
     return []
+
+
+def ensemble_probs(
+    loaded: list[tuple[Any, PreprocessSettings]],
+    case: Case,
+    summed_probs: Callable[..., np.ndarray],
+    threshold: float,
+    batch_size: int,
+    skip_slices: bool = True,
+) -> np.ndarray:
+    """The mean probabilities of an ensemble's members on a CT, each run where it is needed.
+
+    Axial and turned members together: the axial networks first answer for one batch holding
+    the scan's end slices (``region.first_batch``), which tell whether the scan stops inside
+    the liver. Where it may, the axial networks see every slice and
+    :func:`turned_members_to_run` decides whether the turned ones are averaged in. Where it
+    does not, the turned networks (cheaper: 3 mm slices) run and tell the axial ones which
+    other slices hold the liver (``region.liver_slab``). Members of one kind: all of them on
+    every slice.
+
+    Args:
+        loaded: ``(model, settings)`` of each member.
+        case: The CT.
+        summed_probs: ``summed_probs(members, slices=None)``: the sum of those members'
+            probabilities on the CT's grid, the axial ones on the chosen ``slices`` only.
+        threshold: Probability above which a voxel is liver (for the scan's ends).
+        batch_size: Slices per model call (the size of the first batch).
+        skip_slices: False: every axial slice first, then the turned members where the scan's
+            ends allow (slower; for comparing).
+
+    Returns:
+        float32 ``[z, y, x]``.
+    """
+    axial = [member for member in loaded if member[1].view == "axial"]
+    turned = [member for member in loaded if member[1].view != "axial"]
+    if not axial or not turned:
+        return summed_probs(loaded) / len(loaded)
+    first = region.first_batch(case.shape[0], batch_size) if skip_slices else None
+    axial_probs = summed_probs(axial, first) / len(axial)
+    if first is not None and end_slices_show_liver(axial_probs, case.spacing_mm, threshold):
+        axial_probs += summed_probs(axial, ~first) / len(axial)  # maybe cut: every slice
+        first = None
+    if first is None and not turned_members_to_run(loaded, axial_probs, case, threshold):
+        return axial_probs
+    turned_probs = summed_probs(turned) / len(turned)
+    if first is not None:
+        slab = region.liver_slab(turned_probs, case.spacing_mm)
+        rest = ~first if slab is None else slab & ~first
+        axial_probs += summed_probs(axial, rest) / len(axial)
+    return (axial_probs * len(axial) + turned_probs * len(turned)) / len(loaded)

@@ -30,14 +30,13 @@ import numpy as np
 
 from liverseg_helpers.errors import DataError, ModelFileError
 from liverseg_helpers.inference.ensemble_members import (
-    end_slices_show_liver,
+    ensemble_probs,
     members_that_fit,
     settings_for_field_of_view,
-    turned_members_to_run,
 )
 from liverseg_helpers.inference.postprocess import mask_from_probs
 from liverseg_helpers.inference.precision import choose_precision, convert_to_bfloat16
-from liverseg_helpers.inference.region import liver_slab, run_on_chosen_slices
+from liverseg_helpers.inference.region import run_on_chosen_slices
 from liverseg_helpers.io.case import Case
 from liverseg_helpers.preparation import preprocess, views
 from liverseg_helpers.preparation.preprocess import PreprocessSettings
@@ -233,10 +232,13 @@ def predict_volume(
             f"slices ({slices.shape}) choose slices of a {len(volume_hu)}-slice CT for an axial "
             f"model; this model is {settings.view}"
         )
+    if slices is not None and not slices.any():
+        return np.zeros(volume_hu.shape, dtype=np.float32)
+    volume, chosen = volume_hu, slices
+    if slices is not None and settings.context_slices == 0:
+        volume, chosen = volume_hu[slices], None  # each slice on its own: only the chosen
     start = time.perf_counter()
-    turned, turned_mm = views.to_view(
-        volume_hu, spacing_mm, settings.view, settings.target_spacing_mm
-    )
+    turned, turned_mm = views.to_view(volume, spacing_mm, settings.view, settings.target_spacing_mm)
     images = preprocess.preprocess_volume(turned, settings, turned_mm, grey_levels=grey_levels)
     add_time("preprocess", start)
     start = time.perf_counter()
@@ -246,14 +248,17 @@ def predict_volume(
     def run(part: np.ndarray) -> np.ndarray:
         return run_model_on_slices(model, part, batch_size, progress)
 
-    if skip_blank_slices or slices is not None:
-        small_probs = run_on_chosen_slices(run, images, slices)
+    if skip_blank_slices or chosen is not None:
+        small_probs = run_on_chosen_slices(run, images, chosen)
     else:
         small_probs = run(images)
     add_time("model", start)
     start = time.perf_counter()
     probs = preprocess.restore_slices(small_probs, turned.shape[1:], settings, turned_mm)
-    probs = views.from_view(probs, settings.view, volume_hu.shape)
+    probs = views.from_view(probs, settings.view, volume.shape)
+    if volume is not volume_hu:
+        probs, part = np.zeros(volume_hu.shape, dtype=np.float32), probs
+        probs[slices] = part
     add_time("resize", start)
     return probs
 
@@ -319,8 +324,9 @@ def predict_case(
             each is run with its own settings and view, then turned back to the CT's grid;
             a coronal or sagittal member is left out, with a warning, on a CT too short for
             it (``ensemble_members.members_that_fit``) or one that stops inside the liver
-            (``ensemble_members.turned_members_to_run``)). An axial member resamples a CT
-            whose field of view it never learnt
+            (``ensemble_members.turned_members_to_run``); the axial members look only at the
+            slices around the liver the turned ones found: ``ensemble_members.ensemble_probs``).
+            An axial member resamples a CT whose field of view it never learnt
             (``ensemble_members.settings_for_field_of_view``).
         case: The CT.
         threshold: Probability above which a voxel is liver.
@@ -334,7 +340,7 @@ def predict_case(
         skip_slices: Run each network once for all blank slices, and, in an ensemble of
             axial and turned networks, the axial ones only on the slices around the liver
             the turned ones found (``region.liver_slab``). False: every network on every
-            slice (slower; for comparing).
+            slice, the axial ones first (slower; for comparing).
 
     Returns:
         :class:`PredictionResult` on the case's grid.
@@ -361,6 +367,9 @@ def predict_case(
             [load_prediction_model(member, settings) for member in members], members, case
         )
     ]
+    if choose_precision(precision) == "bfloat16":  # once per model, not per part of the CT
+        loaded = [(convert_to_bfloat16(model), member) for model, member in loaded]
+        precision = "float32"  # what predict_volume is to do: they compute in bfloat16 now
 
     def summed_probs(
         chosen: list[tuple[Any, PreprocessSettings]], slices: np.ndarray | None = None
@@ -382,28 +391,7 @@ def predict_case(
             )
         return total
 
-    axial = [member for member in loaded if member[1].view == "axial"]
-    turned = [member for member in loaded if member[1].view != "axial"]
-    if not axial or not turned:
-        probs = summed_probs(loaded) / len(loaded)
-    else:
-        # The turned networks are cheaper (3 mm slices): they run first and tell the axial
-        # ones which slices hold the liver (region.liver_slab).
-        turned_probs = summed_probs(turned) / len(turned)
-        slab = liver_slab(turned_probs, case.spacing_mm) if skip_slices else None
-        axial_probs = summed_probs(axial, slab) / len(axial)
-        rest = None if slab is None else ~slab
-        if rest is not None and rest.any():
-            if end_slices_show_liver(axial_probs, case.spacing_mm, threshold):
-                # The scan stops inside the liver, where a turned network is not to be
-                # trusted, nor its slab: the axial networks look at the other slices too.
-                axial_probs += summed_probs(axial, rest) / len(axial)
-        edge_start = time.perf_counter()
-        trusted = turned_members_to_run(loaded, axial_probs, case, threshold)
-        stage_seconds["edge check"] = time.perf_counter() - edge_start
-        probs = axial_probs
-        if trusted:  # the mean of all the networks
-            probs = (axial_probs * len(axial) + turned_probs * len(turned)) / len(loaded)
+    probs = ensemble_probs(loaded, case, summed_probs, threshold, batch_size, skip_slices)
     post_start = time.perf_counter()
     pred = mask_from_probs(probs, case.spacing_mm[0], threshold, postprocess, smooth_z_mm)
     stage_seconds["postprocess"] = time.perf_counter() - post_start

@@ -8,7 +8,9 @@ the time saved is exact. Two kinds of slice need no network of their own:
   one of them and the answer is copied (:func:`blank_slices`);
 - an axial slice far above or below the liver, once the cheaper coronal networks of an
   ensemble have found it (:func:`liver_slab`): the axial networks run only on the liver's
-  slices plus a margin, and say 0 elsewhere.
+  slices plus a margin, and say 0 elsewhere. They answer first for one batch holding the
+  scan's end slices (:func:`first_batch`): where the scan stops inside the liver, the coronal
+  networks are not to be trusted, so they are not run and the axial ones see every slice.
 
 Showing a network a part of each slice instead (cropping in-plane) was tried and dropped: a
 UNet's zero padding is not the same as the body or air it replaces, and the masks moved
@@ -84,6 +86,24 @@ def run_on_chosen_slices(
     return out
 
 
+def first_batch(n_slices: int, size: int) -> np.ndarray:
+    """The slices the axial networks answer for first: the scan's first and last slice, and
+    the middle ones to fill a batch of ``size`` (most often liver, so seldom wasted).
+
+    The end slices tell whether the scan stops inside the liver
+    (``ensemble_members.end_slices_show_liver``) before the turned networks are run.
+
+    Returns:
+        bool ``(n_slices,)`` with ``min(size, n_slices)`` slices chosen (at least the two ends).
+    """
+    chosen = np.zeros(n_slices, dtype=bool)
+    chosen[[0, -1]] = True
+    fill = max(min(size, n_slices) - 2, 0)
+    start = max((n_slices - fill) // 2, 0)
+    chosen[start : start + fill] = True
+    return chosen
+
+
 def liver_slab(
     probs: np.ndarray,
     spacing_mm: tuple[float, float, float],
@@ -102,9 +122,7 @@ def liver_slab(
         margin_mm: Added above and below.
 
     Returns:
-        bool ``(z,)``, True for the slab's slices and always for the scan's first and last
-        slice (which tell whether the scan stops inside the liver:
-        ``ensemble_members.turned_members_to_run``); None when nothing is above ``threshold``
+        bool ``(z,)``, True for the slab's slices; None when nothing is above ``threshold``
         (then every slice is to be looked at).
     """
     hits = probs > threshold
@@ -115,5 +133,4 @@ def liver_slab(
     margin = int(np.ceil(margin_mm / float(spacing_mm[0])))
     slab = np.zeros(len(probs), dtype=bool)
     slab[max(int(found[0]) - margin, 0) : int(found[-1]) + 1 + margin] = True
-    slab[[0, -1]] = True
     return slab
