@@ -14,8 +14,8 @@ the time saved is exact. Two kinds of slice need no network of their own:
 
 Showing a network a part of each slice instead (cropping in-plane) was tried and dropped: a
 UNet's zero padding is not the same as the body or air it replaces, and the masks moved
-(``docs/benchmarks.md``). How much the slab changes the final mask is measured against every
-slice in ``benchmarks/region_crop.py``.
+(``docs/results.md``). How much the slab changes the final mask is measured against every
+slice in ``benchmarks/skip_slices.py``.
 """
 
 from __future__ import annotations

@@ -1,17 +1,18 @@
-"""Showing each network only what it needs (``inference.region``) against whole slices.
+"""Running each network only on the slices that need it (``inference.region``) against every slice.
 
 For every CT, the shipped ensemble (3 axial + 3 coronal networks) predicts it twice in one
-process, in alternating order: with ``crop=True`` (the default of ``liverseg predict``: the
-coronal networks see the body, the axial ones the box around the coronal networks' liver)
-and with ``crop=False`` (every whole slice). Prints, per CT, the networks' seconds
-(``stage_seconds["model"]``) of each, their ratio, the share of the ensemble's voxels whose
-mask changed (Dice between the two final masks) and the liver Dice and ASSD of each against
-the expert mask, then the medians. An experiment, not a test: the machine's noise moves the
-seconds, so read the ratio, measured side by side.
+process, in alternating order: with ``skip_slices=True`` (the default of ``liverseg predict``:
+one run for all blank slices; the axial networks on a first batch holding the scan's ends, then
+only on the slices around the coronal networks' liver) and with ``skip_slices=False`` (every
+network on every slice, the axial ones first). Prints, per CT, the networks' seconds
+(``stage_seconds["model"]``) of each, their ratio, the Dice between the two final masks, the
+largest change of a probability, and the liver Dice and ASSD of each against the expert mask,
+then the medians. An experiment, not a test: the machine's noise moves the seconds, so read
+the ratio, measured side by side.
 
 Usage::
 
-    python benchmarks/region_crop.py [CT ...] [--repeat 1]
+    python benchmarks/skip_slices.py [CT ...] [--repeat 1]
 
 Without CTs: every real patient of ``../shared/data`` (see ``predict_command.py``).
 """
@@ -57,15 +58,15 @@ def compare(path: Path, repeat: int) -> dict:
     seconds: dict[bool, list[float]] = {True: [], False: []}
     results = {}
     for run in range(repeat):
-        for crop in (True, False) if run % 2 == 0 else (False, True):
-            result = predict.predict_case(SHIPPED, case, skip_slices=crop)
-            seconds[crop].append(result.stage_seconds["model"])
-            results[crop] = result
+        for skip in (True, False) if run % 2 == 0 else (False, True):
+            result = predict.predict_case(SHIPPED, case, skip_slices=skip)
+            seconds[skip].append(result.stage_seconds["model"])
+            results[skip] = result
     row = {
         "patient": case.case_id,
         "slices": case.shape[0],
-        "cropped s": min(seconds[True]),
-        "whole s": min(seconds[False]),
+        "skipping s": min(seconds[True]),
+        "every slice s": min(seconds[False]),
         "ratio": min(seconds[True]) / min(seconds[False]),
         "mask Dice between": evaluate.evaluate_masks(
             results[True].pred, results[False].pred, case.spacing_mm
@@ -73,9 +74,9 @@ def compare(path: Path, repeat: int) -> dict:
         "max prob change": float(np.abs(results[True].probs - results[False].probs).max()),
     }
     truth = case.masks.get("liver")
-    for crop, name in ((True, "cropped"), (False, "whole")):
+    for skip, name in ((True, "skipping"), (False, "every slice")):
         if truth is not None and truth.any():
-            scores = evaluate.evaluate_masks(results[crop].pred, truth, case.spacing_mm)
+            scores = evaluate.evaluate_masks(results[skip].pred, truth, case.spacing_mm)
             row[f"{name} Dice"] = scores["dice"]
             row[f"{name} ASSD mm"] = scores["assd_mm"]
     return row
@@ -93,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     for row in rows:  # a line per CT as soon as the table is known
         print({key: round(v, 4) if isinstance(v, float) else v for key, v in row.items()})
     print(format_markdown(pd.DataFrame(rows).set_index("patient"), digits=4))
-    for key in ("cropped s", "whole s", "ratio", "mask Dice between"):
+    for key in ("skipping s", "every slice s", "ratio", "mask Dice between"):
         print(f"median {key}: {np.median([row[key] for row in rows]):.4f}")
     return 0
 
