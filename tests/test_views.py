@@ -279,3 +279,26 @@ def test_png_cases_cannot_be_turned_and_cut_masks_warn():
     wide[:, 18:22, 1:39] = 1  # 38 mm wide: a 16 mm square cuts it
     with pytest.warns(UserWarning, match="case9.*cuts .* mask pixels"):
         preprocess.preprocess_mask(wide, small, (1.0, 1.0, 1.0), source="case9")
+
+
+def test_an_ensemble_in_bfloat16_is_converted_once_and_predicts_like_float32(
+    tmp_path, monkeypatch
+):
+    from liverseg_helpers.inference import precision, predict
+
+    paths = save_disagreeing_axial_and_coronal_members(tmp_path)
+    liver = ellipsoid(shape=(60, 60, 50), centre=(30.0, 25.0, 30.0))
+    case = Case("tall", np.where(liver, 250, -150).astype(np.int16), TALL)
+    converted = []
+    convert = precision.convert_to_bfloat16
+
+    def counting_convert(model):
+        converted.append(model)
+        return convert(model)
+
+    monkeypatch.setattr(predict, "convert_to_bfloat16", counting_convert)
+    fast = predict.predict_case(paths, case, precision="bfloat16")
+    assert len(converted) == 2  # one per member, though the axial one ran in two parts
+    slow = predict.predict_case(paths, case, precision="float32")
+    assert np.abs(fast.probs - slow.probs).max() < 0.02
+    assert 2 * (fast.pred & slow.pred).sum() / (fast.pred.sum() + slow.pred.sum()) > 0.99
