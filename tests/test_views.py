@@ -281,9 +281,7 @@ def test_png_cases_cannot_be_turned_and_cut_masks_warn():
         preprocess.preprocess_mask(wide, small, (1.0, 1.0, 1.0), source="case9")
 
 
-def test_an_ensemble_in_bfloat16_is_converted_once_and_predicts_like_float32(
-    tmp_path, monkeypatch
-):
+def test_an_ensemble_in_bfloat16_is_converted_once_and_predicts_like_float32(tmp_path, monkeypatch):
     from liverseg_helpers.inference import precision, predict
 
     paths = save_disagreeing_axial_and_coronal_members(tmp_path)
