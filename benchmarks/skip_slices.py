@@ -14,7 +14,8 @@ Usage::
 
     python benchmarks/skip_slices.py [CT ...] [--repeat 1]
 
-Without CTs: every real patient of ``../shared/data`` (see ``predict_command.py``).
+Without CTs: every real patient of ``../shared/data``, or a DICOM phantom when it is absent
+(``predict_command.default_inputs``).
 """
 
 from __future__ import annotations
@@ -22,34 +23,25 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+BENCHMARKS = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCHMARKS.parent))
+sys.path.insert(0, str(BENCHMARKS))
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from predict_command import default_inputs  # noqa: E402
 
 from liverseg_helpers import io  # noqa: E402
 from liverseg_helpers.evaluation import evaluate  # noqa: E402
-from liverseg_helpers.inference import predict  # noqa: E402
+from liverseg_helpers.inference import pipeline, predict  # noqa: E402
 from liverseg_helpers.research.ablation_table import format_markdown  # noqa: E402
 
-SOURCES = ("3Dircadb1", "chaos_ct", "hcc_tace_seg")
-SHIPPED = [REPO / "models" / "liver_unet.keras", REPO / "models" / "liver_unet_coronal.keras"]
-
-
-def real_patients() -> list[Path]:
-    """Every real patient of ``../shared/data`` (none when it is absent)."""
-    shared = REPO.parent / "shared" / "data"
-    return [
-        path
-        for name in SOURCES
-        if (shared / name).is_dir()
-        for path in io.list_case_paths(shared / name)
-    ]
+SHIPPED = pipeline.resolve_model_paths(None)
 
 
 def compare(path: Path, repeat: int) -> dict:
@@ -87,10 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("ct", nargs="*", type=Path, help="CTs (default: ../shared/data)")
     parser.add_argument("--repeat", type=int, default=1, help="runs of each way per CT")
     args = parser.parse_args(argv)
-    paths = args.ct or real_patients()
-    if not paths:
-        parser.error("no CT given and no ../shared/data here")
-    rows = [compare(path, args.repeat) for path in paths]
+    with tempfile.TemporaryDirectory() as tmp_dir:
+        paths = args.ct or default_inputs(Path(tmp_dir))
+        rows = [compare(path, args.repeat) for path in paths]
     for row in rows:  # a line per CT as soon as the table is known
         print({key: round(v, 4) if isinstance(v, float) else v for key, v in row.items()})
     print(format_markdown(pd.DataFrame(rows).set_index("patient"), digits=4))

@@ -157,14 +157,9 @@ def test_an_axial_and_a_coronal_model_are_averaged_on_the_ct_grid(tmp_path, caps
         predict.predict_case([], case)
 
 
-def test_a_scan_that_stops_inside_the_liver_is_predicted_by_the_axial_model(tmp_path, monkeypatch):
+def record_predict_volume_calls(monkeypatch) -> list:
+    """Patch ``predict.predict_volume`` to note each call's ``(view, slices)``, in order."""
     from liverseg_helpers.inference import predict
-
-    paths = save_disagreeing_axial_and_coronal_members(tmp_path)
-    volume = np.where(ellipsoid(), 250, -150).astype(np.int16)
-    spacing = (8.0, 0.8, 1.0)  # tall enough for the coronal member even when cut
-    cut = Case("cut", volume[14:], spacing)  # the first slice goes through the liver's middle
-    whole = Case("whole", volume, spacing)
 
     asked = []
     predict_volume = predict.predict_volume
@@ -174,6 +169,19 @@ def test_a_scan_that_stops_inside_the_liver_is_predicted_by_the_axial_model(tmp_
         return predict_volume(model, volume_hu, settings, *args, **kwargs)
 
     monkeypatch.setattr(predict, "predict_volume", recording_predict_volume)
+    return asked
+
+
+def test_a_scan_that_stops_inside_the_liver_is_predicted_by_the_axial_model(tmp_path, monkeypatch):
+    from liverseg_helpers.inference import predict
+
+    paths = save_disagreeing_axial_and_coronal_members(tmp_path)
+    volume = np.where(ellipsoid(), 250, -150).astype(np.int16)
+    spacing = (8.0, 0.8, 1.0)  # tall enough for the coronal member even when cut
+    cut = Case("cut", volume[14:], spacing)  # the first slice goes through the liver's middle
+    whole = Case("whole", volume, spacing)
+
+    asked = record_predict_volume_calls(monkeypatch)
     with pytest.warns(UserWarning, match="cut: the liver reaches the scan's first or last slice"):
         pair = predict.predict_case(paths, cut, postprocess=False)
     # The first batch showed liver on an end slice: the axial member saw every other slice too,
@@ -193,14 +201,7 @@ def test_the_axial_member_looks_only_at_the_slices_around_the_coronal_liver(tmp_
     paths = save_disagreeing_axial_and_coronal_members(tmp_path)
     liver = ellipsoid(shape=(60, 60, 50), centre=(30.0, 25.0, 30.0))  # slices 22 to 38
     case = Case("tall", np.where(liver, 250, -150).astype(np.int16), TALL)
-    asked = []
-    predict_volume = predict.predict_volume
-
-    def recording_predict_volume(model, volume_hu, settings, *args, **kwargs):
-        asked.append((settings.view, kwargs.get("slices")))
-        return predict_volume(model, volume_hu, settings, *args, **kwargs)
-
-    monkeypatch.setattr(predict, "predict_volume", recording_predict_volume)
+    asked = record_predict_volume_calls(monkeypatch)
     pair = predict.predict_case(paths, case)
     # First one batch of 8 (both ends and the middle), then, once the coronal member ran, the
     # slices where its probabilities exceed 0.2 (22 to 37: its 1 mm slices, turned back, blur
