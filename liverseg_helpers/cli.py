@@ -27,6 +27,17 @@ HANDLERS = {
 }
 
 
+def add_train_precision(p: argparse.ArgumentParser) -> None:
+    """The ``--precision`` option of the commands that train (``TrainConfig.precision``)."""
+    p.add_argument(
+        "--precision",
+        default="auto",
+        choices=["auto", "float32", "bfloat16"],
+        help="training arithmetic: auto (float32 on a CPU, mixed float16 on a recent GPU), "
+        "or bfloat16 (about 2x faster on a CPU with AVX512-BF16 or AMX)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """All subcommands and their options."""
     parser = argparse.ArgumentParser(prog="liverseg", description=__doc__.splitlines()[0])
@@ -70,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=42, help="random seed")
     p.add_argument("--epochs", type=int, default=None, help="override the profile's epochs")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    add_train_precision(p)
 
     p = sub.add_parser("predict", help="segment a whole CT and write the mask")
     p.add_argument("input", help="DICOM series (folder/zip), 3D-IRCADb patient, or NIfTI file")
@@ -196,6 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="put the fold archives of DIR (trained from a --pack bundle) in place under "
         "--out; the same command without --unpack then scores them",
     )
+    add_train_precision(p)
     return parser
 
 

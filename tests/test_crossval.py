@@ -515,6 +515,18 @@ def test_fold_refused_where_there_are_no_folds_of_one_seed_to_train(tmp_path, mo
         commands.run_crossval_cli(args)
 
 
+@pytest.mark.parametrize("more", [["--pack", "b"], ["--unpack", "b"], ["--ensemble-of", "x"]])
+def test_precision_refused_where_this_machine_trains_nothing(tmp_path, more):
+    from liverseg_helpers import cli
+    from liverseg_helpers.research import commands
+
+    args = cli.build_parser().parse_args(
+        ["crossval", "--data", "a", "--out", str(tmp_path), "--precision", "bfloat16", *more]
+    )
+    with pytest.raises(DataError, match="--precision sets how this machine trains"):
+        commands.run_crossval_cli(args)
+
+
 @pytest.mark.slow
 def test_run_leave_one_out_over_two_sources(tmp_path):
     write_tiny_cohort(tmp_path / "hosp_a", ["pat_a", "pat_b"])
@@ -526,11 +538,14 @@ def test_run_leave_one_out_over_two_sources(tmp_path):
         profile="smoke",
         variants=["baseline"],
         overrides=TINY,
+        precision="bfloat16",  # reaches every fold (scored in float32: the test below)
     )
     assert sorted(result.per_fold["case_id"]) == ["pat_a", "pat_b", "pat_c"]
     for test in ("pat_a", "pat_b", "pat_c"):
         used = json.loads((out / "baseline" / f"fold_{test}" / "split.json").read_text())
         assert used["test"] == [test] and test not in used["train"] + used["val"]
+        recorded = json.loads((out / "baseline" / f"fold_{test}" / "config.json").read_text())
+        assert recorded["precision_policy"] == "mixed_bfloat16"
     by_source = (out / "baseline" / "per_source_metrics.csv").read_text().splitlines()
     assert by_source[0].startswith("source,n_patients,patients,")
     assert [line.split(",")[:3] for line in by_source[1:]] == [

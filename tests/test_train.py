@@ -176,6 +176,53 @@ def test_cpu_device_setup_changes_nothing():
     assert setup.policy == keras.mixed_precision.dtype_policy().name == "float32"
 
 
+def test_unknown_training_precision_is_refused_by_name():
+    with pytest.raises(DataError, match="training precision must be one of .* got 'fp16'"):
+        train.select_device_setup("fp16")
+
+
+def test_training_in_bfloat16_records_it_and_saves_models_that_load_as_float32(tmp_path):
+    """TrainConfig(precision="bfloat16"): the run trains under mixed_bfloat16 (weights float32),
+    says so in config.json, restores the global policy, resumes in bfloat16, and its saved
+    model is used in float32 unless prediction chooses bfloat16."""
+    from liverseg_helpers.inference import precision
+
+    cfg = train.TrainConfig(
+        data_dir=None,
+        run_dir=tmp_path / "runs" / "bf16",
+        profile="smoke",
+        overrides=TINY,
+        precision="bfloat16",
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the emulation warning on CPUs without bfloat16
+        result = train.train(cfg)
+    assert keras.mixed_precision.dtype_policy().name == "float32"
+    recorded = json.loads((result.run_dir / "config.json").read_text())
+    assert recorded["precision"] == "bfloat16"
+    assert recorded["precision_policy"] == "mixed_bfloat16"
+    for_resume = model_files.load_model(result.run_dir / "last.keras", compile=True)
+    assert precision.computes_in_bfloat16(for_resume)
+    assert all(w.dtype == "float32" for w in for_resume.weights)
+    for_use = model_files.load_model(result.run_dir / "last.keras", compile=False)
+    assert not precision.computes_in_bfloat16(for_use)
+    x, _ = make_slices(4)
+    exact = for_use.predict(x, verbose=0)
+    # The float32 form keeps the trained weights: it answers like a fresh float32 copy of them.
+    twin = model_mod.model_from_profile(config.get_profile("smoke", **TINY))
+    twin.set_weights(for_use.get_weights())
+    np.testing.assert_array_equal(exact, twin.predict(x, verbose=0))
+    # ... and like the bfloat16 network it was trained as, to bfloat16's rounding.
+    np.testing.assert_allclose(exact, for_resume.predict(x, verbose=0), atol=0.02)
+    cfg.resume, cfg.epochs = True, 3
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        train.train(cfg)
+    assert train.read_history(cfg.run_dir)["epoch"] == [0.0, 1.0, 2.0]
+    resumed = model_files.load_model(result.run_dir / "last.keras", compile=True)
+    assert precision.computes_in_bfloat16(resumed)
+
+
 @pytest.mark.slow
 def test_train_smoke_on_phantom_cohort(tmp_path, capsys):
     pytest.importorskip(
@@ -191,6 +238,7 @@ def test_train_smoke_on_phantom_cohort(tmp_path, capsys):
         seed=42,
         epochs=2,
         resume=False,
+        precision="auto",
     )
     assert train.run_train_cli(args) == 0
     out = capsys.readouterr().out

@@ -3,7 +3,9 @@
 On a CPU with bfloat16 hardware (AVX512-BF16 or AMX) the paper's UNet predicts about 3x faster
 in bfloat16, with probabilities that move by about 1e-3; elsewhere (GPU, older CPUs, where
 bfloat16 would be emulated) float32 stays. :func:`choose_precision` decides, and
-:func:`convert_to_bfloat16` makes the bfloat16 copy of a model.
+:func:`convert_to_bfloat16` makes the bfloat16 copy of a model; :func:`convert_to_float32`
+turns a model trained in bfloat16 (``TrainConfig(precision="bfloat16")``) back, as every model
+is loaded for use.
 """
 
 from __future__ import annotations
@@ -72,11 +74,11 @@ def cpu_without_bfloat16() -> bool:
     return not backend_sees_a_gpu() and not cpu_has_bfloat16()
 
 
-def _set_bfloat16_policy(config: dict) -> None:
-    """Mark every layer of a model config ``mixed_bfloat16``, except its output layers.
+def _set_policy(config: dict, policy: str) -> None:
+    """Mark every layer of a model config with a dtype ``policy``, except its output layers.
 
     Nested models (the members of an ensemble) are entered, so their convolutions compute in
-    bfloat16 too; their own output layers stay float32, like the outer model's.
+    ``policy`` too; their own output layers stay float32, like the outer model's.
     """
     layers = config.get("layers", [])
     outputs = config.get("output_layers", [])
@@ -88,9 +90,45 @@ def _set_bfloat16_policy(config: dict) -> None:
     for layer in layers:
         layer_config = layer.get("config", {})
         if "layers" in layer_config:  # a nested model: convert its layers instead
-            _set_bfloat16_policy(layer_config)
+            _set_policy(layer_config, policy)
         elif layer.get("class_name") != "InputLayer" and layer_config.get("name") not in keep:
-            layer_config["dtype"] = "mixed_bfloat16"
+            layer_config["dtype"] = policy
+
+
+def _with_policy(model: Any, policy: str) -> Any:
+    """A copy of ``model`` rebuilt with ``policy`` on its inner layers and the same weights;
+    ``model`` itself when it cannot be rebuilt from its config (a subclassed model)."""
+    config = model.get_config()
+    _set_policy(config, policy)
+    try:
+        rebuilt = model.__class__.from_config(config)
+        rebuilt.set_weights(model.get_weights())
+    except Exception:  # noqa: BLE001 - any rebuild failure: keep the model as it is
+        return model
+    return rebuilt
+
+
+def computes_in_bfloat16(model: Any) -> bool:
+    """Whether any layer of ``model`` (nested models included) computes in bfloat16."""
+    stack = list(model.layers)
+    while stack:
+        layer = stack.pop()
+        if hasattr(layer, "layers"):
+            stack.extend(layer.layers)
+        elif getattr(layer, "compute_dtype", "float32") == "bfloat16":
+            return True
+    return False
+
+
+def convert_to_float32(model: Any) -> Any:
+    """A copy of a model computing in float32: the form every loaded model is used in.
+
+    A model trained under ``mixed_bfloat16`` (``TrainConfig(precision="bfloat16")``) is saved
+    with that policy on its layers; loaded for prediction it is turned back, so that
+    :func:`choose_precision` alone decides how it computes here. A model that computes in
+    float32 already is returned as it is (no copy).
+    """
+    return _with_policy(model, "float32") if computes_in_bfloat16(model) else model
 
 
 def convert_to_bfloat16(model: Any) -> Any:
@@ -100,11 +138,4 @@ def convert_to_bfloat16(model: Any) -> Any:
     which rarely flips a thresholded voxel. A model that cannot be rebuilt from its config
     (a subclassed model) is returned unchanged.
     """
-    config = model.get_config()
-    _set_bfloat16_policy(config)
-    try:
-        fast = model.__class__.from_config(config)
-        fast.set_weights(model.get_weights())
-    except Exception:  # noqa: BLE001 - any rebuild failure: predict in float32 instead
-        return model
-    return fast
+    return _with_policy(model, "mixed_bfloat16")

@@ -41,6 +41,11 @@ def run_crossval_cli(args: argparse.Namespace) -> int:
         args.pack or args.unpack or args.ensemble_of or args.reference or len(args.seed) > 1
     ):
         raise DataError("--fold picks the leave-one-out folds of one seed to train: --variant V")
+    if args.precision != "auto" and (args.pack or args.unpack or args.ensemble_of):
+        raise DataError(
+            "--precision sets how this machine trains; --pack, --unpack and --ensemble-of "
+            "train nothing here"
+        )
     if args.pack or args.unpack:
         return run_bundle_cli(args, data_dirs, profile)
     if args.ensemble_of:
@@ -67,7 +72,9 @@ def run_crossval_cli(args: argparse.Namespace) -> int:
         return multiseed.run_multiseed_cli(args)
     seed = args.seed[0]
     if args.reference:
-        result = reference.train_reference(data_dirs, args.out, args.reference[0], profile, seed)
+        result = reference.train_reference(
+            data_dirs, args.out, args.reference[0], profile, seed, precision=args.precision
+        )
         print(f"reference model: {result.run_dir / 'last.keras'} ({result.describe_time()})")
         if args.export:
             dest = reference.export_model(result.run_dir / "last.keras", args.export, args.int8)
@@ -82,6 +89,7 @@ def run_crossval_cli(args: argparse.Namespace) -> int:
         args.checkpoint,
         train_extra=args.train_extra or (),
         folds=args.fold or (),
+        precision=args.precision,
     )
     print(crossval.format_markdown(result.ablation))
     print(f"tables: {result.out_dir / 'ablation.csv'}, {result.out_dir / 'ablation.md'}")

@@ -169,11 +169,13 @@ def variant_train_config(
     cache_dir: Path,
     overrides: dict | None = None,
     case_repeat: dict[str, int] | None = None,
+    precision: str = "auto",
 ):
     """The ``train.TrainConfig`` of one variant's run: its loss, preprocessing and profile
     changes, with ``overrides`` on top (tests shrink the model this way).
 
-    ``case_repeat`` is ``TrainConfig.case_repeat`` (see :func:`real_repeat`; None: none).
+    ``case_repeat`` is ``TrainConfig.case_repeat`` (see :func:`real_repeat`; None: none);
+    ``precision`` is ``TrainConfig.precision``.
     """
     from liverseg_helpers.training import train
 
@@ -189,6 +191,7 @@ def variant_train_config(
         preprocess=dict(variant.preprocess),
         case_repeat=dict(case_repeat or {}),
         batch_norm=variant.batch_norm,
+        precision=precision,
     )
 
 
@@ -200,6 +203,7 @@ def fold_configs(
     seed: int,
     overrides: dict | None = None,
     extra_paths: Sequence[Path] = (),
+    precision: str = "auto",
 ) -> list:
     """The ``train.TrainConfig`` of each leave-one-out fold of one variant, in patient order.
 
@@ -222,6 +226,7 @@ def fold_configs(
             slice_cache_dir(out_dir, variant),
             overrides,
             real_repeat(variant, split["train"], real_ids),
+            precision,
         )
         for split in folds
     ]
@@ -287,6 +292,7 @@ def run_leave_one_out(
     overrides: dict | None = None,
     train_extra: Sequence[str | os.PathLike] = (),
     folds: Sequence[str] = (),
+    precision: str = "auto",
 ) -> CrossvalResult:
     """Leave-one-patient-out training and 3D evaluation for each variant.
 
@@ -306,6 +312,7 @@ def run_leave_one_out(
             training and are never tested; copies of a real patient's scan are left out.
         folds: Test patients whose folds to train (empty: all). The other folds are not
             trained; those already finished still count in the tables.
+        precision: ``TrainConfig.precision`` of the folds trained by this call.
 
     Returns:
         :class:`CrossvalResult`; the tables are also written to ``out_dir``.
@@ -336,7 +343,9 @@ def run_leave_one_out(
     rows = []
     for name in names:
         variant_rows = []
-        for cfg in fold_configs(name, data_dir, out_dir, profile, seed, overrides, extra_paths):
+        for cfg in fold_configs(
+            name, data_dir, out_dir, profile, seed, overrides, extra_paths, precision
+        ):
             test_id = cfg.split["test"][0]
             if folds and test_id not in folds and not fold_scores_path(cfg).exists():
                 print(f"{name:<10} test {test_id}: not trained (not among --fold)", flush=True)

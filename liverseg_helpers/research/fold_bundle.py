@@ -51,7 +51,15 @@ from liverseg_helpers.preparation.slice_cache import MANIFEST_NAME, read_manifes
 
 PLAN_NAME = "plan.json"
 # TrainConfig fields that name this machine's folders or runtime; the plan carries the rest.
-LOCAL_FIELDS = {"data_dir", "run_dir", "cache_dir", "slice_cache", "resume", "data_workers"}
+LOCAL_FIELDS = {
+    "data_dir",
+    "run_dir",
+    "cache_dir",
+    "slice_cache",
+    "resume",
+    "data_workers",
+    "precision",
+}
 # What a fold's archive holds: the run folder's records and its last model (int8).
 RUN_FILES = (
     "config.json",

@@ -51,6 +51,7 @@ def run_seeds_lopo(
     int8: bool = False,
     overrides: dict | None = None,
     train_extra: Sequence[str | os.PathLike] = (),
+    precision: str = "auto",
 ) -> dict:
     """LOPO runs at each seed, then the per-patient scores of each variant's seed average.
 
@@ -63,6 +64,7 @@ def run_seeds_lopo(
         int8: Score the int8-weight twin of each average (what ``--int8 --export`` ships).
         overrides: Profile changes for every run (e.g. tiny models in tests).
         train_extra: Cohorts added to every fold's training (``crossval.run_leave_one_out``).
+        precision: ``TrainConfig.precision`` of the runs trained.
 
     Returns:
         ``{variant: per-patient table}`` of the averages (``evaluate.evaluate_cohort``).
@@ -73,7 +75,14 @@ def run_seeds_lopo(
     for seed, folder in zip(seeds, dirs, strict=True):
         print(f"seed {seed}: leave-one-patient-out runs in {folder}", flush=True)
         crossval.run_leave_one_out(
-            data_dir, folder, profile, seed, variants, overrides=overrides, train_extra=train_extra
+            data_dir,
+            folder,
+            profile,
+            seed,
+            variants,
+            overrides=overrides,
+            train_extra=train_extra,
+            precision=precision,
         )
     return {
         name: ensemble.run_ensemble_lopo(data_dir, dirs, name, out_dir, int8) for name in variants
@@ -87,6 +96,7 @@ def train_seed_references(
     seeds: list[int],
     profile: str = "real",
     overrides: dict | None = None,
+    precision: str = "auto",
 ) -> list[Path]:
     """The reference model (trained on every real patient) of one variant at each seed.
 
@@ -95,7 +105,9 @@ def train_seed_references(
     """
     paths = []
     for seed, folder in zip(seeds, seed_dirs(out_dir, seeds), strict=True):
-        result = reference.train_reference(data_dir, folder, variant, profile, seed, overrides)
+        result = reference.train_reference(
+            data_dir, folder, variant, profile, seed, overrides, precision
+        )
         path = result.run_dir / "last.keras"
         took = result.describe_time()
         print(f"seed {seed}: reference model {path} ({took}; a finished run is reused)", flush=True)
@@ -107,7 +119,9 @@ def run_multiseed_cli(args: argparse.Namespace) -> int:
     """``liverseg crossval --seed S1 S2 ...``: several seeds and their average (module doc)."""
     profile = args.profile or "real"
     if args.reference:  # one variant: liverseg crossval checked --reference and --export
-        paths = train_seed_references(args.data, args.out, args.reference[0], args.seed, profile)
+        paths = train_seed_references(
+            args.data, args.out, args.reference[0], args.seed, profile, precision=args.precision
+        )
         if args.export:
             dest = ensemble.export_ensemble(paths, args.export, args.int8)
             print(f"exported the average of {len(paths)} reference models to {dest}")
@@ -125,6 +139,7 @@ def run_multiseed_cli(args: argparse.Namespace) -> int:
         profile,
         args.int8,
         train_extra=args.train_extra or (),
+        precision=args.precision,
     )
     for name, table in tables.items():
         print(f"{ensemble.ensemble_name(name, args.int8)} (seeds {args.seed}):")

@@ -32,6 +32,7 @@ def train_reference(
     profile: str = "real",
     seed: int = config_mod.DEFAULT_SEED,
     overrides: dict | None = None,
+    precision: str = "auto",
 ):
     """Train the shipped model: one variant on ALL real patients (no test patient left).
 
@@ -42,6 +43,7 @@ def train_reference(
     Args:
         data_dir: The real patients: one cohort folder, or several (one per source).
         overrides: Profile changes on top of the variant's (e.g. tiny models in tests).
+        precision: ``TrainConfig.precision``.
 
     Returns:
         ``train.TrainResult`` of ``out_dir/reference_<variant>``.
@@ -67,6 +69,7 @@ def train_reference(
         slice_cache_dir(out_dir, chosen),
         overrides,
         real_repeat(chosen, split["train"], real_ids),
+        precision,
     )
     cfg.resume = started_same_training(run_dir, seed, profile, cfg.overrides, cfg.preprocess)
     return train.train(cfg)

@@ -20,6 +20,7 @@ import keras
 from liverseg_helpers.atomic import atomic_file, write_json_atomic
 from liverseg_helpers.data.download import hash_file
 from liverseg_helpers.errors import ModelFileError
+from liverseg_helpers.inference import precision
 from liverseg_helpers.training import losses, quantize
 
 
@@ -105,6 +106,8 @@ def load_model(path: str | os.PathLike, compile: bool = True) -> keras.Model:
     Args:
         path: A ``.keras`` file written by :func:`save_model` or ``model.save``.
         compile: Restore the loss, metrics and optimizer state (needed to resume training).
+            Without it the model is for use, and one trained in bfloat16 is turned to float32
+            (``precision.convert_to_float32``): prediction decides how it computes.
 
     Returns:
         The loaded model.
@@ -125,7 +128,7 @@ def load_model(path: str | os.PathLike, compile: bool = True) -> keras.Model:
     if not zipfile.is_zipfile(path):
         raise ModelFileError(f"{path}: not a valid .keras archive (corrupt or truncated file)")
     try:
-        return keras.saving.load_model(
+        model = keras.saving.load_model(
             path,
             custom_objects={**losses.get_custom_objects(), **quantize.get_custom_objects()},
             compile=compile,
@@ -133,3 +136,4 @@ def load_model(path: str | os.PathLike, compile: bool = True) -> keras.Model:
         )
     except Exception as err:  # Keras raises many types (ValueError, KeyError, OSError, ...)
         raise ModelFileError(f"{path}: cannot load the model: {err}") from err
+    return model if compile else precision.convert_to_float32(model)

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,8 @@ from typing import Any
 import keras
 
 from liverseg_helpers import config as config_mod
+from liverseg_helpers.errors import DataError
+from liverseg_helpers.inference import precision as precision_mod
 from liverseg_helpers.training import losses as losses_mod
 from liverseg_helpers.training import model as model_mod
 from liverseg_helpers.training import model_files, run_reuse
@@ -68,12 +71,32 @@ class DeviceSetup:
     replicas: int
 
 
-def select_device_setup() -> DeviceSetup:
-    """Mixed float16 on GPUs with compute capability >= 7 and MirroredStrategy on > 1 GPU.
+TRAIN_PRECISIONS = ("auto", "float32", "bfloat16")
 
-    Only with the TensorFlow backend; on CPU (or other backends) nothing changes. Sets the
-    global Keras dtype policy as a side effect (``train`` restores it afterwards).
+
+def select_device_setup(precision: str = "auto") -> DeviceSetup:
+    """The dtype policy and distribution to train with (``TrainConfig.precision``).
+
+    ``"auto"``: mixed float16 on GPUs with compute capability >= 7 (TensorFlow backend), the
+    global policy elsewhere; ``"bfloat16"``: ``mixed_bfloat16`` on any device (on a CPU
+    without bfloat16 hardware it is emulated, slower than float32, and a warning says so);
+    ``"float32"``: float32. MirroredStrategy on > 1 GPU (TensorFlow). Sets the global Keras
+    dtype policy as a side effect (``train`` restores it afterwards).
+
+    Raises:
+        DataError: An unknown precision.
     """
+    if precision not in TRAIN_PRECISIONS:
+        raise DataError(f"training precision must be one of {TRAIN_PRECISIONS}, got {precision!r}")
+    if precision != "auto":
+        policy = "mixed_bfloat16" if precision == "bfloat16" else "float32"
+        keras.mixed_precision.set_global_policy(policy)
+        if precision == "bfloat16" and precision_mod.cpu_without_bfloat16():
+            warnings.warn(
+                "training in bfloat16 on a CPU without bfloat16 hardware: it is emulated and "
+                "slower than float32 here",
+                stacklevel=2,
+            )
     policy = keras.mixed_precision.dtype_policy().name
     if keras.backend.backend() != "tensorflow":
         return DeviceSetup(contextlib.nullcontext(), policy, 1)
@@ -86,7 +109,10 @@ def select_device_setup() -> DeviceSetup:
         tf.config.experimental.get_device_details(gpu).get("compute_capability") or (0, 0)
         for gpu in gpus
     ]
-    if min(capabilities) >= (7, 0):  # tensor cores: float16 matmuls are several times faster
+    if precision == "auto" and min(capabilities) >= (
+        7,
+        0,
+    ):  # tensor cores: float16 matmuls are several times faster
         keras.mixed_precision.set_global_policy("mixed_float16")
         policy = "mixed_float16"
     if len(gpus) > 1:
@@ -112,7 +138,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     data = prepare_training(cfg)
     profile, run_dir, state = data.profile, data.run_dir, data.state
     previous_policy = keras.mixed_precision.dtype_policy()
-    setup = select_device_setup()
+    setup = select_device_setup(cfg.precision)
     try:
         with setup.scope:
             if cfg.resume:
@@ -176,6 +202,7 @@ def run_train_cli(args: Any) -> int:
         loss=loss,
         resume=args.resume,
         epochs=args.epochs,
+        precision=args.precision,
     )
     result = train(cfg)
     dice = "n/a" if result.best_val_dice is None else f"{result.best_val_dice:.4f}"

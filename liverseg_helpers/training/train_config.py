@@ -49,6 +49,10 @@ class TrainConfig:
             (:mod:`liverseg_helpers.research.fold_bundle`).
         data_workers: Threads preparing the training batches under a backend other than
             TensorFlow (``dataset.make_train_data``); the batches stay the same.
+        precision: ``"auto"`` (float32 on a CPU, mixed float16 on a GPU with tensor cores),
+            ``"float32"``, or ``"bfloat16"``: the ``mixed_bfloat16`` policy, weights kept in
+            float32, about 2x faster training on a CPU with bfloat16 hardware (AVX512-BF16
+            or AMX); the saved models are turned back to float32 when loaded for use.
     """
 
     data_dir: Path | None
@@ -68,6 +72,7 @@ class TrainConfig:
     preprocess: dict = field(default_factory=dict)
     slice_cache: Path | None = None
     data_workers: int = 1
+    precision: str = "auto"
 
 
 @dataclass
