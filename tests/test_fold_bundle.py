@@ -165,3 +165,11 @@ def test_crossval_pack_options_are_checked(tmp_path, capsys, more, message):
     argv = ["crossval", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "cv"), *more]
     assert cli.main(argv) == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_recipe_that_starts_from_a_model_file_is_not_packed(tmp_path):
+    """The bundle carries slices and a plan, not the shipped model a fine-tuning recipe
+    starts from: packing one would train it from random weights on the GPU."""
+    with pytest.raises(DataError, match=r"\['six_tuned'\] start from a model file"):
+        fold_bundle.pack_folds(tmp_path / "data", tmp_path / "out", ["six_tuned"], tmp_path / "b")
+    assert not (tmp_path / "out").exists()

@@ -7,6 +7,7 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
+from liverseg_helpers.errors import ModelFileError  # noqa: E402
 from liverseg_helpers.research import ensemble  # noqa: E402
 from liverseg_helpers.training import model as model_lib  # noqa: E402
 from liverseg_helpers.training import model_files, quantize  # noqa: E402
@@ -93,3 +94,40 @@ def test_int8_ensemble_export_matches_the_float_ensemble(tmp_path):
         int8_ens.predict(x, verbose=0), float_ens.predict(x, verbose=0), atol=0.01
     )
     assert ensemble.ensemble_name("aligned_wide", int8=True) == "ensemble_aligned_wide_int8"
+
+
+def test_a_network_starts_from_one_member_of_an_int8_ensemble_file(tmp_path):
+    """``model_files.load_initial_weights``: ``file.keras:member_2`` puts that member's weights,
+    int8 kernels expanded to float32, into a fresh float network, which then answers as the
+    member does inside the file."""
+    paths = [
+        model_files.save_model(tiny_unet(seed), tmp_path / f"m{seed}.keras", SETTINGS)
+        for seed in (1, 2)
+    ]
+    ens_path = ensemble.export_ensemble(paths, tmp_path / "ens.keras", int8=True)
+    member = model_files.load_model(ens_path, compile=False).get_layer("member_2")
+    fresh = tiny_unet(seed=9)
+    x = slices(3)
+    assert not np.allclose(fresh.predict(x, verbose=0), member.predict(x, verbose=0), atol=1e-3)
+    model_files.load_initial_weights(fresh, f"{ens_path}:member_2")
+    np.testing.assert_allclose(
+        fresh.predict(x, verbose=0), member.predict(x, verbose=0), rtol=1e-5, atol=1e-6
+    )
+    assert not quantize.has_int8_weights(fresh)
+    # A float file of one network works as it is, without a member.
+    model_files.load_initial_weights(fresh, paths[0])
+    np.testing.assert_array_equal(
+        fresh.get_weights()[0], model_files.load_model(paths[0]).get_weights()[0]
+    )
+
+
+def test_starting_weights_of_another_network_are_refused_with_the_file_and_layer(tmp_path):
+    path = model_files.save_model(tiny_unet(1), tmp_path / "m.keras", SETTINGS)
+    with pytest.raises(ModelFileError, match=r"m.keras: no network named 'member_1'"):
+        model_files.load_initial_weights(tiny_unet(2), f"{path}:member_1")
+    wider = model_lib.build_unet((32, 32, 1), base_filters=16, depth=2)
+    with pytest.raises(ModelFileError, match=r"m.keras: layer .* holds weights of shapes"):
+        model_files.load_initial_weights(wider, path)
+    deeper = model_lib.build_unet((32, 32, 1), base_filters=8, depth=3)
+    with pytest.raises(ModelFileError, match=r"layers, the network to train has"):
+        model_files.load_initial_weights(deeper, path)

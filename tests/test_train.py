@@ -371,3 +371,34 @@ def test_notebook_04_fit_by_hand_gives_the_history_of_train(tmp_path, monkeypatc
     for name in ("config.json", "split.json", "preprocess.json", "best.keras", "best.keras.json"):
         assert (Path(by_hand) / name).exists(), name
     assert json.loads((by_hand / "config.json").read_text())["loss"] == "dice_bce"
+
+
+def test_training_starts_from_the_weights_it_is_given(tmp_path):
+    """TrainConfig(init_weights=...): the run starts from that network, not from random
+    weights; at a learning rate too small to move them, it ends where it started."""
+    profile = config.get_profile("smoke", **TINY)
+    start = model_mod.model_from_profile(profile)
+    path = model_files.save_model(start, tmp_path / "start.keras", {"image_size": 32})
+    cfg = train.TrainConfig(
+        data_dir=None,
+        run_dir=tmp_path / "runs" / "tuned",
+        profile="smoke",
+        overrides={**TINY, "epochs": 1, "learning_rate": 1e-12},
+        init_weights=str(path),
+        seed=5,  # not the seed the start was built with: random weights would differ
+    )
+    result = train.train(cfg)
+    ended = model_files.load_model(result.run_dir / "last.keras", compile=False)
+    for before, after in zip(start.get_weights(), ended.get_weights(), strict=True):
+        np.testing.assert_allclose(after, before, atol=1e-6)
+
+
+def test_the_fine_tuning_recipe_fits_the_shipped_network_it_starts_from():
+    from liverseg_helpers.research.variants import VARIANTS
+
+    variant = VARIANTS["six_tuned"]
+    profile = config.get_profile("real", **variant.overrides)
+    net = model_mod.model_from_profile(profile)
+    model_files.load_initial_weights(net, variant.init_weights_path)
+    sidecar = model_files.read_sidecar(variant.init_weights_path.split(":member")[0])
+    assert sidecar["preprocess"]["image_size"] == profile.image_size

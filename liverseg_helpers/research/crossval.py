@@ -192,6 +192,7 @@ def variant_train_config(
         case_repeat=dict(case_repeat or {}),
         batch_norm=variant.batch_norm,
         precision=precision,
+        init_weights=variant.init_weights_path,
     )
 
 

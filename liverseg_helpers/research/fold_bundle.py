@@ -123,7 +123,8 @@ def pack_folds(
         ``bundle_dir``, holding ``plan.json`` and one compressed slice cache per variant.
 
     Raises:
-        DataError: An unknown variant, or every fold already finished.
+        DataError: An unknown variant, one that starts from a model file (the bundle does
+            not carry it), or every fold already finished.
         OutputExistsError: ``bundle_dir`` exists and is not a bundle.
     """
     from liverseg_helpers.research.crossval import VARIANTS, fold_configs
@@ -132,6 +133,9 @@ def pack_folds(
     unknown = [name for name in variants if name not in VARIANTS]
     if unknown:
         raise DataError(f"unknown variants {unknown}; choose from {list(VARIANTS)}")
+    tuned = [name for name in variants if VARIANTS[name].init_weights]
+    if tuned:
+        raise DataError(f"{tuned} start from a model file, which a bundle does not carry")
     out_dir, bundle_dir = Path(out_dir), Path(bundle_dir)
     if bundle_dir.exists() and any(bundle_dir.iterdir()):
         if not (bundle_dir / PLAN_NAME).exists():

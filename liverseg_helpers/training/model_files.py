@@ -137,3 +137,41 @@ def load_model(path: str | os.PathLike, compile: bool = True) -> keras.Model:
     except Exception as err:  # Keras raises many types (ValueError, KeyError, OSError, ...)
         raise ModelFileError(f"{path}: cannot load the model: {err}") from err
     return model if compile else precision.convert_to_float32(model)
+
+
+def load_initial_weights(model: keras.Model, source: str | os.PathLike) -> None:
+    """Start ``model`` from a saved network's weights instead of random ones (fine-tuning).
+
+    Args:
+        model: A freshly built network (e.g. ``model.model_from_profile``).
+        source: A ``.keras`` file of one network, or ``file.keras:member_2`` for one network
+            of an averaged ensemble file (``research.ensemble``). Int8 weights are expanded
+            to float32 (``quantize.float_layer_weights``).
+
+    Raises:
+        ModelFileError: The file cannot be loaded, has no such member, or its network is built
+            differently (the layer that differs is named).
+    """
+    head, sep, member = str(source).rpartition(".keras:")
+    path = head + ".keras" if sep else str(source)
+    member = member if sep else ""
+    saved = load_model(path, compile=False)
+    if member:
+        names = [layer.name for layer in saved.layers]
+        if member not in names:
+            raise ModelFileError(f"{path}: no network named {member!r} (it holds {names})")
+        saved = saved.get_layer(member)
+    if len(saved.layers) != len(model.layers):
+        raise ModelFileError(
+            f"{source}: {len(saved.layers)} layers, the network to train has "
+            f"{len(model.layers)}; start from a network of the same recipe"
+        )
+    for old, new in zip(saved.layers, model.layers, strict=True):
+        weights = quantize.float_layer_weights(old)
+        shapes = [tuple(w.shape) for w in weights]
+        if shapes != [tuple(w.shape) for w in new.weights]:
+            raise ModelFileError(
+                f"{source}: layer {old.name} holds weights of shapes {shapes}; "
+                f"{new.name} of the network to train needs {[tuple(w.shape) for w in new.weights]}"
+            )
+        new.set_weights(weights)

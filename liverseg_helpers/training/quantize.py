@@ -143,6 +143,15 @@ def _copy_weights(source: keras.Model, target: keras.Model) -> None:
             new.set_weights(old.get_weights())
 
 
+def float_layer_weights(layer: keras.layers.Layer) -> list[np.ndarray]:
+    """A layer's weights as its float twin holds them: an int8 convolution's kernel expanded
+    to float32 (``q * scale``) and its bias; any other layer's weights as they are."""
+    if isinstance(layer, _Int8KernelMixin):
+        kernel = [keras.ops.convert_to_numpy(layer.kernel).astype(np.float32)]
+        return kernel + ([keras.ops.convert_to_numpy(layer.bias)] if layer.use_bias else [])
+    return layer.get_weights()
+
+
 def quantize_int8(model: keras.Model) -> keras.Model:
     """The int8-weight twin of a float model (nested models, e.g. ensembles, included).
 

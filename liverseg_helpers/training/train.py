@@ -148,6 +148,8 @@ def train(cfg: TrainConfig) -> TrainResult:
                 model = model_mod.model_from_profile(
                     profile, in_channels=data.in_channels, batch_norm=batch_norm
                 )
+                if cfg.init_weights:
+                    model_files.load_initial_weights(model, cfg.init_weights)
                 save_run_config(cfg, profile, setup.replicas)
                 fig = model_mod.plot_architecture(model, run_dir / "figures" / "architecture.png")
                 import matplotlib.pyplot as plt

@@ -53,6 +53,9 @@ class TrainConfig:
             ``"float32"``, or ``"bfloat16"``: the ``mixed_bfloat16`` policy, weights kept in
             float32, about 2x faster training on a CPU with bfloat16 hardware (AVX512-BF16
             or AMX); the saved models are turned back to float32 when loaded for use.
+        init_weights: Start from these weights instead of random ones (fine-tuning): a
+            ``.keras`` file, or ``file.keras:member_1`` for one network of an ensemble file
+            (``model_files.load_initial_weights``); None: random, as the paper.
     """
 
     data_dir: Path | None
@@ -73,6 +76,7 @@ class TrainConfig:
     slice_cache: Path | None = None
     data_workers: int = 1
     precision: str = "auto"
+    init_weights: str | None = None
 
 
 @dataclass
