@@ -1,4 +1,4 @@
-"""Throughput of the paper's UNet (256x256x1, 32-512 filters) on this machine.
+"""Throughput of the paper's UNet (256x256x1, 32-512 filters, or another size) on this machine.
 
 Not a test. Measures, in one run (about 2-3 minutes on a 2-core CPU):
 
@@ -16,6 +16,8 @@ Usage::
 
     python benchmarks/model_throughput.py              # everything
     python benchmarks/model_throughput.py --quick      # fewer repetitions
+    python benchmarks/model_throughput.py --size 128   # the course's input (the shipped
+                                                       # networks; --filters 16: the narrow)
 """
 
 from __future__ import annotations
@@ -48,8 +50,10 @@ def measure_matmul_peak_gflops(n: int = 4096, reps: int = 3) -> float:
     return 2 * n**3 / best / 1e9
 
 
-def measure_unet(policy: str, train_steps: int, infer_batches: int) -> dict:
-    """Slices/s of the paper's UNet for training steps and inference batches."""
+def measure_unet(
+    policy: str, train_steps: int, infer_batches: int, size: int = IMAGE, filters: int = 32
+) -> dict:
+    """Slices/s of the UNet (the paper's by default) for training steps and inference batches."""
     import keras
     import numpy as np
 
@@ -58,11 +62,11 @@ def measure_unet(policy: str, train_steps: int, infer_batches: int) -> dict:
 
     keras.mixed_precision.set_global_policy(policy)
     keras.utils.set_random_seed(0)
-    unet = model_mod.build_unet((IMAGE, IMAGE, 1))
+    unet = model_mod.build_unet((size, size, 1), base_filters=filters)
     unet.compile(optimizer=keras.optimizers.Adam(1e-3), loss=losses.dice_loss)
     rng = np.random.default_rng(0)
-    x = rng.random((BATCH, IMAGE, IMAGE, 1), dtype=np.float32)
-    y = (rng.random((BATCH, IMAGE, IMAGE, 1)) > 0.7).astype(np.float32)
+    x = rng.random((BATCH, size, size, 1), dtype=np.float32)
+    y = (rng.random((BATCH, size, size, 1)) > 0.7).astype(np.float32)
 
     unet.predict_on_batch(x)  # warm-up: traces and compiles the predict function
     start = time.perf_counter()
@@ -80,11 +84,15 @@ def measure_unet(policy: str, train_steps: int, infer_batches: int) -> dict:
         result["train_slices_per_s"] = BATCH / train_s
         result["train_loss_finite"] = bool(np.isfinite(np.asarray(loss)).all())
     result["forward_gflops_per_slice"] = model_mod.count_conv_flops(unet) / 1e9
+    result["params"] = unet.count_params()
     return result
 
 
-def run_variant(name: str, env: dict, policy: str, train_steps: int, infer_batches: int) -> dict:
-    """Run :func:`measure_unet` in a fresh Python process (env switches need a new import)."""
+def run_variant(
+    name: str, env: dict, policy: str, train_steps: int, infer_batches: int, shape: list[str]
+) -> dict:
+    """Run :func:`measure_unet` in a fresh Python process (env switches need a new import);
+    ``shape`` is the ``--size``/``--filters`` arguments passed on."""
     cmd = [
         sys.executable,
         __file__,
@@ -95,6 +103,7 @@ def run_variant(name: str, env: dict, policy: str, train_steps: int, infer_batch
         str(train_steps),
         "--infer-batches",
         str(infer_batches),
+        *shape,
     ]
     proc = subprocess.run(
         cmd, env={**os.environ, **env}, capture_output=True, text=True, timeout=240
@@ -108,14 +117,23 @@ def run_variant(name: str, env: dict, policy: str, train_steps: int, infer_batch
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repetitions")
+    parser.add_argument("--size", type=int, default=IMAGE, help="input pixels (default 256)")
+    parser.add_argument("--filters", type=int, default=32, help="first level's filters")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--policy", default="float32", help=argparse.SUPPRESS)
     parser.add_argument("--train-steps", type=int, default=2, help=argparse.SUPPRESS)
     parser.add_argument("--infer-batches", type=int, default=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(measure_unet(args.policy, args.train_steps, args.infer_batches)))
+        print(
+            json.dumps(
+                measure_unet(
+                    args.policy, args.train_steps, args.infer_batches, args.size, args.filters
+                )
+            )
+        )
         return
+    shape = ["--size", str(args.size), "--filters", str(args.filters)]
 
     started = time.perf_counter()
     steps, batches = (1, 2) if args.quick else (2, 3)
@@ -123,12 +141,17 @@ def main() -> None:
     # Peak before and after the model runs; the best of both is the least disturbed by
     # other users of a shared machine.
     peak_before = measure_matmul_peak_gflops(reps=2 if args.quick else 3)
-    base = run_variant("float32 (oneDNN on)", {}, "float32", steps, batches)
+    base = run_variant("float32 (oneDNN on)", {}, "float32", steps, batches, shape)
     # Variants: inference only, to stay within the time budget.
     no_onednn = run_variant(
-        "float32, TF_ENABLE_ONEDNN_OPTS=0", {"TF_ENABLE_ONEDNN_OPTS": "0"}, "float32", 0, batches
+        "float32, TF_ENABLE_ONEDNN_OPTS=0",
+        {"TF_ENABLE_ONEDNN_OPTS": "0"},
+        "float32",
+        0,
+        batches,
+        shape,
     )
-    bf16 = run_variant("mixed_bfloat16", {}, "mixed_bfloat16", 1, batches)
+    bf16 = run_variant("mixed_bfloat16", {}, "mixed_bfloat16", steps, batches, shape)
     peak = max(peak_before, measure_matmul_peak_gflops(reps=2 if args.quick else 3))
 
     fwd = base.get("forward_gflops_per_slice", float("nan"))
@@ -136,7 +159,8 @@ def main() -> None:
     train_gflops = base.get("train_slices_per_s", float("nan")) * 3 * fwd
     print(f"machine: {os.cpu_count()} CPUs, load average {load_before:.1f} at start")
     print(
-        f"paper UNet 256x256x1, batch {BATCH}: forward {fwd:.2f} GFLOPs/slice, "
+        f"UNet {args.size}x{args.size}x1, {args.filters} filters first, batch {BATCH}: "
+        f"forward {fwd:.2f} GFLOPs/slice, "
         f"training ~{3 * fwd:.1f} GFLOPs/slice"
     )
     print(f"matmul peak (4096^2 float32): {peak:.1f} GFLOP/s")
@@ -157,8 +181,9 @@ def main() -> None:
     summary = {
         "benchmark": "model_throughput",
         "batch_size": BATCH,
-        "image_size": IMAGE,
-        "params": 7_759_521,
+        "image_size": args.size,
+        "base_filters": args.filters,
+        "params": base.get("params"),
         "forward_gflops_per_slice": round(fwd, 3),
         "train_gflops_per_slice": round(3 * fwd, 3),
         "infer_slices_per_s": round(base.get("infer_slices_per_s", float("nan")), 3),
@@ -171,6 +196,11 @@ def main() -> None:
         ),
         "bf16_infer_slices_per_s": round(bf16.get("infer_slices_per_s", float("nan")), 3),
         "bf16_train_slices_per_s": round(bf16.get("train_slices_per_s", float("nan")), 3),
+        "bf16_over_float32_train": round(
+            bf16.get("train_slices_per_s", float("nan"))
+            / base.get("train_slices_per_s", float("nan")),
+            2,
+        ),
         "cpu_count": os.cpu_count(),
         "load_avg_start": round(load_before, 2),
         "load_avg_end": round(os.getloadavg()[0], 2),

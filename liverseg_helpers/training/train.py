@@ -109,10 +109,8 @@ def select_device_setup(precision: str = "auto") -> DeviceSetup:
         tf.config.experimental.get_device_details(gpu).get("compute_capability") or (0, 0)
         for gpu in gpus
     ]
-    if precision == "auto" and min(capabilities) >= (
-        7,
-        0,
-    ):  # tensor cores: float16 matmuls are several times faster
+    tensor_cores = min(capabilities) >= (7, 0)  # float16 matmuls several times faster
+    if precision == "auto" and tensor_cores:
         keras.mixed_precision.set_global_policy("mixed_float16")
         policy = "mixed_float16"
     if len(gpus) > 1:
