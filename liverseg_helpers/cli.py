@@ -34,7 +34,7 @@ def add_train_precision(p: argparse.ArgumentParser) -> None:
         default="auto",
         choices=["auto", "float32", "bfloat16"],
         help="training arithmetic: auto (float32 on a CPU, mixed float16 on a recent GPU), "
-        "or bfloat16 (about 2x faster on a CPU with AVX512-BF16 or AMX)",
+        "or bfloat16 (up to 2x faster on a CPU with AVX512-BF16 or AMX)",
     )
 
 
