@@ -56,9 +56,13 @@ def starting_network(variant_name: str, fold_model: Path, dest: Path) -> Path:
     return model_files.save_model(net, dest, settings)
 
 
-def pair_scores(models: list[Path], case_path: Path) -> dict:
+def fold_case_path(fold_dir: Path, test_id: str) -> Path:
+    """The test patient's folder in the cohort the fold was trained from (its config.json)."""
+    return Path(json.loads((fold_dir / "config.json").read_text())["data_dir"]) / test_id
+
+
+def pair_scores(models: list[Path], case: io.Case) -> dict:
     """Dice and ASSD of ``liverseg predict``'s road (post-processing on) with these models."""
-    case = io.load_case(case_path)
     pred = predict.predict_case(models, case).pred
     return evaluate.evaluate_masks(pred, case.masks["liver"], case.spacing_mm)
 
@@ -78,9 +82,9 @@ def compare_pairs(out: Path, first: str, others: list[str], seen: list[str]) -> 
         for member in members:
             fold_test_patient(member)  # each never saw the test patient
         trio = export_ensemble(members, out / "averaged" / f"{metrics_path.parent.name}.keras")
-        cohort = Path(json.loads((metrics_path.parent / "config.json").read_text())["data_dir"])
-        tuned = pair_scores([trio, shipped[1]], cohort / test_id)
-        before = pair_scores(shipped, cohort / test_id)
+        case = io.load_case(fold_case_path(metrics_path.parent, test_id))
+        tuned = pair_scores([trio, shipped[1]], case)
+        before = pair_scores(shipped, case)
         rows.append(
             {
                 "patient": test_id,
@@ -130,8 +134,7 @@ def main() -> None:
         if start_path is None:
             start_path = starting_network(args.variant, fold_model, Path(args.out) / "start.keras")
         tuned = json.loads(metrics_path.read_text())
-        cohort = Path(json.loads((metrics_path.parent / "config.json").read_text())["data_dir"])
-        start, _ = crossval.evaluate_fold(start_path, cohort / test_id)
+        start, _ = crossval.evaluate_fold(start_path, fold_case_path(metrics_path.parent, test_id))
         rows.append(
             {
                 "patient": test_id,

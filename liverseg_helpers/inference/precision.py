@@ -110,14 +110,9 @@ def _with_policy(model: Any, policy: str) -> Any:
 
 def computes_in_bfloat16(model: Any) -> bool:
     """Whether any layer of ``model`` (nested models included) computes in bfloat16."""
-    stack = list(model.layers)
-    while stack:
-        layer = stack.pop()
-        if hasattr(layer, "layers"):
-            stack.extend(layer.layers)
-        elif getattr(layer, "compute_dtype", "float32") == "bfloat16":
-            return True
-    return False
+    from liverseg_helpers.training.quantize import all_layers
+
+    return any(layer.compute_dtype == "bfloat16" for layer in all_layers(model))
 
 
 def convert_to_float32(model: Any) -> Any:

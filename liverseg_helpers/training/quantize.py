@@ -170,16 +170,17 @@ def quantize_int8(model: keras.Model) -> keras.Model:
     return twin
 
 
-def _all_layers(model: keras.Model) -> list[keras.layers.Layer]:
+def all_layers(model: keras.Model) -> list[keras.layers.Layer]:
+    """The layers of ``model`` with each nested model (an ensemble's member) opened up."""
     found = []
     for layer in model.layers:
-        found.extend(_all_layers(layer) if isinstance(layer, keras.Model) else [layer])
+        found.extend(all_layers(layer) if isinstance(layer, keras.Model) else [layer])
     return found
 
 
 def has_int8_weights(model: keras.Model) -> bool:
     """Whether any convolution of ``model`` (or of a nested model) stores int8 weights."""
-    return any(isinstance(layer, _Int8KernelMixin) for layer in _all_layers(model))
+    return any(isinstance(layer, _Int8KernelMixin) for layer in all_layers(model))
 
 
 def get_custom_objects() -> dict[str, type]:
