@@ -5,20 +5,28 @@ crossval folder, and scores, on each fold's test patient, the network the recipe
 (its ``Variant.init_weights``) the same way the fold was scored: 3D, native resolution, the
 course's post-processing, the fold model's own preprocessing (its sidecar), so that only the
 weights differ. Folds whose test patient the starting network may have seen are named and
-left out (``--seen``; the shipped axial file was trained on the two IRCAD patients). Prints
-one markdown row per patient, the means, the checks of the rule written before the run
+left out (``--seen``; the starting file, the axial file shipped until 2026-12-07, restored by
+``research.start_file``, was trained on the two IRCAD patients). Prints one markdown row per
+patient, the means, the checks of the rule written before the run
 (docs/real_ct_experiments.md, "Fine-tuning the shipped network"), and a JSON line.
+
+With ``--start-from DIR`` (folds trained by ``crossval --start-from DIR``), each fold's start is
+DIR's fold that tests the same patient and never saw it, as scored by its own crossval run
+(its ``metrics.json``); no fold is left out. ``--pool`` adds the finished folds of other
+fine-tuning runs to a mean over all their patients.
 
 With ``--with V2 V3``, each fold's networks of the recipes given are averaged with its first
 one (as the shipped axial file averages three networks), and that average is run with the
 shipped coronal file the way ``liverseg predict`` runs its pair (``predict.predict_case``:
-the coronal file left out where the scan stops inside the liver), against the shipped pair
-itself, on the same patients.
+the coronal file left out where the scan stops inside the liver), against the pair shipped
+until 2026-12-07 (the starting file with the same coronal file), on the same patients.
 
 Usage::
 
     python benchmarks/fine_tuning.py runs/tuned
     python benchmarks/fine_tuning.py runs/tuned --with six_tuned_2 six_tuned_3
+    python benchmarks/fine_tuning.py runs/ircad_tuned --start-from runs/ircad_start/aligned_wide \
+        --pool runs/tuned/six_tuned
 """
 
 from __future__ import annotations
@@ -35,12 +43,12 @@ import numpy as np  # noqa: E402
 from liverseg_helpers import config, io  # noqa: E402
 from liverseg_helpers.evaluation import evaluate  # noqa: E402
 from liverseg_helpers.inference import pipeline, predict  # noqa: E402
-from liverseg_helpers.research import crossval  # noqa: E402
+from liverseg_helpers.research import crossval, start_file  # noqa: E402
 from liverseg_helpers.research.ensemble import (
     export_ensemble,  # noqa: E402
     fold_test_patient,  # noqa: E402
 )
-from liverseg_helpers.research.variants import VARIANTS  # noqa: E402
+from liverseg_helpers.research.variants import REPO_ROOT, VARIANTS  # noqa: E402
 from liverseg_helpers.training import model as model_mod  # noqa: E402
 from liverseg_helpers.training import model_files  # noqa: E402
 
@@ -69,8 +77,8 @@ def pair_scores(models: list[Path], case: io.Case) -> dict:
 
 def compare_pairs(out: Path, first: str, others: list[str], seen: list[str]) -> list[dict]:
     """Per test patient: the fold's fine-tuned networks averaged, with the shipped coronal
-    file, against the shipped pair (both as ``liverseg predict`` runs a pair)."""
-    shipped = pipeline.resolve_model_paths(None)
+    file, against the former pair (both as ``liverseg predict`` runs a pair)."""
+    former = [start_file.ensure_start_file(REPO_ROOT), pipeline.REFERENCE_CORONAL_MODEL]
     rows = []
     for metrics_path in sorted((out / first).glob("fold_*/metrics.json")):
         test_id = fold_test_patient(metrics_path.parent / "last.keras")
@@ -83,8 +91,8 @@ def compare_pairs(out: Path, first: str, others: list[str], seen: list[str]) -> 
             fold_test_patient(member)  # each never saw the test patient
         trio = export_ensemble(members, out / "averaged" / f"{metrics_path.parent.name}.keras")
         case = io.load_case(fold_case_path(metrics_path.parent, test_id))
-        tuned = pair_scores([trio, shipped[1]], case)
-        before = pair_scores(shipped, case)
+        tuned = pair_scores([trio, former[1]], case)
+        before = pair_scores(former, case)
         rows.append(
             {
                 "patient": test_id,
@@ -115,10 +123,18 @@ def main() -> None:
         metavar="VARIANT",
         help="average these recipes' fold networks with --variant's and compare the pair",
     )
+    parser.add_argument(
+        "--start-from", default=None, help="the crossval --start-from folder of the folds"
+    )
+    parser.add_argument(
+        "--pool", nargs="+", default=[], metavar="DIR", help="other fine-tuned variant folders"
+    )
     args = parser.parse_args()
+    if args.start_from:
+        args.seen = []
     if args.others:
         rows = compare_pairs(Path(args.out), args.variant, args.others, args.seen)
-        report(rows, "shipped pair", "fine-tuned average + shipped coronal", 0.005)
+        report(rows, "pair shipped until 2026-12-07", "fine-tuned average + coronal", 0.005)
         return
     folds = sorted((Path(args.out) / args.variant).glob("fold_*/metrics.json"))
     if not folds:
@@ -131,10 +147,18 @@ def main() -> None:
         if test_id in args.seen:
             print(f"{test_id}: left out, the starting network was trained on it")
             continue
-        if start_path is None:
-            start_path = starting_network(args.variant, fold_model, Path(args.out) / "start.keras")
         tuned = json.loads(metrics_path.read_text())
-        start, _ = crossval.evaluate_fold(start_path, fold_case_path(metrics_path.parent, test_id))
+        if args.start_from:
+            start_file.fold_start_weights(args.start_from, test_id)  # never saw test_id
+            start = json.loads((Path(args.start_from) / f"fold_{test_id}/metrics.json").read_text())
+        else:
+            if start_path is None:
+                start_path = starting_network(
+                    args.variant, fold_model, Path(args.out) / "start.keras"
+                )
+            start, _ = crossval.evaluate_fold(
+                start_path, fold_case_path(metrics_path.parent, test_id)
+            )
         rows.append(
             {
                 "patient": test_id,
@@ -145,7 +169,35 @@ def main() -> None:
                 "tuned_train_min": tuned["train_s"] / 60,
             }
         )
-    report(rows, "starting network", "fine-tuned", 0.008)
+    report(rows, "starting network", "fine-tuned", 0.0 if args.start_from else 0.008)
+    if args.pool:
+        pooled = [
+            json.loads(m.read_text())
+            for d in args.pool
+            for m in Path(d).glob("fold_*/metrics.json")
+        ]
+        pooled += [
+            {"case_id": r["patient"], "dice": r["tuned_dice"], "assd_mm": r["tuned_assd_mm"]}
+            for r in rows
+        ]
+        print_pooled(pooled)
+
+
+def print_pooled(rows: list[dict]) -> None:
+    """The fine-tuned folds of every run given, one per patient, and the goal's checks."""
+    ids = [r["case_id"] for r in rows]
+    if len(set(ids)) != len(ids):
+        raise SystemExit(f"a patient is tested twice among the pooled folds: {sorted(ids)}")
+    for r in sorted(rows, key=lambda r: r["case_id"]):
+        print(f"{r['case_id']}: {r['dice']:.3f} / {r['assd_mm']:.2f}")
+    dice = float(np.mean([r["dice"] for r in rows]))
+    assd = float(np.mean([r["assd_mm"] for r in rows]))
+    lowest = min(r["dice"] for r in rows)
+    met = dice >= 0.95 and assd < 2 and lowest >= 0.92
+    print(
+        f"mean of {len(rows)}: {dice:.3f} / {assd:.2f} mm, lowest {lowest:.3f}; goal (>= 0.95, "
+        f"< 2 mm, none < 0.92) {'met' if met else 'not met'}"
+    )
 
 
 def report(rows: list[dict], before: str, after: str, gain: float) -> None:

@@ -164,6 +164,13 @@ def build_parser() -> argparse.ArgumentParser:
         "count in the tables",
     )
     p.add_argument(
+        "--start-from",
+        default=None,
+        metavar="DIR",
+        help="another run's variant folder (e.g. runs/pre/aligned_wide): each fold starts from "
+        "its fold that tests the same patient (fine-tuning that never sees the test patient)",
+    )
+    p.add_argument(
         "--train-extra",
         action="append",
         default=None,
@@ -183,6 +190,15 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="store convolution weights as int8 (a quarter of the size) in --export and "
         "in the averaged models scored (--ensemble-of, several --seed)",
+    )
+    p.add_argument(
+        "--fov-range-mm",
+        nargs=2,
+        type=float,
+        default=None,
+        metavar=("SMALLEST", "LARGEST"),
+        help="with --ensemble-of and --export: record the fields of view (mm) the networks "
+        "learnt from; prediction resamples a CT outside them",
     )
     p.add_argument(
         "--ensemble-of",

@@ -131,6 +131,22 @@ def test_cli_exports_the_reference_models_of_several_recipes(tmp_path, capsys):
     # Training takes one recipe at a time: two without --ensemble-of is an error, not a guess.
     assert cli.main(argv) == 2
     assert "several need --ensemble-of" in capsys.readouterr().err
+    # --fov-range-mm records the fields of view the networks learnt from in the sidecar.
+    ranged = tmp_path / "ranged.keras"
+    fov = ["--fov-range-mm", "263", "453", "--ensemble-of", *map(str, roots)]
+    assert cli.main([*argv[:-1], str(ranged), *fov]) == 0
+    assert model_files.read_sidecar(ranged)["preprocess"] == {
+        **model_files.read_sidecar(dest)["preprocess"],
+        "fov_range_mm": [263.0, 453.0],
+    }
+    fov[1:3] = ["453", "263"]
+    assert cli.main([*argv[:-1], str(tmp_path / "bad.keras"), *fov]) == 2
+    assert "--fov-range-mm [453.0, 263.0]: fov_range_mm must be 0 < smallest" in (
+        capsys.readouterr().err
+    )
+    assert not (tmp_path / "bad.keras").exists()
+    assert cli.main([*argv[:-1], str(ranged), "--fov-range-mm", "263", "453"]) == 2
+    assert "--fov-range-mm is recorded by --export with --ensemble-of" in capsys.readouterr().err
 
 
 def test_fold_test_patient_checks_a_fold_and_every_member_of_an_ensemble(tmp_path):

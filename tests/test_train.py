@@ -391,14 +391,3 @@ def test_training_starts_from_the_weights_it_is_given(tmp_path):
     ended = model_files.load_model(result.run_dir / "last.keras", compile=False)
     for before, after in zip(start.get_weights(), ended.get_weights(), strict=True):
         np.testing.assert_allclose(after, before, atol=1e-6)
-
-
-def test_the_fine_tuning_recipe_fits_the_shipped_network_it_starts_from():
-    from liverseg_helpers.research.variants import VARIANTS
-
-    variant = VARIANTS["six_tuned"]
-    profile = config.get_profile("real", **variant.overrides)
-    net = model_mod.model_from_profile(profile)
-    model_files.load_initial_weights(net, variant.init_weights_path)
-    sidecar = model_files.read_sidecar(variant.init_weights_path.split(":member")[0])
-    assert sidecar["preprocess"]["image_size"] == profile.image_size

@@ -41,6 +41,12 @@ def run_crossval_cli(args: argparse.Namespace) -> int:
         args.pack or args.unpack or args.ensemble_of or args.reference or len(args.seed) > 1
     ):
         raise DataError("--fold picks the leave-one-out folds of one seed to train: --variant V")
+    if args.fov_range_mm and not (args.ensemble_of and args.export):
+        raise DataError("--fov-range-mm is recorded by --export with --ensemble-of")
+    if args.start_from and (
+        args.pack or args.unpack or args.ensemble_of or args.reference or len(args.seed) > 1
+    ):
+        raise DataError("--start-from starts the leave-one-out folds of one seed: --variant V")
     if args.precision != "auto" and (args.pack or args.unpack or args.ensemble_of):
         raise DataError(
             "--precision sets how this machine trains; --pack, --unpack and --ensemble-of "
@@ -90,6 +96,7 @@ def run_crossval_cli(args: argparse.Namespace) -> int:
         train_extra=args.train_extra or (),
         folds=args.fold or (),
         precision=args.precision,
+        start_from=args.start_from,
     )
     print(crossval.format_markdown(result.ablation))
     print(f"tables: {result.out_dir / 'ablation.csv'}, {result.out_dir / 'ablation.md'}")

@@ -75,6 +75,7 @@ from liverseg_helpers.research.loo_cohort import (
     slice_cache_dir,
     source_of,
 )
+from liverseg_helpers.research.start_file import fold_start_weights
 from liverseg_helpers.research.variants import VARIANTS, Variant
 from liverseg_helpers.training.run_reuse import check_same_training, started_same_training
 
@@ -294,6 +295,7 @@ def run_leave_one_out(
     train_extra: Sequence[str | os.PathLike] = (),
     folds: Sequence[str] = (),
     precision: str = "auto",
+    start_from: str | os.PathLike | None = None,
 ) -> CrossvalResult:
     """Leave-one-patient-out training and 3D evaluation for each variant.
 
@@ -314,6 +316,9 @@ def run_leave_one_out(
         folds: Test patients whose folds to train (empty: all). The other folds are not
             trained; those already finished still count in the tables.
         precision: ``TrainConfig.precision`` of the folds trained by this call.
+        start_from: Another run's variant folder: each fold trained starts from its fold
+            that tests the same patient (``start_file.fold_start_weights``), not from the
+            variant's own ``init_weights``.
 
     Returns:
         :class:`CrossvalResult`; the tables are also written to ``out_dir``.
@@ -351,6 +356,8 @@ def run_leave_one_out(
             if folds and test_id not in folds and not fold_scores_path(cfg).exists():
                 print(f"{name:<10} test {test_id}: not trained (not among --fold)", flush=True)
                 continue
+            if start_from is not None:
+                cfg.init_weights = fold_start_weights(start_from, test_id)
             row = run_fold(name, cfg, checkpoint)
             print(
                 f"{name:<10} test {row['case_id']}: dice {row['dice']:.4f} "

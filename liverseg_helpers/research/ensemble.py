@@ -24,6 +24,7 @@ import keras
 
 from liverseg_helpers.atomic import write_json_atomic
 from liverseg_helpers.errors import DataError, ModelFileError
+from liverseg_helpers.preparation.preprocess_settings import PreprocessSettings
 from liverseg_helpers.preparation.split import read_split_without
 from liverseg_helpers.training import model_files, quantize
 
@@ -53,7 +54,10 @@ def average_models(members: list[keras.Model], name: str = "ensemble") -> keras.
 
 
 def export_ensemble(
-    model_paths: list[str | os.PathLike], dest: str | os.PathLike, int8: bool = False
+    model_paths: list[str | os.PathLike],
+    dest: str | os.PathLike,
+    int8: bool = False,
+    fov_range_mm: tuple[float, float] | None = None,
 ) -> Path:
     """Average saved models into one ``.keras`` file (no optimizer state) with its sidecar.
 
@@ -62,6 +66,8 @@ def export_ensemble(
         dest: Where to write the ensemble, e.g. ``models/liver_unet.keras``.
         int8: Store the members' convolution weights as int8 (``quantize.quantize_int8``), a
             quarter of the float32 size, so that four wide UNets fit where one did.
+        fov_range_mm: Record this field-of-view range in the sidecar
+            (``PreprocessSettings.fov_range_mm``; :func:`with_fov_range`).
 
     Returns:
         The written path.
@@ -87,9 +93,26 @@ def export_ensemble(
     ensemble = average_models(members)
     if int8:
         ensemble = quantize.quantize_int8(ensemble)
-    return model_files.save_model(
-        ensemble, dest, sidecars[0]["preprocess"], task=sidecars[0].get("task", "liver")
-    )
+    preprocess = with_fov_range(sidecars[0]["preprocess"], fov_range_mm)
+    return model_files.save_model(ensemble, dest, preprocess, task=sidecars[0].get("task", "liver"))
+
+
+def with_fov_range(preprocess: dict, fov_range_mm: tuple[float, float] | None) -> dict:
+    """A sidecar's preprocessing with ``fov_range_mm`` set (unchanged when it is None).
+
+    The range is the fields of view the network learnt from, e.g. the training CTs' smallest
+    and largest times the augmentation's zoom range; outside it, prediction resamples the CT.
+
+    Raises:
+        DataError: The range is not ``0 < smallest <= largest``.
+    """
+    if fov_range_mm is None:
+        return preprocess
+    try:
+        settings = PreprocessSettings.from_dict({**preprocess, "fov_range_mm": fov_range_mm})
+    except ValueError as err:
+        raise DataError(f"--fov-range-mm {list(fov_range_mm)}: {err}") from None
+    return {**preprocess, "fov_range_mm": list(settings.fov_range_mm)}
 
 
 def _as_list(variants: str | list[str]) -> list[str]:
@@ -261,7 +284,8 @@ def run_ensemble_cli(args: argparse.Namespace) -> int:
         missing = [str(p) for p in paths if not p.exists()]
         if missing:
             raise DataError(f"no reference model at {missing}; train each with --reference")
-        print(f"exported to {export_ensemble(paths, args.export, args.int8)}")
+        dest = export_ensemble(paths, args.export, args.int8, args.fov_range_mm)
+        print(f"exported to {dest}")
         return 0
     if not args.variant:
         raise DataError("--ensemble-of needs --variant (one, or several to mix recipes)")
@@ -271,6 +295,6 @@ def run_ensemble_cli(args: argparse.Namespace) -> int:
         paths = all_fold_models(roots, args.variant)
         print(
             f"exported the average of {len(paths)} fold models to "
-            f"{export_ensemble(paths, args.export, args.int8)}"
+            f"{export_ensemble(paths, args.export, args.int8, args.fov_range_mm)}"
         )
     return 0

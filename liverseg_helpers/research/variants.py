@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from liverseg_helpers.data.phantom_anatomy import DEFAULT_ANATOMY, AnatomyOptions
+from liverseg_helpers.research.start_file import START_FILE, ensure_start_file
 
 REPO_ROOT = Path(__file__).resolve().parents[2]  # Variant.init_weights is relative to it
 
@@ -36,7 +37,8 @@ class Variant:
             None: the paper's UNet, without it, for the liver).
         init_weights: Start each run from this network (``TrainConfig.init_weights``), a path
             relative to the repository root such as ``models/liver_unet.keras:member_1``;
-            None: from random weights.
+            None: from random weights. The former shipped file (``start_file.START_FILE``)
+            is restored from git history when a run needs it.
     """
 
     name: str
@@ -53,7 +55,11 @@ class Variant:
     @property
     def init_weights_path(self) -> str | None:
         """``init_weights`` with the repository root in front (None: random weights)."""
-        return str(REPO_ROOT / self.init_weights) if self.init_weights else None
+        if not self.init_weights:
+            return None
+        if self.init_weights.startswith(START_FILE + ":"):
+            ensure_start_file(REPO_ROOT)
+        return str(REPO_ROOT / self.init_weights)
 
     @property
     def cohort_suffix(self) -> str:
@@ -345,29 +351,32 @@ def _ladder() -> dict[str, Variant]:
         change="six_coronal with the paper's widths, 32-512 filters instead of 16-256",
         overrides={"base_filters": 32},
     )
-    # Fine-tuning instead of training from scratch: the shipped axial file's first network
-    # (aligned_wide, seed 42, trained on the two IRCAD patients and 8 phantoms) goes on
+    # Fine-tuning instead of training from scratch: the axial file shipped until 2026-12-07
+    # (START_FILE, restored from git history), whose first network (aligned_wide, seed 42,
+    # trained on the two IRCAD patients and 8 phantoms) goes on
     # learning from the fold's five real patients and 4 phantoms, as six_wide would show them,
     # for 6 epochs at a third of the learning rate. Its folds that test an IRCAD patient are
-    # not a test (the starting network saw that patient). Defined before any run of it; its
+    # not a test (the starting network saw that patient) unless each fold starts from a
+    # network that never saw it (crossval --start-from). Defined before any run of it; its
     # rule is in docs/real_ct_experiments.md ("Fine-tuning the shipped network").
     vary(
         "six_tuned",
         "six_wide",
-        change="six_wide starting from the shipped axial network 1: 6 epochs at 1e-4",
+        change="six_wide from the former shipped axial network 1: 6 epochs at 1e-4",
         overrides={"epochs": 6, "learning_rate": 1e-4},
-        init_weights="models/liver_unet.keras:member_1",
+        init_weights=f"{START_FILE}:member_1",
     )
-    # The shipped file's other two networks (seeds 43 and 44), fine-tuned the same way, so that
-    # the three can be averaged as the shipped file averages them. Defined after two of the
+    # That file's other two networks (seeds 43 and 44), fine-tuned the same way, so that the
+    # three can be averaged as the shipped file averages them (models/liver_unet.keras since
+    # 2026-12-07: the three fine-tuned on all six patients). Defined after two of the
     # four folds of six_tuned were read, before any run of these, and run whatever six_tuned's
     # own rule says; their rule is in the same section.
     for number in (2, 3):
         vary(
             f"six_tuned_{number}",
             "six_tuned",
-            change=f"six_tuned starting from the shipped axial network {number}",
-            init_weights=f"models/liver_unet.keras:member_{number}",
+            change=f"six_tuned from the former shipped axial network {number}",
+            init_weights=f"{START_FILE}:member_{number}",
         )
     return variants
 
