@@ -1,14 +1,16 @@
-"""The shipped liver models on patients they never saw, from other hospitals. An experiment.
+"""The shipped liver models on real patients, scored and timed as `liverseg predict` runs them.
 
 Runs ``liverseg predict``'s own road (``pipeline.segment_ct``: the shipped axial + coronal
 pair by default, post-processing on) on every patient of the cohort folders given, then
 scores each written mask against the expert one in 3D at the CT's native resolution, and
-times each prediction (reading, both networks, post-processing and writing). The shipped
-models were trained on 3D-IRCADb patients only, so the CHAOS and HCC-TACE-Seg patients of
-``../shared/data`` are other hospitals, other scanners and, for HCC-TACE-Seg, 5 mm slices and
-an arterial phase. Prints one markdown row per patient and one per source, and writes both as
-CSV. With ``--fast``, the road of ``liverseg predict --fast`` (one network instead of the
-averaged ensemble).
+times each prediction (reading, both networks, post-processing and writing). The models
+shipped until 2026-12-07 were trained on 3D-IRCADb patients only, so for them the CHAOS and
+HCC-TACE-Seg patients of ``../shared/data`` are other hospitals, other scanners and, for
+HCC-TACE-Seg, 5 mm slices and an arterial phase. The axial file shipped since then was
+fine-tuned on all six, so with it this script gives training-set scores (a check that the
+file works, ``models/liver_unet.md``); ``--model`` scores any other files. Prints one
+markdown row per patient and one per source, and writes both as CSV. With ``--fast``, the
+road of ``liverseg predict --fast`` (one network instead of the averaged ensemble).
 
 Usage::
 
