@@ -21,7 +21,7 @@ from liverseg_helpers.preparation.split import read_split_without
 #: Where the starting file is written, relative to the repository root.
 START_FILE = "runs/start/liver_unet_aligned_wide.keras"
 #: The commit whose ``models/liver_unet.keras`` (and sidecar) it is.
-START_COMMIT = "64704e4"
+START_COMMIT = "64704e4458a3534acb4c4e76e3c9f722b0cf240c"
 #: Its SHA-256, so that a wrong or damaged file is refused instead of trained on.
 START_SHA256 = "659d1d62b7845a457bf653e1e795b6e7f5016aba37879c680307324cbc481fb2"
 
