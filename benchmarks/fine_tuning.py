@@ -169,7 +169,7 @@ def main() -> None:
                 "tuned_train_min": tuned["train_s"] / 60,
             }
         )
-    report(rows, "starting network", "fine-tuned", 0.0 if args.start_from else 0.008)
+    report(rows, "starting network", "fine-tuned", None if args.start_from else 0.008)
     if args.pool:
         pooled = [
             json.loads(m.read_text())
@@ -200,8 +200,9 @@ def print_pooled(rows: list[dict]) -> None:
     )
 
 
-def report(rows: list[dict], before: str, after: str, gain: float) -> None:
-    """The markdown table, the means, the rule's checks and a JSON line."""
+def report(rows: list[dict], before: str, after: str, gain: float | None) -> None:
+    """The markdown table, the means, the rule's checks (none when ``gain`` is None: the
+    reading has its own rule) and a JSON line."""
     if not rows:
         raise SystemExit("no fold to compare")
     print(f"| test patient | {before} | {after} | Dice change |")
@@ -219,6 +220,9 @@ def report(rows: list[dict], before: str, after: str, gain: float) -> None:
         f"{mean['tuned_dice'] - mean['start_dice']:+.3f} |"
     )
     worst_loss = max(r["start_dice"] - r["tuned_dice"] for r in rows)
+    if gain is None:
+        print(json.dumps({"rows": rows, "mean": mean}))
+        return
     checks = {
         f"mean_dice_gain_at_least_{gain}": mean["tuned_dice"] - mean["start_dice"] >= gain,
         "mean_assd_not_higher": mean["tuned_assd_mm"] <= mean["start_assd_mm"],
