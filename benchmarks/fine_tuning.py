@@ -149,8 +149,8 @@ def main() -> None:
             continue
         tuned = json.loads(metrics_path.read_text())
         if args.start_from:
-            start_file.fold_start_weights(args.start_from, test_id)  # never saw test_id
-            start = json.loads((Path(args.start_from) / f"fold_{test_id}/metrics.json").read_text())
+            start_model = Path(start_file.fold_start_weights(args.start_from, test_id))
+            start = json.loads(start_model.with_name("metrics.json").read_text())
         else:
             if start_path is None:
                 start_path = starting_network(

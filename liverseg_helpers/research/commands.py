@@ -37,15 +37,14 @@ def run_crossval_cli(args: argparse.Namespace) -> int:
             "--train-extra adds patients to leave-one-out training; it does not apply to "
             "--reference or --ensemble-of"
         )
-    if args.fold and (
+    not_one_seed_loo = (
         args.pack or args.unpack or args.ensemble_of or args.reference or len(args.seed) > 1
-    ):
+    )
+    if args.fold and not_one_seed_loo:
         raise DataError("--fold picks the leave-one-out folds of one seed to train: --variant V")
     if args.fov_range_mm and not (args.ensemble_of and args.export):
         raise DataError("--fov-range-mm is recorded by --export with --ensemble-of")
-    if args.start_from and (
-        args.pack or args.unpack or args.ensemble_of or args.reference or len(args.seed) > 1
-    ):
+    if args.start_from and not_one_seed_loo:
         raise DataError("--start-from starts the leave-one-out folds of one seed: --variant V")
     if args.precision != "auto" and (args.pack or args.unpack or args.ensemble_of):
         raise DataError(

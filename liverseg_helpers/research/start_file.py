@@ -9,12 +9,12 @@ writes it (with its sidecar) under ``runs/start/`` the first time a recipe needs
 
 from __future__ import annotations
 
-import hashlib
 import os
 import subprocess
 from pathlib import Path
 
 from liverseg_helpers.atomic import atomic_file
+from liverseg_helpers.data.download import hash_file
 from liverseg_helpers.errors import DataError, ModelFileError
 from liverseg_helpers.preparation.split import read_split_without
 
@@ -52,7 +52,7 @@ def ensure_start_file(repo_root: Path) -> Path:
     if not path.is_file():
         _git_show(repo_root, "models/liver_unet.keras.json", path.with_name(path.name + ".json"))
         _git_show(repo_root, "models/liver_unet.keras", path)
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    digest = hash_file(path, "sha256", progress=False)
     if digest != START_SHA256:
         raise ModelFileError(
             f"{path}: SHA-256 {digest[:12]}... is not the starting file's {START_SHA256[:12]}...; "
