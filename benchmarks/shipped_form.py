@@ -117,9 +117,8 @@ def main() -> None:
             f"pair {pair['dice']:.3f} / {pair['assd_mm']:.2f} mm ({coronal})",
             flush=True,
         )
-    table = pd.DataFrame(rows)
     if args.csv:
-        table.to_csv(args.csv, index=False)
+        pd.DataFrame(rows).to_csv(args.csv, index=False)
     for form in ("axial", "pair"):
         print(f"\n({'A' if form == 'axial' else 'B'}) {form}:")
         scores = [(r["patient"], r[f"{form}_dice"], r[f"{form}_assd_mm"]) for r in rows]
