@@ -12,8 +12,10 @@ none of its networks saw. For each test patient it:
 3. scores (A) that average alone and (B) that average with a coronal network that never saw
    the patient, by ``liverseg predict``'s own road (``predict.predict_case``: post-processing
    on, the coronal network left out where the scan stops inside the liver). The coronal
-   network is the patient's fold in ``--coronal`` if there is one; otherwise the shipped
-   coronal file, which was trained on the two IRCAD patients only, so they need folds.
+   network is the patient's fold in ``--coronal`` if there is one (with several ``--coronal``
+   groups, one per seed, the int8 average of their folds, as the shipped coronal file averages
+   three seeds); otherwise the shipped coronal file, which was trained on the two IRCAD
+   patients only, so they need folds.
 
 Prints one markdown row per patient, then for (A) and (B) the means and the issue's goal
 (mean Dice >= 0.95, mean ASSD < 2 mm, no patient below 0.92). The rule this was written for is
@@ -65,10 +67,23 @@ def merged_folds(variant_dirs: list[Path]) -> dict[str, Path]:
     return merged
 
 
-def coronal_for(patient: str, coronal_folds: dict[str, Path]) -> Path:
-    """The patient's coronal fold, or the shipped coronal file where it never saw the patient."""
-    if patient in coronal_folds:
-        return coronal_folds[patient]
+def coronal_for(patient: str, coronal_seeds: list[dict[str, Path]], out_dir: Path) -> Path:
+    """The patient's coronal network: its folds, or the shipped file where that never saw it.
+
+    One fold per coronal seed; several are averaged with int8 weights, as the shipped coronal
+    file stores its three seeds.
+
+    Raises:
+        SystemExit: Some coronal seeds test the patient and others do not, or the shipped file
+            saw the patient and no fold tests it.
+    """
+    folds = [seed[patient] for seed in coronal_seeds if patient in seed]
+    if folds and len(folds) < len(coronal_seeds):
+        raise SystemExit(f"{patient}: {len(folds)} of {len(coronal_seeds)} coronal seeds test it")
+    if len(folds) == 1:
+        return folds[0]
+    if folds:
+        return export_ensemble(folds, out_dir / f"coronal_{patient}.keras", int8=True)
     if patient in CORONAL_TRAINING_PATIENTS:
         raise SystemExit(f"{patient}: the shipped coronal file saw it; give its fold (--coronal)")
     return pipeline.REFERENCE_CORONAL_MODEL
@@ -86,21 +101,27 @@ def main() -> None:
         help="one seed's fine-tuned axial variant folders (repeat per seed)",
     )
     parser.add_argument(
-        "--coronal", nargs="*", type=Path, default=[], help="coronal fold variant folders"
+        "--coronal",
+        nargs="+",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="one seed's coronal fold variant folders (repeat per seed; averaged like --axial)",
     )
     parser.add_argument("--data", type=Path, action="append", required=True)
     parser.add_argument("--out", type=Path, default=Path("runs/shipped_form"))
     parser.add_argument("--csv", type=Path, help="also write the rows here")
     args = parser.parse_args()
     seeds = [merged_folds(group) for group in args.axial]
-    coronal_folds = merged_folds(args.coronal)
+    coronal_seeds = [merged_folds(group) for group in args.coronal]
     patients = sorted(set.intersection(*(set(s) for s in seeds)))
     case_paths = {io.case_id_of(p): p for p in crossval.real_case_paths(args.data)}
     rows = []
     for patient in patients:
         members = [seed[patient] for seed in seeds]
         axial = export_ensemble(members, args.out / f"axial_{patient}.keras", int8=True)
-        coronal = coronal_for(patient, coronal_folds)
+        coronal = coronal_for(patient, coronal_seeds, args.out)
         case = io.load_case(case_paths[patient])
         alone, pair = pair_scores([axial], case), pair_scores([axial, coronal], case)
         rows.append(
