@@ -26,7 +26,10 @@ Usage::
     python benchmarks/shipped_form.py \\
         --axial runs/tuned/six_tuned runs/ircad_tuned/six_tuned \\
         --axial runs/tuned/six_tuned_2 runs/ircad_tuned_s43/six_tuned_2 \\
+        --axial runs/tuned/six_tuned_3 runs/ircad_tuned_s44/six_tuned_3 \\
         --coronal runs/ircad_coronal/aligned_coronal \\
+        --coronal runs/ircad_coronal_s43/aligned_coronal \\
+        --coronal runs/ircad_coronal_s44/aligned_coronal \\
         --data ../shared/data/3Dircadb1 --data ../shared/data/chaos_ct \\
         --data ../shared/data/hcc_tace_seg
 """
