@@ -110,14 +110,16 @@ def test_the_fine_tuning_recipes_start_from_the_former_shipped_file():
 def test_the_coronal_fine_tuning_recipe_fits_the_shipped_coronal_network():
     """Its network and slices are those of the file it starts from, so it can load it."""
     from liverseg_helpers import config
+    from liverseg_helpers.inference.pipeline import REFERENCE_CORONAL_MODEL
     from liverseg_helpers.research.variants import VARIANTS
     from liverseg_helpers.training import model as model_mod
 
     variant = VARIANTS["six_coronal_tuned"]
+    assert variant.init_weights_path == f"{REFERENCE_CORONAL_MODEL}:member_1"
     profile = config.get_profile("real", **variant.overrides)
     net = model_mod.model_from_profile(profile)
     model_files.load_initial_weights(net, variant.init_weights_path)
-    sidecar = model_files.read_sidecar(REPO_ROOT / "models" / "liver_unet_coronal.keras")
+    sidecar = model_files.read_sidecar(REFERENCE_CORONAL_MODEL)
     assert sidecar["preprocess"]["view"] == variant.preprocess["view"] == "coronal"
     assert sidecar["preprocess"]["target_spacing_mm"] == variant.preprocess["target_spacing_mm"]
     assert sidecar["preprocess"]["image_size"] == profile.image_size
