@@ -44,34 +44,45 @@ from liverseg_helpers.research.ablation_table import format_markdown  # noqa: E4
 SHIPPED = pipeline.resolve_model_paths(None)
 
 
-def compare(path: Path, repeat: int) -> dict:
-    """Both ways on one CT: model seconds (best of ``repeat``), agreement and accuracy."""
+def compare(path: Path, repeat: int, ways: dict[str, dict], models=SHIPPED, **options) -> dict:
+    """Two ways of predicting one CT (``predict_case`` keyword arguments per name, the first
+    way the new one): model seconds (best of ``repeat``, alternating), agreement, accuracy."""
     case = io.load_case(path)
-    seconds: dict[bool, list[float]] = {True: [], False: []}
+    new, old = ways
+    seconds: dict[str, list[float]] = {new: [], old: []}
     results = {}
     for run in range(repeat):
-        for skip in (True, False) if run % 2 == 0 else (False, True):
-            result = predict.predict_case(SHIPPED, case, skip_slices=skip)
-            seconds[skip].append(result.stage_seconds["model"])
-            results[skip] = result
+        for name in (new, old) if run % 2 == 0 else (old, new):
+            result = predict.predict_case(models, case, **options, **ways[name])
+            seconds[name].append(result.stage_seconds["model"])
+            results[name] = result
     row = {
         "patient": case.case_id,
         "slices": case.shape[0],
-        "skipping s": min(seconds[True]),
-        "every slice s": min(seconds[False]),
-        "ratio": min(seconds[True]) / min(seconds[False]),
+        f"{new} s": min(seconds[new]),
+        f"{old} s": min(seconds[old]),
+        "ratio": min(seconds[new]) / min(seconds[old]),
         "mask Dice between": evaluate.evaluate_masks(
-            results[True].pred, results[False].pred, case.spacing_mm
+            results[new].pred, results[old].pred, case.spacing_mm
         )["dice"],
-        "max prob change": float(np.abs(results[True].probs - results[False].probs).max()),
+        "max prob change": float(np.abs(results[new].probs - results[old].probs).max()),
     }
     truth = case.masks.get("liver")
-    for skip, name in ((True, "skipping"), (False, "every slice")):
+    for name in (new, old):
         if truth is not None and truth.any():
-            scores = evaluate.evaluate_masks(results[skip].pred, truth, case.spacing_mm)
+            scores = evaluate.evaluate_masks(results[name].pred, truth, case.spacing_mm)
             row[f"{name} Dice"] = scores["dice"]
             row[f"{name} ASSD mm"] = scores["assd_mm"]
     return row
+
+
+def print_rows(rows: list[dict]) -> None:
+    """A line per CT, the markdown table, and the medians of seconds, ratio and agreement."""
+    for row in rows:
+        print({key: round(v, 4) if isinstance(v, float) else v for key, v in row.items()})
+    print(format_markdown(pd.DataFrame(rows).set_index("patient"), digits=4))
+    for key in [*list(rows[0])[2:5], "mask Dice between"]:
+        print(f"median {key}: {np.median([row[key] for row in rows]):.4f}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,14 +90,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("ct", nargs="*", type=Path, help="CTs (default: ../shared/data)")
     parser.add_argument("--repeat", type=int, default=1, help="runs of each way per CT")
     args = parser.parse_args(argv)
+    ways = {"skipping": {"skip_slices": True}, "every slice": {"skip_slices": False}}
     with tempfile.TemporaryDirectory() as tmp_dir:
         paths = args.ct or default_inputs(Path(tmp_dir))
-        rows = [compare(path, args.repeat) for path in paths]
-    for row in rows:  # a line per CT as soon as the table is known
-        print({key: round(v, 4) if isinstance(v, float) else v for key, v in row.items()})
-    print(format_markdown(pd.DataFrame(rows).set_index("patient"), digits=4))
-    for key in ("skipping s", "every slice s", "ratio", "mask Dice between"):
-        print(f"median {key}: {np.median([row[key] for row in rows]):.4f}")
+        rows = [compare(path, args.repeat, ways) for path in paths]
+    print_rows(rows)
     return 0
 
 

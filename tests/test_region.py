@@ -100,3 +100,76 @@ def test_predict_volume_on_chosen_slices_matches_a_whole_run(context_slices):
     )
     with pytest.raises(DataError, match="this model is coronal"):
         predict.predict_volume(net, volume, coronal, spacing_mm=(12.0, 1.0, 1.0), slices=chosen)
+
+
+def test_the_slice_step_keeps_the_axial_slices_at_most_step_mm_apart():
+    assert region.slice_step(1.6, 3.2) == 2
+    assert region.slice_step(0.8, 3.2) == 4
+    assert region.slice_step(1.25, 3.2) == 2
+    assert region.slice_step(2.0, 3.2) == 1  # 4 mm would be too far
+    assert region.slice_step(5.0, 3.2) == 1
+    assert region.slice_step(1.6, 0.0) == 1  # 0: every slice
+
+
+def test_thinning_keeps_every_step_th_slice_and_both_ends_of_each_run():
+    chosen = np.array([0, 1, 1, 1, 1, 1, 0, 1, 1, 0, 1, 1, 1, 1], dtype=bool)
+    kept = region.thinned(chosen, 2)
+    assert np.flatnonzero(kept).tolist() == [1, 3, 5, 7, 8, 10, 12, 13]
+    assert np.array_equal(region.thinned(chosen, 1), chosen)
+    assert not region.thinned(np.zeros(5, dtype=bool), 3).any()
+
+
+def test_the_slices_between_are_drawn_along_z_from_their_neighbours():
+    ramp = np.broadcast_to(np.arange(9, dtype=np.float32)[:, None, None] / 8, (9, 3, 3)).copy()
+    wanted = np.ones(9, dtype=bool)
+    wanted[0] = False
+    seen = []
+
+    def predict_slices(ran):
+        seen.append(np.flatnonzero(ran).tolist())
+        return np.where(ran[:, None, None], ramp, 0.0).astype(np.float32)
+
+    probs = region.predict_thinned(predict_slices, wanted, 3)
+    assert seen == [[1, 4, 7, 8]]
+    np.testing.assert_allclose(probs[1:], ramp[1:], atol=1e-6)  # a straight line is exact
+    assert not probs[0].any()  # not wanted: left at 0
+    with pytest.raises(ValueError, match="both sides"):
+        region.fill_between(ramp.copy(), np.eye(1, 9, 4, dtype=bool)[0], np.ones(9, dtype=bool))
+
+
+def test_predict_volume_with_a_step_runs_fewer_slices_and_draws_the_rest():
+    keras = pytest.importorskip("keras")
+    from liverseg_helpers.inference import predict
+    from liverseg_helpers.preparation.preprocess import PreprocessSettings
+    from liverseg_helpers.training import model
+
+    keras.utils.set_random_seed(2)
+    net = model.build_unet((32, 32, 1), base_filters=4, depth=2)
+    seen = []
+
+    class Counting(keras.Model):
+        def predict_on_batch(self, x):
+            seen.append(len(x))
+            return net.predict_on_batch(x)
+
+    counting = Counting()
+    counting.inputs = net.inputs
+    zz, yy, xx = np.indices((9, 48, 48))
+    volume = np.where((zz - 4) ** 2 + (yy - 24) ** 2 + (xx - 20) ** 2 < 60, 200, -50)
+    settings = PreprocessSettings(image_size=32)
+    spacing = (1.6, 1.0, 1.0)
+    whole = predict.predict_volume(net, volume, settings, spacing_mm=spacing)
+    step = predict.predict_volume(
+        counting, volume, settings, batch_size=1, spacing_mm=spacing, step_mm=3.2
+    )
+    assert sum(seen) == 5  # slices 0, 2, 4, 6 and 8 (none blank)
+    np.testing.assert_allclose(step[::2], whole[::2], atol=1e-5)
+    np.testing.assert_allclose(step[1::2], (whole[:-1:2] + whole[2::2]) / 2, atol=1e-5)
+    chosen = np.zeros(9, dtype=bool)
+    chosen[3:7] = True
+    part = predict.predict_volume(net, volume, settings, spacing_mm=spacing, slices=chosen)
+    part_step = predict.predict_volume(
+        net, volume, settings, spacing_mm=spacing, slices=chosen, step_mm=3.2
+    )
+    np.testing.assert_allclose(part_step[[3, 5, 6]], part[[3, 5, 6]], atol=1e-5)
+    assert not part_step[~chosen].any()

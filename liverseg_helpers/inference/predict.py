@@ -23,12 +23,14 @@ import os
 import time
 import warnings
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from liverseg_helpers.errors import DataError, ModelFileError
+from liverseg_helpers.inference import region
 from liverseg_helpers.inference.ensemble_members import (
     ensemble_probs,
     members_that_fit,
@@ -190,6 +192,7 @@ def predict_volume(
     grey_levels: bool = False,
     slices: np.ndarray | None = None,
     skip_blank_slices: bool = True,
+    step_mm: float = 0.0,
 ) -> np.ndarray:
     """Liver probabilities of a whole CT on its own grid.
 
@@ -210,6 +213,8 @@ def predict_volume(
         skip_blank_slices: Run the model on one blank input slice for all of them
             (``region.run_on_chosen_slices``; the same probabilities, sooner). False:
             on every slice (for comparing).
+        step_mm: An axial model with ``spacing_mm``: see slices at most this far apart, draw
+            the others from them (``region.predict_thinned``); 0: every slice.
 
     Returns:
         float32 ``[z, y, x]`` in [0, 1], the shape of ``volume_hu``.
@@ -234,6 +239,13 @@ def predict_volume(
         )
     if slices is not None and not slices.any():
         return np.zeros(volume_hu.shape, dtype=np.float32)
+    step = region.slice_step(spacing_mm[0], step_mm) if spacing_mm is not None else 1
+    if step > 1 and settings.view == "axial":  # every step-th slice, the others drawn from them
+        again = partial(predict_volume, model, volume_hu, settings, batch_size, spacing_mm)
+        kwargs = {"progress": progress, "stage_seconds": timer, "precision": precision}
+        kwargs |= {"grey_levels": grey_levels, "skip_blank_slices": skip_blank_slices}
+        wanted = np.ones(len(volume_hu), dtype=bool) if slices is None else slices
+        return region.predict_thinned(lambda ran: again(slices=ran, **kwargs), wanted, step)
     volume, chosen = volume_hu, slices
     if slices is not None and settings.context_slices == 0:
         volume, chosen = volume_hu[slices], None  # each slice on its own: only the chosen
@@ -314,6 +326,7 @@ def predict_case(
     precision: str = "auto",
     smooth_z_mm: float = 0.0,
     skip_slices: bool = True,
+    axial_step_mm: float = 0.0,
 ) -> PredictionResult:
     """Segment the liver of one case.
 
@@ -341,6 +354,8 @@ def predict_case(
             axial and turned networks, the axial ones only on the slices around the liver
             the turned ones found (``region.liver_slab``). False: every network on every
             slice, the axial ones first (slower; for comparing).
+        axial_step_mm: ``predict_volume``'s ``step_mm`` for the axial networks (not on a PNG
+            export, whose slice spacing is unknown); 0: every slice.
 
     Returns:
         :class:`PredictionResult` on the case's grid.
@@ -388,6 +403,7 @@ def predict_case(
                 grey_levels=case.format == "png",
                 slices=slices,
                 skip_blank_slices=skip_slices,
+                step_mm=axial_step_mm if known_spacing is not None else 0.0,
             )
         return total
 

@@ -12,6 +12,13 @@ the time saved is exact. Two kinds of slice need no network of their own:
   scan's end slices (:func:`first_batch`): where the scan stops inside the liver, the coronal
   networks are not to be trusted, so they are not run and the axial ones see every slice.
 
+On a CT of thin slices, an axial network may also look at every second (third, ...) slice
+only, so that the slices it sees lie at most ``step_mm`` apart (:func:`slice_step`,
+:func:`thinned`), and the probabilities of the slices between are drawn as straight lines
+along z from their two neighbours (:func:`fill_between`): neighbouring thin slices look alike.
+Unlike the two above, this changes the answer a little; how much is measured in
+``benchmarks/axial_step.py``.
+
 Showing a network a part of each slice instead (cropping in-plane) was tried and dropped: a
 UNet's zero padding is not the same as the body or air it replaces, and the masks moved
 (``docs/results.md``). How much the slab changes the final mask is measured against every
@@ -28,6 +35,7 @@ from liverseg_helpers.inference import postprocess
 
 SLAB_MARGIN_MM = 25.0  # above and below the coronal networks' liver
 SLAB_THRESHOLD = 0.2  # the coronal networks' probability that counts as "maybe liver"
+AXIAL_STEP_MM = 3.2  # the axial networks' slices at most this far apart (2 of 1.6 mm slices)
 
 
 def blank_slices(images: np.ndarray) -> np.ndarray:
@@ -134,3 +142,81 @@ def liver_slab(
     slab = np.zeros(len(probs), dtype=bool)
     slab[max(int(found[0]) - margin, 0) : int(found[-1]) + 1 + margin] = True
     return slab
+
+
+def slice_step(spacing_z_mm: float, step_mm: float) -> int:
+    """Every how many slices an axial network looks: the most slices that span at most
+    ``step_mm`` (1 for slices of ``step_mm`` / 2 or thicker; 1 when ``step_mm`` <= 0)."""
+    if step_mm <= 0 or spacing_z_mm <= 0:
+        return 1
+    return max(1, int(np.floor(step_mm / float(spacing_z_mm) + 1e-6)))
+
+
+def thinned(chosen: np.ndarray, step: int) -> np.ndarray:
+    """Every ``step``-th of the ``chosen`` slices, and the last one of each unbroken run of them.
+
+    Keeping both ends of every run means each chosen slice left out lies between two kept
+    slices of its own run, so :func:`fill_between` can draw it from them.
+
+    Args:
+        chosen: bool ``(n,)``.
+        step: 1 keeps every chosen slice.
+
+    Returns:
+        bool ``(n,)``, a subset of ``chosen``.
+    """
+    kept = np.zeros_like(chosen, dtype=bool)
+    indices = np.flatnonzero(chosen)
+    if step <= 1 or len(indices) == 0:
+        kept[indices] = True
+        return kept
+    for run in np.split(indices, np.flatnonzero(np.diff(indices) > 1) + 1):
+        kept[run[::step]] = True
+        kept[run[-1]] = True
+    return kept
+
+
+def predict_thinned(
+    predict_slices: Callable[[np.ndarray], np.ndarray], wanted: np.ndarray, step: int
+) -> np.ndarray:
+    """A network's probabilities for the ``wanted`` slices, seen on every ``step``-th of them.
+
+    Args:
+        predict_slices: ``predict_slices(ran)``: float32 ``[z, y, x]`` probabilities of the
+            CT, right on the ``ran`` slices (``predict.predict_volume`` with ``slices=ran``).
+        wanted: bool ``(z,)``, the slices whose probabilities are wanted.
+        step: From :func:`slice_step`.
+
+    Returns:
+        float32 ``[z, y, x]``: seen on :func:`thinned` slices, drawn between them
+        (:func:`fill_between`), 0 on the slices not wanted.
+    """
+    ran = thinned(wanted, step)
+    return fill_between(predict_slices(ran), ran, wanted)
+
+
+def fill_between(probs: np.ndarray, ran: np.ndarray, chosen: np.ndarray) -> np.ndarray:
+    """Fill the ``chosen`` slices a network did not see by linear interpolation along z.
+
+    Args:
+        probs: float ``[z, y, x]``, known on the ``ran`` slices; changed in place.
+        ran: bool ``(z,)``, the slices the network saw (:func:`thinned` of ``chosen``).
+        chosen: bool ``(z,)``, the slices whose probabilities are wanted.
+
+    Returns:
+        ``probs``, every chosen slice filled.
+
+    Raises:
+        ValueError: A slice to fill without a seen slice on both sides.
+    """
+    todo = np.flatnonzero(chosen & ~ran)
+    if len(todo) == 0:
+        return probs
+    known = np.flatnonzero(ran)
+    above = np.searchsorted(known, todo)
+    if len(known) == 0 or above.min() == 0 or above.max() == len(known):
+        raise ValueError("every slice to fill needs a slice the network saw on both sides")
+    low, high = known[above - 1], known[above]
+    weight = ((todo - low) / (high - low)).astype(np.float32)[:, None, None]
+    probs[todo] = (1.0 - weight) * probs[low] + weight * probs[high]
+    return probs
