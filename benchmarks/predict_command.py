@@ -7,7 +7,8 @@ memory from the operating system (``os.wait4``).
 
 With ``--with-fast`` each run is followed by the same command with ``--fast`` (one network
 instead of the averaged ensemble), so the two are timed side by side on the same host, and the
-ratio of their medians is printed.
+ratio of their medians is printed. Each ``--mode NAME=OPTIONS`` adds one more way of running
+it, in the same turn (e.g. ``--axial-step-mm 3.2``).
 
 Input: the CTs given, or every real patient under ``../shared/data`` (3D-IRCADb, CHAOS,
 HCC-TACE-Seg) when present, otherwise a 512x512 phantom of 120 slices written as DICOM
@@ -16,6 +17,7 @@ HCC-TACE-Seg) when present, otherwise a 512x512 phantom of 120 slices written as
 Usage::
 
     python benchmarks/predict_command.py [INPUT ...] [--repeat 2] [--target 20] [--with-fast]
+        [--mode NAME=OPTIONS ...]
 """
 
 from __future__ import annotations
@@ -95,8 +97,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=2, help="runs per input")
     parser.add_argument("--target", type=float, default=20.0, help="seconds per CT")
     parser.add_argument("--with-fast", action="store_true", help="also time --fast, in turn")
+    parser.add_argument(
+        "--mode",
+        action="append",
+        default=[],
+        metavar="NAME=OPTIONS",
+        help="also time the command with these options, in turn "
+        "(e.g. 'fast_step=--fast --axial-step-mm 3.2'); repeatable",
+    )
     args = parser.parse_args(argv)
     modes = {"ensemble": ()} | ({"fast": ("--fast",)} if args.with_fast else {})
+    modes |= {name: tuple(opts.split()) for name, opts in (m.split("=", 1) for m in args.mode)}
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -135,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
             by_mode["fast"]["median_s"] / by_mode["ensemble"]["median_s"], 3
         )
         print(f"fast / ensemble, ratio of medians: {report['fast_over_ensemble_median']:.2f}")
+    report |= {mode: by_mode[mode] for mode in modes if mode not in ("ensemble", "fast")}
     print(json.dumps(report))
     return 0
 

@@ -280,6 +280,7 @@ def cli_args(input_path, out, model, **kw) -> Namespace:
         tumour_model=None,
         overwrite=False,
         fast=False,
+        axial_step_mm=0.0,
     )
     values.update(kw)
     return Namespace(**values)
@@ -376,6 +377,25 @@ def test_fast_runs_the_first_network_of_the_first_axial_model(tmp_path, toy_case
     np.testing.assert_allclose(fast.liver.probs, first_probs.probs, atol=1e-5)
     full = pipeline.segment_ct(patient, tmp_path / "full.nii.gz", [str(axial)])
     assert np.abs(full.liver.probs - fast.liver.probs).max() > 1e-3  # two networks differ
+
+
+def test_the_command_can_draw_thin_axial_slices_between_seen_ones(tmp_path, toy_case, capsys):
+    from liverseg_helpers.training import model_files
+
+    thin = Case("thin", toy_case.volume, (1.0, 0.8, 0.8), masks=toy_case.masks, format="phantom")
+    patient = write_toy_patient(thin, tmp_path / "patient")
+    settings = PreprocessSettings(image_size=SIZE)
+    model = model_files.save_model(build_identity_model(), tmp_path / "m.keras", settings)
+    args = cli_args(patient, tmp_path / "step.nii.gz", model, axial_step_mm=3.0)
+    assert pipeline.run_predict_cli(args) == 0
+    assert "wrote" in capsys.readouterr().out
+    step = pipeline.segment_ct(patient, tmp_path / "a.nii.gz", [str(model)], axial_step_mm=3.0)
+    every = pipeline.segment_ct(patient, tmp_path / "b.nii.gz", [str(model)])
+    seen = np.arange(0, 32, 3)  # every third 1 mm slice, and the last
+    np.testing.assert_allclose(step.liver.probs[seen], every.liver.probs[seen], atol=1e-5)
+    drawn = (2 * every.liver.probs[9] + every.liver.probs[12]) / 3  # slice 10: 9 and 12 seen
+    np.testing.assert_allclose(step.liver.probs[10], drawn, atol=1e-5)
+    assert np.abs(step.liver.probs[10] - every.liver.probs[10]).max() > 0.1  # drawn, not seen
 
 
 @pytest.mark.parametrize("slow_cpu", [True, False])

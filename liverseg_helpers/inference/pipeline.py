@@ -119,6 +119,7 @@ def segment_ct(
     log: Callable[[str], object] | None = None,
     fast: bool = False,
     read_masks: bool = False,
+    axial_step_mm: float = 0.0,
 ) -> PipelineResult:
     """Segment the liver (and with ``tumours`` its tumours) of one CT and write the mask.
 
@@ -143,6 +144,8 @@ def segment_ct(
             CPU without bfloat16 hardware, at some cost in accuracy (docs/results.md).
         read_masks: Also read the case's expert masks into ``PipelineResult.case`` (to score
             the prediction); the command does not (``io.load_case(..., masks=False)``).
+        axial_step_mm: The axial networks see slices at most this far apart, the others drawn
+            between (``predict.predict_case``); 0: every slice.
 
     Returns:
         :class:`PipelineResult`.
@@ -185,11 +188,18 @@ def segment_ct(
             smooth_z_mm=smooth_z_mm,
             progress=progress,
             settings=liver_settings,
+            axial_step_mm=axial_step_mm,
         )
         labels = liver.pred
         report = [f"liver volume: {liver.liver_volume_ml:.1f} mL"]
     else:
-        liver = predict.predict_case(liver_models, case, progress=progress, settings=liver_settings)
+        liver = predict.predict_case(
+            liver_models,
+            case,
+            progress=progress,
+            settings=liver_settings,
+            axial_step_mm=axial_step_mm,
+        )
         labels = tumour.predict_tumours(
             None, tumour_path, case, threshold=threshold, liver_mask=liver.pred
         )
@@ -204,7 +214,8 @@ def run_predict_cli(args: argparse.Namespace) -> int:
     Args:
         args: Parsed arguments: ``input``, ``model``, ``out``, ``threshold``,
             ``no_postprocess``, ``smooth_z_mm``, ``tumours``, ``tumour_model``, ``overwrite``,
-            ``fast`` (``--tumour-model`` alone also turns the tumour stage on).
+            ``fast``, ``axial_step_mm`` (``--tumour-model`` alone also turns the tumour stage
+            on).
 
     Returns:
         Exit code 0.
@@ -224,6 +235,7 @@ def run_predict_cli(args: argparse.Namespace) -> int:
         smooth_z_mm=args.smooth_z_mm,
         overwrite=args.overwrite,
         fast=args.fast,
+        axial_step_mm=args.axial_step_mm,
         progress=sys.stderr.isatty(),
         log=lambda line: print(line, flush=True),
     )
