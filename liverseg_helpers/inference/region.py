@@ -35,7 +35,7 @@ from liverseg_helpers.inference import postprocess
 
 SLAB_MARGIN_MM = 25.0  # above and below the coronal networks' liver
 SLAB_THRESHOLD = 0.2  # the coronal networks' probability that counts as "maybe liver"
-AXIAL_STEP_MM = 3.2  # the axial networks' slices at most this far apart (2 of 1.6 mm slices)
+AXIAL_STEP_MM = 3.2  # the step measured for `--axial-step-mm` (an option; the default is 0)
 
 
 def blank_slices(images: np.ndarray) -> np.ndarray:
@@ -146,7 +146,7 @@ def liver_slab(
 
 def slice_step(spacing_z_mm: float, step_mm: float) -> int:
     """Every how many slices an axial network looks: the most slices that span at most
-    ``step_mm`` (1 for slices of ``step_mm`` / 2 or thicker; 1 when ``step_mm`` <= 0)."""
+    ``step_mm`` (1 for slices thicker than half of it, and when ``step_mm`` <= 0)."""
     if step_mm <= 0 or spacing_z_mm <= 0:
         return 1
     return max(1, int(np.floor(step_mm / float(spacing_z_mm) + 1e-6)))
