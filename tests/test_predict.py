@@ -414,6 +414,26 @@ def test_several_models_on_a_cpu_without_bfloat16_suggest_fast(
     assert not [line for line in lines if "--fast runs one network" in line]
 
 
+@pytest.mark.parametrize(
+    "slice_mm, slow_cpu, hinted", [(1.0, True, 1), (2.0, True, 0), (1.0, False, 0)]
+)
+def test_thin_slices_on_a_cpu_without_bfloat16_suggest_the_axial_step(
+    tmp_path, toy_case, tiny_model_file, monkeypatch, slice_mm, slow_cpu, hinted
+):
+    monkeypatch.setattr(pipeline, "cpu_without_bfloat16", lambda: slow_cpu)
+    spacing = (slice_mm, 0.8, 0.8)
+    case = Case("thin", toy_case.volume, spacing, masks=toy_case.masks, format="phantom")
+    patient = write_toy_patient(case, tmp_path / "patient")
+    lines = []
+    pipeline.segment_ct(patient, tmp_path / "a.nii.gz", [str(tiny_model_file)], log=lines.append)
+    assert len([line for line in lines if "--axial-step-mm 3.2" in line]) == hinted
+    lines.clear()
+    pipeline.segment_ct(
+        patient, tmp_path / "b.nii.gz", [str(tiny_model_file)], log=lines.append, axial_step_mm=3.2
+    )
+    assert not [line for line in lines if "--axial-step-mm" in line]  # asked for already
+
+
 def test_cpu_without_bfloat16_is_a_cpu_only_machine_without_the_hardware(monkeypatch):
     for gpu, bf16, slow in [(False, False, True), (False, True, False), (True, False, False)]:
         monkeypatch.setattr(precision, "backend_sees_a_gpu", lambda gpu=gpu: gpu)

@@ -31,7 +31,7 @@ import numpy as np
 
 from liverseg_helpers.atomic import check_output_path
 from liverseg_helpers.errors import DataError, ModelFileError
-from liverseg_helpers.inference import predict
+from liverseg_helpers.inference import predict, region
 from liverseg_helpers.inference.precision import cpu_without_bfloat16
 from liverseg_helpers.io.case import Case
 from liverseg_helpers.io.cohort import load_case
@@ -174,10 +174,18 @@ def segment_ct(
         say(f"tumour model: {tumour_path}")
     case = load_case(input_path, masks=read_masks)
     say(f"read {case.case_id}: {case.shape} voxels, spacing {case.spacing_mm} mm")
-    if not fast and len(liver_paths) > 1 and cpu_without_bfloat16():
+    slow_cpu = cpu_without_bfloat16()
+    if not fast and len(liver_paths) > 1 and slow_cpu:
         say(
             f"this CPU has no bfloat16 hardware, so the {len(liver_paths)} model files' networks "
             "compute in float32 (slow); --fast runs one network instead"
+        )
+    thin = region.slice_step(case.spacing_mm[0], region.AXIAL_STEP_MM) > 1
+    if slow_cpu and thin and not axial_step_mm and case.format != "png":
+        say(
+            f"thin slices ({case.spacing_mm[0]:g} mm): --axial-step-mm {region.AXIAL_STEP_MM:g} "
+            "lets the axial networks see every second one (about 0.7x their time, 0.5x with "
+            "--fast; outlines move about 0.06 mm)"
         )
     if tumour_path is None:
         liver = predict.predict_case(
