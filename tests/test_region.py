@@ -8,6 +8,20 @@ import pytest
 from liverseg_helpers.inference import region
 
 
+def counting_model(net, seen: list):
+    """``net`` that appends the size of every batch it predicts to ``seen``."""
+    keras = pytest.importorskip("keras")
+
+    class Counting(keras.Model):
+        def predict_on_batch(self, x):
+            seen.append(len(x))
+            return net.predict_on_batch(x)
+
+    counting = Counting()
+    counting.inputs = net.inputs  # so predict_volume can check its input shape
+    return counting
+
+
 def test_blank_slices_are_run_once_and_chosen_ones_always():
     images = np.zeros((6, 4, 4, 1), dtype=np.float32)
     images[[1, 4], 2, 2] = 0.5
@@ -42,7 +56,7 @@ def test_the_first_batch_holds_both_ends_and_the_middle():
 
 
 def test_chosen_slices_get_the_probabilities_of_a_whole_run():
-    keras = pytest.importorskip("keras")
+    pytest.importorskip("keras")
     from liverseg_helpers.inference import predict
     from liverseg_helpers.training import model
 
@@ -51,15 +65,9 @@ def test_chosen_slices_get_the_probabilities_of_a_whole_run():
     rng = np.random.default_rng(0)
     images[3:9, 8:24, 8:24] = rng.random((6, 16, 16, 1))
     seen = []
-
-    class Counting(keras.Model):
-        def predict_on_batch(self, x):
-            seen.append(len(x))
-            return net.predict_on_batch(x)
-
     whole = predict.run_model_on_slices(net, images, batch_size=4)
     assert np.abs(whole[0]).max() > 0  # a blank slice's answer is not 0: it must be copied
-    counting = Counting()
+    counting = counting_model(net, seen)
     same = region.run_on_chosen_slices(
         lambda part: predict.run_model_on_slices(counting, part, batch_size=1), images
     )
@@ -146,14 +154,7 @@ def test_predict_volume_with_a_step_runs_fewer_slices_and_draws_the_rest():
     keras.utils.set_random_seed(2)
     net = model.build_unet((32, 32, 1), base_filters=4, depth=2)
     seen = []
-
-    class Counting(keras.Model):
-        def predict_on_batch(self, x):
-            seen.append(len(x))
-            return net.predict_on_batch(x)
-
-    counting = Counting()
-    counting.inputs = net.inputs
+    counting = counting_model(net, seen)
     zz, yy, xx = np.indices((9, 48, 48))
     volume = np.where((zz - 4) ** 2 + (yy - 24) ** 2 + (xx - 20) ** 2 < 60, 200, -50)
     settings = PreprocessSettings(image_size=32)
