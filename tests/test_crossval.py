@@ -257,7 +257,7 @@ def test_run_leave_one_out_smoke(tmp_path):
         assert float(int8_table.loc[case_id, "dice"]) == pytest.approx(single[case_id], abs=0.02)
 
 
-@pytest.mark.parametrize("pipeline", ["tf.data", "PyDataset", "PyDataset, 4 threads"])
+@pytest.mark.parametrize("pipeline", ["tf.data", "PyDataset, 4 threads"])
 def test_a_stopped_and_resumed_training_equals_one_run_straight_through(
     tmp_path, monkeypatch, pipeline
 ):

@@ -73,6 +73,21 @@ def test_fit_model_writes_run_folder(tmp_path):
     model_files.load_model(tmp_path / "best.keras")  # loadable in safe mode
 
 
+def test_the_training_step_is_traced_into_a_graph_once(tmp_path):
+    """``fit.make_training_variables`` makes Adam's, the loss's and the metrics' variables
+    before training, so TensorFlow need not trace the step again after making them (a Python
+    call of ``train_step`` is one trace; the graph then runs without Python)."""
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("graph tracing is TensorFlow's")
+    profile = config.get_profile("smoke", **TINY)
+    unet = model_mod.model_from_profile(profile)
+    traces, train_step = [], unet.train_step
+    unet.train_step = lambda data: traces.append(1) or train_step(data)
+    x, y = make_slices()
+    train.fit_model(unet, (x, y), None, tmp_path, profile, "dice", epochs=2, verbose=0)
+    assert len(traces) == 1
+
+
 def test_fit_model_is_deterministic_with_the_same_seed(tmp_path):
     _, first = fit_once(tmp_path / "a")
     _, second = fit_once(tmp_path / "b")
@@ -225,10 +240,6 @@ def test_training_in_bfloat16_records_it_and_saves_models_that_load_as_float32(t
 
 @pytest.mark.slow
 def test_train_smoke_on_phantom_cohort(tmp_path, capsys):
-    pytest.importorskip(
-        "liverseg_helpers.preparation.dataset", reason="dataset module not written yet"
-    )
-    pytest.importorskip("liverseg_helpers.data.phantom", reason="phantom module not written yet")
     args = SimpleNamespace(
         data=None,
         run_dir=str(tmp_path / "runs" / "smoke"),

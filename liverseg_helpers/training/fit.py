@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import keras
+import numpy as np
 
 from liverseg_helpers.atomic import write_json_atomic
 from liverseg_helpers.figures import viz
@@ -41,7 +42,30 @@ def compile_model(model: keras.Model, profile: Any, loss_name: str) -> keras.Mod
         loss=losses.get_loss(loss_name),
         metrics=[losses.dice_metric, losses.iou_metric],
     )
+    make_training_variables(model)
     return model
+
+
+def make_training_variables(model: keras.Model) -> None:
+    """Make the variables training adds to a compiled model, before it trains.
+
+    Adam keeps two running averages per weight, and the loss and each metric keep running
+    totals. Left alone, TensorFlow makes them while it first traces the training step into a
+    graph, and must then trace the whole step a second time (about 2 s of a 2-core CPU, at the
+    start of every training). Here one slice of zeros goes through the network, the loss and
+    the metrics outside any graph; the totals are then reset, and Adam's averages start at
+    zero as they would have, so the training itself is unchanged.
+    """
+    if not model.built or model.optimizer is None:
+        return
+    x = np.zeros((1, *model.input_shape[1:]), dtype="float32")
+    y = np.zeros((1, *model.output_shape[1:]), dtype="float32")
+    y_pred = model(x, training=False)
+    model.compute_loss(x=x, y=y, y_pred=y_pred)
+    model.compute_metrics(x, y, y_pred)
+    model.reset_metrics()
+    if not model.optimizer.built:  # a model loaded with its optimizer state has them
+        model.optimizer.build(model.trainable_variables)
 
 
 class RunCheckpoint(keras.callbacks.Callback):
@@ -242,6 +266,8 @@ def fit_model(
     run_dir.mkdir(parents=True, exist_ok=True)
     if initial_epoch == 0 or not getattr(model, "compiled", False):
         compile_model(model, profile, loss_name)
+    else:  # resumed with its optimizer state; the loss's and metrics' totals are still to make
+        make_training_variables(model)
     if settings is None:
         settings = {"image_size": profile.image_size, "context_slices": profile.context_slices}
     settings = settings.to_dict() if hasattr(settings, "to_dict") else dict(settings)
