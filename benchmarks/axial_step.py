@@ -20,21 +20,18 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from predict_command import default_inputs  # noqa: E402
-from skip_slices import SHIPPED, compare, print_rows  # noqa: E402
+from skip_slices import SHIPPED, add_ct_arguments, compare_pair_and_fast  # noqa: E402
 
 from liverseg_helpers.inference import pipeline, region  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("ct", nargs="*", type=Path, help="CTs (default: ../shared/data)")
-    parser.add_argument("--repeat", type=int, default=1, help="runs of each way per CT")
+    add_ct_arguments(parser)
     parser.add_argument("--step-mm", type=float, default=region.AXIAL_STEP_MM)
     args = parser.parse_args(argv)
     ways = {
@@ -42,14 +39,8 @@ def main(argv: list[str] | None = None) -> int:
         "every slice": {"axial_step_mm": 0.0},
     }
     fast_model, fast_settings = pipeline.first_axial_network(SHIPPED)
-    with tempfile.TemporaryDirectory() as tmp_dir:
-        paths = args.ct or default_inputs(Path(tmp_dir))
-        for label, models, options in (
-            ("the shipped pair", SHIPPED, {}),
-            ("--fast (one axial network)", fast_model, {"settings": fast_settings}),
-        ):
-            print(f"\n## {label}")
-            print_rows([compare(path, args.repeat, ways, models, **options) for path in paths])
+    fast_ways = {name: {**way, "models": fast_model} for name, way in ways.items()}
+    compare_pair_and_fast(args.ct, args.repeat, ways, fast_ways, fast_settings)
     return 0
 
 

@@ -46,14 +46,16 @@ SHIPPED = pipeline.resolve_model_paths(None)
 
 def compare(path: Path, repeat: int, ways: dict[str, dict], models=SHIPPED, **options) -> dict:
     """Two ways of predicting one CT (``predict_case`` keyword arguments per name, the first
-    way the new one): model seconds (best of ``repeat``, alternating), agreement, accuracy."""
+    way the new one; a way's ``"models"`` replaces ``models``): model seconds (best of
+    ``repeat``, alternating), agreement, accuracy."""
     case = io.load_case(path)
     new, old = ways
     seconds: dict[str, list[float]] = {new: [], old: []}
     results = {}
     for run in range(repeat):
         for name in (new, old) if run % 2 == 0 else (old, new):
-            result = predict.predict_case(models, case, **options, **ways[name])
+            way = dict(ways[name])
+            result = predict.predict_case(way.pop("models", models), case, **options, **way)
             seconds[name].append(result.stage_seconds["model"])
             results[name] = result
     row = {
@@ -85,10 +87,30 @@ def print_rows(rows: list[dict]) -> None:
         print(f"median {key}: {np.median([row[key] for row in rows]):.4f}")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_ct_arguments(parser: argparse.ArgumentParser) -> None:
+    """The CTs to compare on and the runs of each way, as every comparing benchmark takes them."""
     parser.add_argument("ct", nargs="*", type=Path, help="CTs (default: ../shared/data)")
     parser.add_argument("--repeat", type=int, default=1, help="runs of each way per CT")
+
+
+def compare_pair_and_fast(
+    cts: list[Path], repeat: int, pair_ways: dict, fast_ways: dict, fast_settings
+) -> None:
+    """Print :func:`compare`'s rows for the shipped pair, then for ``--fast``'s network (its
+    ways name their ``"models"``), on ``cts`` (none: ``default_inputs``)."""
+    with tempfile.TemporaryDirectory() as tmp_dir:
+        paths = cts or default_inputs(Path(tmp_dir))
+        for label, ways, options in (
+            ("the shipped pair", pair_ways, {}),
+            ("--fast (one axial network)", fast_ways, {"settings": fast_settings}),
+        ):
+            print(f"\n## {label}")
+            print_rows([compare(path, repeat, ways, **options) for path in paths])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_ct_arguments(parser)
     args = parser.parse_args(argv)
     ways = {"skipping": {"skip_slices": True}, "every slice": {"skip_slices": False}}
     with tempfile.TemporaryDirectory() as tmp_dir:

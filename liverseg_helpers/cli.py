@@ -124,6 +124,14 @@ def build_parser() -> argparse.ArgumentParser:
         "drawn from them (3.2: every second 1.6 mm slice, about 0.7x the networks' time, 0.5x "
         "with --fast; outlines move about 0.06 mm: docs/results.md); 0: every slice",
     )
+    p.add_argument(
+        "--runtime",
+        choices=["keras", "onnx"],
+        default="keras",
+        help="onnx: run the liver networks' ONNX twins in ONNX Runtime (the same masks, "
+        "without importing TensorFlow; exported once to $LIVERSEG_ONNX_CACHE or "
+        "~/.cache/liverseg/onnx; needs pip install -e '.[onnx]')",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
 
     p = sub.add_parser("evaluate", help="3D metrics of a predicted mask against the truth")

@@ -281,6 +281,7 @@ def cli_args(input_path, out, model, **kw) -> Namespace:
         overwrite=False,
         fast=False,
         axial_step_mm=0.0,
+        runtime="keras",
     )
     values.update(kw)
     return Namespace(**values)

@@ -31,8 +31,8 @@ import numpy as np
 
 from liverseg_helpers.atomic import check_output_path
 from liverseg_helpers.errors import DataError, ModelFileError
-from liverseg_helpers.inference import predict, region
-from liverseg_helpers.inference.precision import cpu_without_bfloat16
+from liverseg_helpers.inference import onnx_model, predict, region
+from liverseg_helpers.inference.precision import cpu_has_bfloat16, cpu_without_bfloat16
 from liverseg_helpers.io.case import Case
 from liverseg_helpers.io.cohort import load_case
 from liverseg_helpers.io.mask_output import output_kind, write_prediction
@@ -84,7 +84,9 @@ def resolve_model_paths(models: list[str] | None) -> list[Path]:
     )
 
 
-def first_axial_network(paths: list[Path]) -> tuple[Any, PreprocessSettings]:
+def first_axial_network(
+    paths: list[Path], runtime: str = "keras"
+) -> tuple[Any, PreprocessSettings]:
     """The one network ``liverseg predict --fast`` runs: the first network of the first axial model.
 
     A model file that averages several networks (``research.ensemble.average_models``) holds
@@ -93,10 +95,17 @@ def first_axial_network(paths: list[Path]) -> tuple[Any, PreprocessSettings]:
     with the shipped pair (axial first) the coronal file is never read. With the shipped files:
     a third of the axial file's arithmetic, and none of the coronal file's.
 
+    With ``runtime="onnx"``, that network's ONNX twin (``onnx_model.onnx_twin``); the files'
+    views are read from their sidecars, so no Keras model is loaded.
+
     Raises:
         ModelFileError: No axial model among them, or one that cannot be loaded.
     """
     for path in paths:
+        if runtime == "onnx":
+            if predict.load_settings_for(path).view == "axial":
+                return predict.load_prediction_model(onnx_model.onnx_twin(path, first_member=True))
+            continue
         model, settings = predict.load_prediction_model(path)
         if settings.view == "axial":
             names = {layer.name for layer in getattr(model, "layers", [])}
@@ -120,6 +129,7 @@ def segment_ct(
     fast: bool = False,
     read_masks: bool = False,
     axial_step_mm: float = 0.0,
+    runtime: str = "keras",
 ) -> PipelineResult:
     """Segment the liver (and with ``tumours`` its tumours) of one CT and write the mask.
 
@@ -146,6 +156,8 @@ def segment_ct(
             the prediction); the command does not (``io.load_case(..., masks=False)``).
         axial_step_mm: The axial networks see slices at most this far apart, the others drawn
             between (``predict.predict_case``); 0: every slice.
+        runtime: ``"keras"``, or ``"onnx"``: the liver networks' ONNX twins in ONNX Runtime
+            (``onnx_model``; float32, and TensorFlow is not imported for the liver stage).
 
     Returns:
         :class:`PipelineResult`.
@@ -160,6 +172,8 @@ def segment_ct(
     if tumours and kind != "nifti":
         raise DataError(f"{out}: --tumours writes a 0/1/2 label map; use a .nii.gz output")
     check_output_path(Path(out), overwrite)
+    if runtime not in onnx_model.RUNTIMES:
+        raise DataError(f"runtime must be one of {onnx_model.RUNTIMES}, got {runtime!r}")
     liver_paths = resolve_model_paths(models)
     tumour_path = tumour.resolve_tumour_model_path(tumour_model) if tumours else None
     label = "models (probabilities averaged)" if len(liver_paths) > 1 else "model"
@@ -168,13 +182,19 @@ def segment_ct(
     liver_models: object = liver_paths
     liver_settings = None
     if fast:
-        liver_models, liver_settings = first_axial_network(liver_paths)
+        liver_models, liver_settings = first_axial_network(liver_paths, runtime)
         say(f"fast: the first axial network alone ({liver_models.name})")
+    elif runtime == "onnx":
+        liver_models = [onnx_model.onnx_twin(path) for path in liver_paths]
+    if runtime == "onnx":
+        say(f"runtime: ONNX Runtime, the networks' ONNX twins in {onnx_model.cache_dir()}")
     if tumour_path is not None:
         say(f"tumour model: {tumour_path}")
     case = load_case(input_path, masks=read_masks)
     say(f"read {case.case_id}: {case.shape} voxels, spacing {case.spacing_mm} mm")
-    slow_cpu = cpu_without_bfloat16()
+    # ONNX Runtime computes in float32 on the CPU; asking Keras about GPUs imports TensorFlow
+    slow_cpu = not cpu_has_bfloat16() if runtime == "onnx" else cpu_without_bfloat16()
+    precision = "float32" if runtime == "onnx" else "auto"
     if not fast and len(liver_paths) > 1 and slow_cpu:
         say(
             f"this CPU has no bfloat16 hardware, so the {len(liver_paths)} model files' networks "
@@ -197,6 +217,7 @@ def segment_ct(
             progress=progress,
             settings=liver_settings,
             axial_step_mm=axial_step_mm,
+            precision=precision,
         )
         labels = liver.pred
         report = [f"liver volume: {liver.liver_volume_ml:.1f} mL"]
@@ -207,6 +228,7 @@ def segment_ct(
             progress=progress,
             settings=liver_settings,
             axial_step_mm=axial_step_mm,
+            precision=precision,
         )
         labels = tumour.predict_tumours(
             None, tumour_path, case, threshold=threshold, liver_mask=liver.pred
@@ -222,8 +244,8 @@ def run_predict_cli(args: argparse.Namespace) -> int:
     Args:
         args: Parsed arguments: ``input``, ``model``, ``out``, ``threshold``,
             ``no_postprocess``, ``smooth_z_mm``, ``tumours``, ``tumour_model``, ``overwrite``,
-            ``fast``, ``axial_step_mm`` (``--tumour-model`` alone also turns the tumour stage
-            on).
+            ``fast``, ``axial_step_mm``, ``runtime`` (``--tumour-model`` alone also turns the
+            tumour stage on).
 
     Returns:
         Exit code 0.
@@ -244,6 +266,7 @@ def run_predict_cli(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         fast=args.fast,
         axial_step_mm=args.axial_step_mm,
+        runtime=args.runtime,
         progress=sys.stderr.isatty(),
         log=lambda line: print(line, flush=True),
     )

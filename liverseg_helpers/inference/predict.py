@@ -36,12 +36,14 @@ from liverseg_helpers.inference.ensemble_members import (
     members_that_fit,
     settings_for_field_of_view,
 )
+from liverseg_helpers.inference.onnx_model import load_network
 from liverseg_helpers.inference.postprocess import mask_from_probs
 from liverseg_helpers.inference.precision import choose_precision, convert_to_bfloat16
 from liverseg_helpers.inference.region import run_on_chosen_slices
 from liverseg_helpers.io.case import Case
 from liverseg_helpers.preparation import preprocess, views
 from liverseg_helpers.preparation.preprocess import PreprocessSettings
+from liverseg_helpers.training.sidecar import read_sidecar
 
 
 @dataclass
@@ -111,7 +113,7 @@ def load_settings_for(
     Args:
         model_path: The ``.keras`` file, or None for an in-memory model.
         model: The loaded model (needed when there is no sidecar).
-        sidecar: The sidecar already read (``model_files.read_sidecar``); None reads it here.
+        sidecar: The sidecar already read (``sidecar.read_sidecar``); None reads it here.
 
     Returns:
         The settings, checked against the model's input shape when ``model`` is given.
@@ -119,11 +121,9 @@ def load_settings_for(
     Raises:
         ModelFileError: Unreadable sidecar, or settings that do not fit the model.
     """
-    from liverseg_helpers.training import model_files  # lazy: imports Keras
-
     source = str(model_path) if model_path is not None else "model"
     if sidecar is None and model_path is not None:
-        sidecar = model_files.read_sidecar(model_path)
+        sidecar = read_sidecar(model_path)
     if sidecar is not None:
         try:
             settings = PreprocessSettings.from_dict(sidecar["preprocess"])
@@ -281,7 +281,7 @@ def load_prediction_model(
     """Load a model file (or take a model) with its preprocessing settings.
 
     Args:
-        model_or_path: ``.keras`` path or a loaded Keras model.
+        model_or_path: ``.keras`` or ``.onnx`` (``onnx_model``) path, or a loaded Keras model.
         settings: Use these settings instead of the sidecar's (checked against the model).
         task: What the model must segment: ``"liver"`` or ``"tumour"`` (checked against
             the sidecar's ``task`` when there is one).
@@ -296,18 +296,15 @@ def load_prediction_model(
     path, sidecar = None, None
     model = model_or_path
     if isinstance(model_or_path, (str, os.PathLike)):
-        from liverseg_helpers.training import model_files  # lazy: imports Keras
-
         path = Path(model_or_path)
-        sidecar = model_files.read_sidecar(path)  # read (and its hash checked) once
+        sidecar = read_sidecar(path)  # read (and its hash checked) once
         trained_for = (sidecar or {}).get("task", task)
         if trained_for != task:
             raise ModelFileError(
                 f"{path}: its sidecar says it segments the {trained_for}; this step needs a "
                 f"model trained with task {task!r} (liverseg train --task {task})"
             )
-        # compile=False: prediction needs neither the loss nor the optimizer state.
-        model = model_files.load_model(path, compile=False)
+        model = load_network(path)  # .keras with Keras, an ONNX twin with ONNX Runtime
     if settings is None:
         settings = load_settings_for(path, model, sidecar)
     else:

@@ -1,0 +1,143 @@
+"""A trained network run by ONNX Runtime instead of TensorFlow: the same answer, sooner on CPU.
+
+A ``.keras`` file can be exported to ONNX, a file format for networks that other programs run.
+ONNX Runtime is one: a small library that computes a network's convolutions on the CPU (about
+1.5x as fast as TensorFlow for the course's UNet on a 2-core CPU without bfloat16 hardware) and
+that starts in a fraction of a second, where importing TensorFlow takes several
+(``benchmarks/predict_command.py --mode "onnx=--runtime onnx"``, docs/results.md).
+
+``liverseg predict --runtime onnx`` uses it. The first time, each model file is exported to its
+*ONNX twin* (:func:`onnx_twin`; this once needs TensorFlow and ``tf2onnx``), written atomically
+to a cache folder (:func:`cache_dir`) with a copy of the model's sidecar, named by the model
+file's SHA-256 so a changed model gets a new twin. Later runs read the twin alone, and the
+command never imports TensorFlow. A twin holds the model's arithmetic in float32 (int8 weights
+turned back into floats), so its probabilities match the Keras model's to about 1e-6.
+
+:class:`OnnxNetwork` has the one method prediction calls (``predict_on_batch``) and the
+model's ``input_shape`` and ``name``, so ``predict.predict_case`` runs it like a Keras model.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from liverseg_helpers.atomic import atomic_file, write_json_atomic
+from liverseg_helpers.data.download import hash_file
+from liverseg_helpers.errors import ModelFileError
+from liverseg_helpers.training.sidecar import read_sidecar, sidecar_path
+
+CACHE_ENV = "LIVERSEG_ONNX_CACHE"
+RUNTIMES = ("keras", "onnx")
+FIRST_MEMBER = "member_1"  # the first network of a file that averages several
+
+
+def cache_dir() -> Path:
+    """Where ONNX twins are kept: ``$LIVERSEG_ONNX_CACHE``, else ``~/.cache/liverseg/onnx``."""
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "liverseg" / "onnx")
+
+
+def onnxruntime_or_error() -> Any:
+    """The ``onnxruntime`` module, or a ModelFileError that says how to install it."""
+    try:
+        import onnxruntime
+    except ImportError as err:
+        raise ModelFileError(
+            "--runtime onnx needs ONNX Runtime and tf2onnx: pip install -e '.[onnx]'"
+        ) from err
+    return onnxruntime
+
+
+class OnnxNetwork:
+    """An exported network in an ONNX Runtime session, called like a Keras model to predict.
+
+    Args:
+        path: The ``.onnx`` file.
+        name: A name for messages (the Keras model's name).
+
+    Raises:
+        ModelFileError: ONNX Runtime missing, or a file it cannot read (truncated, not ONNX).
+    """
+
+    def __init__(self, path: str | os.PathLike, name: str | None = None) -> None:
+        runtime = onnxruntime_or_error()
+        self.path = Path(path)
+        self.name = name or self.path.stem
+        try:
+            self.session = runtime.InferenceSession(
+                str(self.path), providers=["CPUExecutionProvider"]
+            )
+        except Exception as err:  # noqa: BLE001 - ONNX Runtime raises its own error classes
+            raise ModelFileError(
+                f"{self.path}: ONNX Runtime cannot read it ({err}); delete it to export it again"
+            ) from err
+        first = self.session.get_inputs()[0]
+        self.input_name = first.name
+        self.input_shape = (None, *first.shape[1:])
+
+    def predict_on_batch(self, images: np.ndarray) -> np.ndarray:
+        """Probabilities ``(n, S, S, 1)`` of slices ``(n, S, S, C)``, as Keras returns them."""
+        feed = {self.input_name: np.asarray(images, dtype=np.float32)}
+        return self.session.run(None, feed)[0]
+
+
+def load_network(path: Path) -> Any:
+    """A model file ready to predict: an ``.onnx`` twin in ONNX Runtime, a ``.keras`` file
+    with Keras (without its loss and optimizer state, which prediction does not need)."""
+    if path.suffix == ".onnx":
+        return OnnxNetwork(path, (read_sidecar(path) or {}).get("exported_from"))
+    from liverseg_helpers.training import model_files  # lazy: imports TensorFlow
+
+    return model_files.load_model(path, compile=False)
+
+
+def twin_path(model_path: str | os.PathLike, first_member: bool = False) -> Path:
+    """The cache path of a model file's ONNX twin, named by the file's SHA-256."""
+    model_path = Path(model_path)
+    sidecar = read_sidecar(model_path) or {}
+    digest = sidecar.get("model_sha256") or hash_file(model_path, "sha256", progress=False)
+    part = f"-{FIRST_MEMBER}" if first_member else ""
+    return cache_dir() / f"{model_path.stem}-{digest[:16]}{part}.onnx"
+
+
+def export_twin(model_path: str | os.PathLike, out: Path, first_member: bool = False) -> Path:
+    """Export a ``.keras`` file (or its first network) to ONNX at ``out``, with its sidecar.
+
+    The ``.onnx`` file is written atomically and its sidecar (the model's, with the twin's
+    SHA-256) after it, so a stop in between leaves no twin that would be read.
+
+    Raises:
+        ModelFileError: The model cannot be loaded or exported (tf2onnx missing).
+    """
+    onnxruntime_or_error()
+    from liverseg_helpers.training import model_files  # imports TensorFlow: once per model
+
+    model = model_files.load_model(model_path, compile=False)
+    names = {layer.name for layer in getattr(model, "layers", [])}
+    if first_member and FIRST_MEMBER in names:
+        model = model.get_layer(FIRST_MEMBER)
+    model(np.zeros((1, *model.input_shape[1:]), dtype="float32"))  # export wants a called model
+    try:
+        with atomic_file(out) as tmp, warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # tf2onnx's NumPy 2 shims
+            model.export(str(tmp), format="onnx", verbose=False)
+            digest = hash_file(tmp, "sha256", progress=False)
+    except ImportError as err:
+        raise ModelFileError(f"{model_path}: exporting to ONNX needs tf2onnx ({err})") from err
+    sidecar = {**(read_sidecar(model_path) or {}), "model_sha256": digest}
+    sidecar["exported_from"] = Path(model_path).name
+    write_json_atomic(sidecar, sidecar_path(out))
+    return out
+
+
+def onnx_twin(model_path: str | os.PathLike, first_member: bool = False) -> Path:
+    """The ONNX twin of a model file (``first_member``: of its first network), exported the
+    first time it is asked for; a twin without its sidecar is exported again."""
+    path = twin_path(model_path, first_member)
+    if not (path.exists() and sidecar_path(path).exists()):
+        export_twin(model_path, path, first_member)
+    return path

@@ -1,0 +1,132 @@
+"""ONNX twins of the liver networks (``inference/onnx_model.py``) and ``--runtime onnx``."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnxruntime", reason="ONNX Runtime: pip install -e '.[onnx]'")
+pytest.importorskip("tf2onnx", reason="tf2onnx: pip install -e '.[onnx]'")
+
+from test_predict import SIZE, build_tiny_unet, write_toy_patient  # noqa: E402
+
+from liverseg_helpers.errors import DataError, ModelFileError  # noqa: E402
+from liverseg_helpers.inference import onnx_model, pipeline, predict  # noqa: E402
+from liverseg_helpers.io.case import Case  # noqa: E402
+from liverseg_helpers.preparation.preprocess import PreprocessSettings  # noqa: E402
+from liverseg_helpers.training import model_files  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def own_cache(tmp_path, monkeypatch):
+    """Each test exports its twins into its own cache folder."""
+    monkeypatch.setenv(onnx_model.CACHE_ENV, str(tmp_path / "onnx"))
+
+
+@pytest.fixture
+def tall_case() -> Case:
+    """32 slices of 4 mm (128 mm, enough for a coronal network) of a 64 x 64 ellipsoid liver."""
+    zz, yy, xx = np.indices((32, 64, 64))
+    liver = ((zz - 16) / 10) ** 2 + ((yy - 30) / 18) ** 2 + ((xx - 26) / 14) ** 2 <= 1
+    volume = np.where(liver, 250, -150).astype(np.int16)
+    return Case("tall", volume, (4.0, 0.8, 0.8), masks={"liver": liver}, format="phantom")
+
+
+@pytest.fixture
+def axial_and_coronal(tmp_path):
+    """An axial file averaging two tiny UNets and a coronal file of one, with sidecars."""
+    from liverseg_helpers.research import ensemble
+
+    axial = model_files.save_model(
+        ensemble.average_models([build_tiny_unet(), build_tiny_unet()]),
+        tmp_path / "axial.keras",
+        PreprocessSettings(image_size=SIZE),
+    )
+    coronal_settings = PreprocessSettings(image_size=SIZE, view="coronal", target_spacing_mm=3.0)
+    coronal = model_files.save_model(build_tiny_unet(), tmp_path / "cor.keras", coronal_settings)
+    return axial, coronal
+
+
+def test_a_twin_predicts_what_its_model_predicts_and_is_exported_once(
+    tmp_path, tall_case, axial_and_coronal, monkeypatch
+):
+    axial, coronal = axial_and_coronal
+    twin = onnx_model.onnx_twin(coronal)
+    assert twin.parent == tmp_path / "onnx" and twin.suffix == ".onnx"
+    side = json.loads((tmp_path / "onnx" / f"{twin.name}.json").read_text())
+    assert side["preprocess"]["view"] == "coronal" and side["exported_from"] == "cor.keras"
+    keras_probs = predict.predict_case(coronal, tall_case).probs
+    onnx_result = predict.predict_case(twin, tall_case, precision="float32")
+    np.testing.assert_allclose(onnx_result.probs, keras_probs, atol=1e-5)
+    network, settings = predict.load_prediction_model(twin)
+    assert isinstance(network, onnx_model.OnnxNetwork) and settings.view == "coronal"
+    # Asked again, the cached twin is read, not exported again.
+    monkeypatch.setattr(onnx_model, "export_twin", lambda *a, **k: pytest.fail("exported again"))
+    assert onnx_model.onnx_twin(coronal) == twin
+    # A changed model file gets a twin of its own (named by its SHA-256).
+    other = model_files.save_model(build_tiny_unet(), coronal, PreprocessSettings(image_size=SIZE))
+    assert onnx_model.twin_path(other) != twin
+
+
+def test_the_command_on_onnx_twins_gives_the_keras_masks(tmp_path, tall_case, axial_and_coronal):
+    axial, coronal = axial_and_coronal
+    patient = write_toy_patient(tall_case, tmp_path / "patient")
+    models = [str(axial), str(coronal)]
+    for fast in (False, True):
+        ways = {
+            runtime: pipeline.segment_ct(
+                patient, tmp_path / f"{runtime}{fast}.nii.gz", models, fast=fast, runtime=runtime
+            )
+            for runtime in ("keras", "onnx")
+        }
+        np.testing.assert_allclose(ways["onnx"].liver.probs, ways["keras"].liver.probs, atol=1e-5)
+        np.testing.assert_array_equal(ways["onnx"].labels, ways["keras"].labels)
+    # --fast exports the axial file's first network alone, and never the coronal file
+    names = sorted(path.name for path in (tmp_path / "onnx").glob("*.onnx"))
+    assert [name.split("-")[0] for name in names] == ["axial", "axial", "cor"]
+    assert sum(name.endswith("-member_1.onnx") for name in names) == 1
+    with pytest.raises(DataError, match="runtime must be one of"):
+        pipeline.segment_ct(patient, tmp_path / "x.nii.gz", models, runtime="torch")
+
+
+def test_the_command_with_onnx_twins_never_imports_tensorflow(
+    tmp_path, tall_case, axial_and_coronal
+):
+    axial, coronal = axial_and_coronal
+    patient = write_toy_patient(tall_case, tmp_path / "patient")
+    for path in (axial, coronal):
+        onnx_model.onnx_twin(path)  # exported here; the command below only reads them
+    out = tmp_path / "mask.nii.gz"
+    script = (
+        "import sys\n"
+        "from liverseg_helpers import cli\n"
+        f"code = cli.main(['predict', {str(patient)!r}, '-o', {str(out)!r}, '--model', "
+        f"{str(axial)!r}, '--model', {str(coronal)!r}, '--runtime', 'onnx'])\n"
+        "print('tensorflow imported:', 'tensorflow' in sys.modules, 'keras imported:', "
+        "'keras' in sys.modules)\n"
+        "sys.exit(code)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=dict(os.environ)
+    )
+    assert done.returncode == 0, done.stderr
+    assert "tensorflow imported: False keras imported: False" in done.stdout
+    assert "runtime: ONNX Runtime" in done.stdout and out.exists()
+
+
+def test_a_broken_twin_or_a_missing_runtime_is_named(tmp_path, axial_and_coronal, monkeypatch):
+    _, coronal = axial_and_coronal
+    twin = onnx_model.onnx_twin(coronal)
+    twin.write_bytes(twin.read_bytes()[:1000])  # truncated
+    with pytest.raises(ModelFileError, match=f"{twin.name}: ONNX Runtime cannot read it"):
+        onnx_model.OnnxNetwork(twin)
+    with pytest.raises(ModelFileError, match="sha256 differs"):  # its sidecar sees it first
+        predict.load_prediction_model(twin)
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if it were not installed
+    with pytest.raises(ModelFileError, match=r"needs ONNX Runtime.*pip install"):
+        onnx_model.OnnxNetwork(twin)
