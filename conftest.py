@@ -20,6 +20,8 @@ os.environ.setdefault("LIVERSEG_RUN_DIR", tempfile.mkdtemp(prefix="liverseg-nbva
 os.environ.setdefault("LIVERSEG_STATIC_VIEWER", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("MPLBACKEND", "Agg")
+# `liverseg predict` may export ONNX twins of the test models (--runtime auto): not into ~/.cache
+os.environ.setdefault("LIVERSEG_ONNX_CACHE", str(Path(os.environ["LIVERSEG_RUN_DIR"]) / "onnx"))
 
 _WORKER = os.environ.get("PYTEST_XDIST_WORKER")
 if _WORKER:  # the controller's run folder, inherited: one subfolder per worker

@@ -130,3 +130,26 @@ def test_a_broken_twin_or_a_missing_runtime_is_named(tmp_path, axial_and_coronal
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if it were not installed
     with pytest.raises(ModelFileError, match=r"needs ONNX Runtime.*pip install"):
         onnx_model.OnnxNetwork(twin)
+
+
+def test_auto_picks_onnx_runtime_only_on_a_cpu_without_bfloat16_and_without_a_gpu(monkeypatch):
+    from pathlib import Path
+
+    def where(bfloat16=False, gpu=False, backend="tensorflow", missing=()):
+        monkeypatch.setattr(onnx_model, "cpu_has_bfloat16", lambda: bfloat16)
+        real_exists = Path.exists
+        monkeypatch.setattr(
+            Path, "exists", lambda p: gpu if str(p) == "/proc/driver/nvidia" else real_exists(p)
+        )
+        monkeypatch.setenv("KERAS_BACKEND", backend)
+        monkeypatch.setattr(onnx_model, "find_spec", lambda name: name not in missing)
+        return onnx_model.choose_runtime("auto")
+
+    assert where() == "onnx"
+    assert where(bfloat16=True) == "keras"  # Keras computes in bfloat16 there
+    assert where(gpu=True) == "keras"
+    assert where(backend="jax") == "keras"
+    assert where(missing=("tf2onnx",)) == "keras"  # could not export the twins
+    assert onnx_model.choose_runtime("keras") == "keras"
+    with pytest.raises(DataError, match="runtime must be one of"):
+        onnx_model.choose_runtime("torch")

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Callable
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
@@ -28,17 +30,41 @@ import numpy as np
 
 from liverseg_helpers.atomic import atomic_file, write_json_atomic
 from liverseg_helpers.data.download import hash_file
-from liverseg_helpers.errors import ModelFileError
+from liverseg_helpers.errors import DataError, ModelFileError
+from liverseg_helpers.inference.precision import cpu_has_bfloat16
 from liverseg_helpers.training.sidecar import read_sidecar, sidecar_path
 
 CACHE_ENV = "LIVERSEG_ONNX_CACHE"
-RUNTIMES = ("keras", "onnx")
+RUNTIMES = ("auto", "keras", "onnx")
 FIRST_MEMBER = "member_1"  # the first network of a file that averages several
 
 
 def cache_dir() -> Path:
     """Where ONNX twins are kept: ``$LIVERSEG_ONNX_CACHE``, else ``~/.cache/liverseg/onnx``."""
     return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "liverseg" / "onnx")
+
+
+def choose_runtime(runtime: str = "auto") -> str:
+    """What runs the liver networks: ``"onnx"`` (their ONNX twins) or ``"keras"``.
+
+    ``"auto"`` picks ONNX Runtime where it is faster and gives the same masks: on a CPU without
+    bfloat16 hardware (on one with it, Keras computes in bfloat16), with no NVIDIA driver loaded
+    (a GPU is Keras's), with ONNX Runtime, tf2onnx and TensorFlow installed (the first run
+    exports the twins) and Keras on TensorFlow. The rule and its measurements:
+    docs/real_ct_experiments.md, "The liver networks in ONNX Runtime".
+
+    Raises:
+        DataError: An unknown runtime.
+    """
+    if runtime not in RUNTIMES:
+        raise DataError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
+    if runtime != "auto":
+        return runtime
+    installed = all(find_spec(name) for name in ("onnxruntime", "tf2onnx", "tensorflow"))
+    on_tensorflow = os.environ.get("KERAS_BACKEND", "tensorflow") == "tensorflow"
+    gpu = Path("/proc/driver/nvidia").exists()
+    fast_here = installed and on_tensorflow and not gpu and not cpu_has_bfloat16()
+    return "onnx" if fast_here else "keras"
 
 
 def onnxruntime_or_error() -> Any:
@@ -134,10 +160,17 @@ def export_twin(model_path: str | os.PathLike, out: Path, first_member: bool = F
     return out
 
 
-def onnx_twin(model_path: str | os.PathLike, first_member: bool = False) -> Path:
+def onnx_twin(
+    model_path: str | os.PathLike,
+    first_member: bool = False,
+    log: Callable[[str], object] | None = None,
+) -> Path:
     """The ONNX twin of a model file (``first_member``: of its first network), exported the
-    first time it is asked for; a twin without its sidecar is exported again."""
+    first time it is asked for (saying so to ``log``); a twin without its sidecar is exported
+    again."""
     path = twin_path(model_path, first_member)
     if not (path.exists() and sidecar_path(path).exists()):
+        if log is not None:
+            log(f"exporting {Path(model_path).name} to ONNX once, for later runs: {path}")
         export_twin(model_path, path, first_member)
     return path

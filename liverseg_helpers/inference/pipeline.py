@@ -85,7 +85,7 @@ def resolve_model_paths(models: list[str] | None) -> list[Path]:
 
 
 def first_axial_network(
-    paths: list[Path], runtime: str = "keras"
+    paths: list[Path], runtime: str = "keras", log: Callable[[str], object] | None = None
 ) -> tuple[Any, PreprocessSettings]:
     """The one network ``liverseg predict --fast`` runs: the first network of the first axial model.
 
@@ -95,8 +95,9 @@ def first_axial_network(
     with the shipped pair (axial first) the coronal file is never read. With the shipped files:
     a third of the axial file's arithmetic, and none of the coronal file's.
 
-    With ``runtime="onnx"``, that network's ONNX twin (``onnx_model.onnx_twin``); the files'
-    views are read from their sidecars, so no Keras model is loaded.
+    With ``runtime="onnx"``, that network's ONNX twin (``onnx_model.onnx_twin``, exported the
+    first time, saying so to ``log``); the files' views are read from their sidecars, so no
+    Keras model is loaded.
 
     Raises:
         ModelFileError: No axial model among them, or one that cannot be loaded.
@@ -104,7 +105,8 @@ def first_axial_network(
     for path in paths:
         if runtime == "onnx":
             if predict.load_settings_for(path).view == "axial":
-                return predict.load_prediction_model(onnx_model.onnx_twin(path, first_member=True))
+                twin = onnx_model.onnx_twin(path, first_member=True, log=log)
+                return predict.load_prediction_model(twin)
             continue
         model, settings = predict.load_prediction_model(path)
         if settings.view == "axial":
@@ -156,8 +158,9 @@ def segment_ct(
             the prediction); the command does not (``io.load_case(..., masks=False)``).
         axial_step_mm: The axial networks see slices at most this far apart, the others drawn
             between (``predict.predict_case``); 0: every slice.
-        runtime: ``"keras"``, or ``"onnx"``: the liver networks' ONNX twins in ONNX Runtime
-            (``onnx_model``; float32, and TensorFlow is not imported for the liver stage).
+        runtime: ``"keras"``; ``"onnx"``: the liver networks' ONNX twins in ONNX Runtime
+            (``onnx_model``; float32, and TensorFlow is not imported for the liver stage);
+            ``"auto"`` (the command's default): ``onnx_model.choose_runtime``.
 
     Returns:
         :class:`PipelineResult`.
@@ -172,8 +175,7 @@ def segment_ct(
     if tumours and kind != "nifti":
         raise DataError(f"{out}: --tumours writes a 0/1/2 label map; use a .nii.gz output")
     check_output_path(Path(out), overwrite)
-    if runtime not in onnx_model.RUNTIMES:
-        raise DataError(f"runtime must be one of {onnx_model.RUNTIMES}, got {runtime!r}")
+    runtime = onnx_model.choose_runtime(runtime)
     liver_paths = resolve_model_paths(models)
     tumour_path = tumour.resolve_tumour_model_path(tumour_model) if tumours else None
     label = "models (probabilities averaged)" if len(liver_paths) > 1 else "model"
@@ -182,10 +184,10 @@ def segment_ct(
     liver_models: object = liver_paths
     liver_settings = None
     if fast:
-        liver_models, liver_settings = first_axial_network(liver_paths, runtime)
+        liver_models, liver_settings = first_axial_network(liver_paths, runtime, say)
         say(f"fast: the first axial network alone ({liver_models.name})")
     elif runtime == "onnx":
-        liver_models = [onnx_model.onnx_twin(path) for path in liver_paths]
+        liver_models = [onnx_model.onnx_twin(path, log=say) for path in liver_paths]
     if runtime == "onnx":
         say(f"runtime: ONNX Runtime, the networks' ONNX twins in {onnx_model.cache_dir()}")
     if tumour_path is not None:
