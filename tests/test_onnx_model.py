@@ -40,7 +40,10 @@ def tall_case() -> Case:
 @pytest.fixture
 def axial_and_coronal(tmp_path):
     """An axial file averaging two tiny UNets and a coronal file of one, with sidecars."""
+    from liverseg_helpers import config
     from liverseg_helpers.research import ensemble
+
+    config.set_seeds(3)  # the same untrained networks every run
 
     axial = model_files.save_model(
         ensemble.average_models([build_tiny_unet(), build_tiny_unet()]),
@@ -94,7 +97,7 @@ def test_the_command_on_onnx_twins_gives_the_keras_masks(tmp_path, tall_case, ax
         # Untrained networks answer about 0.5 everywhere, so a voxel within 1e-5 of the
         # threshold may fall either way; every other voxel gets the same label.
         decided = np.abs(keras_probs - 0.5) > 1e-4
-        assert decided.mean() > 0.5  # (blank input gives exactly 0.5 here)
+        assert decided.mean() > 0.3  # (a blank input slice gives exactly 0.5)
         np.testing.assert_array_equal(ways["onnx"].labels[decided], ways["keras"].labels[decided])
     # --fast exports the axial file's first network alone, and never the coronal file
     names = sorted(path.name for path in (tmp_path / "onnx").glob("*.onnx"))
