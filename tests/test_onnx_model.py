@@ -68,9 +68,10 @@ def test_a_twin_predicts_what_its_model_predicts_and_is_exported_once(
     np.testing.assert_allclose(onnx_result.probs, keras_probs, atol=1e-5)
     network, settings = predict.load_prediction_model(twin)
     assert isinstance(network, onnx_model.OnnxNetwork) and settings.view == "coronal"
-    # Asked again, the cached twin is read, not exported again.
+    # Asked again, the cached twin is read, not exported again; a twin is its own twin.
     monkeypatch.setattr(onnx_model, "export_twin", lambda *a, **k: pytest.fail("exported again"))
     assert onnx_model.onnx_twin(coronal) == twin
+    assert onnx_model.onnx_twin(twin) == twin
     # A changed model file gets a twin of its own (named by its SHA-256).
     other = model_files.save_model(build_tiny_unet(), coronal, PreprocessSettings(image_size=SIZE))
     assert onnx_model.twin_path(other) != twin

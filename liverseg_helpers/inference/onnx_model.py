@@ -111,11 +111,12 @@ class OnnxNetwork:
         return self.session.run(None, feed)[0]
 
 
-def load_network(path: Path) -> Any:
-    """A model file ready to predict: an ``.onnx`` twin in ONNX Runtime, a ``.keras`` file
-    with Keras (without its loss and optimizer state, which prediction does not need)."""
+def load_network(path: Path, sidecar: dict | None = None) -> Any:
+    """A model file ready to predict: an ``.onnx`` twin in ONNX Runtime (named after the file
+    its ``sidecar`` says it was exported from), a ``.keras`` file with Keras (without its loss
+    and optimizer state, which prediction does not need)."""
     if path.suffix == ".onnx":
-        return OnnxNetwork(path, (read_sidecar(path) or {}).get("exported_from"))
+        return OnnxNetwork(path, (sidecar or {}).get("exported_from"))
     from liverseg_helpers.training import model_files  # lazy: imports TensorFlow
 
     return model_files.load_model(path, compile=False)
@@ -167,7 +168,9 @@ def onnx_twin(
 ) -> Path:
     """The ONNX twin of a model file (``first_member``: of its first network), exported the
     first time it is asked for (saying so to ``log``); a twin without its sidecar is exported
-    again."""
+    again. An ``.onnx`` file given as the model is its own twin."""
+    if Path(model_path).suffix == ".onnx":
+        return Path(model_path)
     path = twin_path(model_path, first_member)
     if not (path.exists() and sidecar_path(path).exists()):
         if log is not None:

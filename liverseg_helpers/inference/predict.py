@@ -304,7 +304,7 @@ def load_prediction_model(
                 f"{path}: its sidecar says it segments the {trained_for}; this step needs a "
                 f"model trained with task {task!r} (liverseg train --task {task})"
             )
-        model = load_network(path)  # .keras with Keras, an ONNX twin with ONNX Runtime
+        model = load_network(path, sidecar)  # .keras: Keras; an ONNX twin: ONNX Runtime
     if settings is None:
         settings = load_settings_for(path, model, sidecar)
     else:
