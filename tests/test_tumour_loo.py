@@ -127,3 +127,28 @@ def test_tumour_loo_smoke_resumes_and_exports(tmp_path):
         ("pat_a", "pat_b"),
         ("pat_b", "pat_a"),
     ]
+
+
+def test_pasted_patients_train_their_fold_only(tmp_path):
+    """``--paste-lesions``: each fold trains on pasted patients made of its training patients
+    alone, never of its test patient."""
+    hosp = tmp_path / "hosp"
+    write_patients(hosp, ["pat_a", "pat_neg", "pat_b"], seed=3)  # pat_neg: no lesion
+    out = tmp_path / "loo"
+    phantom.write_phantom_cohort(out / "phantoms", 5, seed=100, n_slices=16, size=64)
+    val = [p.name for p in io.list_case_paths(out / "phantoms") if has_tumour(p)][:1]
+    recipe = tumour_loo.Recipe(
+        profile="smoke", epochs=1, overrides=TINY, val_phantoms=val, pasted_copies=1
+    )
+
+    tumour_loo.run_tumour_loo([hosp], out, recipe)
+
+    for test_id, donor in (("pat_a", "pat_b"), ("pat_b", "pat_a")):
+        train = json.loads((out / f"fold_{test_id}" / "split.json").read_text())["train"]
+        pasted = sorted(t for t in train if t.startswith("paste-"))
+        hosts = sorted({donor, "pat_neg"})
+        assert pasted == [f"paste-{test_id}_{host}_1" for host in hosts]
+        record = json.loads((out / "pasted" / test_id / "pasted.json").read_text())
+        assert record["donors"] == [donor] and record["hosts"] == hosts
+        for case in record["cases"].values():
+            assert all(lesion.startswith(f"{donor} lesion") for lesion in case["lesions"])

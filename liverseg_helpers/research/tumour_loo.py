@@ -20,6 +20,9 @@ Command::
 ``--liver-reference-hu 100`` shifts every CT so that its liver's median HU is 100 before the
 tumour window (``preprocess.shift_to_liver_reference``): the network sees HU relative to the
 patient's own liver, as ``tumours.hu_rule`` does.
+``--paste-lesions 2`` adds, per fold, two new patients per training patient, each with four
+real lesions of the fold's other training patients pasted into its liver
+(``research.lesion_paste``); the test patient is never a host or a donor.
 ``--anatomy`` turns on phantom anatomy options (``phantom_anatomy.AnatomyOptions``) for the
 phantom cohort; an output folder keeps the phantoms it was started with.
 
@@ -73,6 +76,8 @@ class Recipe:
     anatomy: AnatomyOptions = DEFAULT_ANATOMY  # of the phantom cohort
     train_phantoms: bool = True  # False: train on the real patients alone
     preprocess: dict = field(default_factory=dict)  # settings on top of tumour_settings
+    pasted_copies: int = 0  # patients per training host with real lesions pasted in
+    pasted_lesions: int = 4  # lesions pasted into each of them
 
 
 def real_patients(data_dirs: Sequence[str | os.PathLike]) -> tuple[list[Path], list[Path]]:
@@ -162,6 +167,40 @@ def fold_split(
     phantoms = [p for p in phantom_ids if p not in val] if train_phantoms else []
     train = sorted(phantoms + list(train_real))
     return {"train": train, "val": val, "test": [test_id] if test_id else []}
+
+
+def pasted_patients(
+    out_dir: Path,
+    cohort: Path,
+    name: str,
+    hosts: Sequence[Path],
+    donors: Sequence[Path],
+    recipe: Recipe,
+) -> list[str]:
+    """Training patients with the donors' lesions pasted into the hosts' livers, linked into
+    the cohort (``lesion_paste``); none when the recipe pastes none.
+
+    Args:
+        name: The fold's test patient, or ``"all"`` for the model to ship.
+    """
+    if recipe.pasted_copies < 1:
+        return []
+    from liverseg_helpers.research import lesion_paste
+    from liverseg_helpers.research.crossval import make_cohort_dir
+
+    folder = out_dir / "pasted" / name
+    paths = lesion_paste.write_pasted_patients(
+        folder,
+        hosts,
+        donors,
+        recipe.pasted_copies,
+        recipe.pasted_lesions,
+        recipe.seed,
+        prefix=f"paste-{name}",
+    )
+    lesion_paste.check_pasted_for_fold(folder, name)
+    make_cohort_dir(paths, [], cohort)
+    return [p.name for p in paths]
 
 
 def train_config(cohort: Path, run_dir: Path, split: dict, recipe: Recipe, cache_dir: Path):
@@ -288,6 +327,14 @@ def run_tumour_loo(
         run_dir = out_dir / f"fold_{test_id}"
         done = run_dir / "metrics.json"
         train_real = [p for p in tumour_ids if p != test_id] + negative_ids
+        train_real += pasted_patients(
+            out_dir,
+            cohort,
+            test_id,
+            [p for p in [*with_tumour, *without] if p.name != test_id],
+            [p for p in with_tumour if p.name != test_id],
+            recipe,
+        )
         split = fold_split(
             phantom_ids, train_real, test_id, recipe.val_phantoms, recipe.train_phantoms
         )
@@ -310,8 +357,15 @@ def run_tumour_loo(
     with atomic_file(out_dir / "per_patient_metrics.csv") as tmp:
         table.to_csv(tmp, index=False, float_format="%.4g")
     if final_export is not None:
+        pasted = pasted_patients(
+            out_dir, cohort, "all", [*with_tumour, *without], with_tumour, recipe
+        )
         split = fold_split(
-            phantom_ids, tumour_ids + negative_ids, None, recipe.val_phantoms, recipe.train_phantoms
+            phantom_ids,
+            tumour_ids + negative_ids + pasted,
+            None,
+            recipe.val_phantoms,
+            recipe.train_phantoms,
         )
         cfg = train_config(cohort, out_dir / "final", split, recipe, out_dir / "slice_cache")
         last = train_or_resume(cfg)
@@ -346,6 +400,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=None,
         help="shift each CT so its liver's median HU lands here (input relative to the liver)",
     )
+    parser.add_argument(
+        "--paste-lesions",
+        type=int,
+        default=0,
+        metavar="COPIES",
+        help="add COPIES patients per training patient with the other training patients' "
+        "real lesions pasted into its liver (research.lesion_paste)",
+    )
     args = parser.parse_args(argv)
     preprocess = {}
     if args.liver_reference_hu is not None:
@@ -355,6 +417,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         anatomy=AnatomyOptions(**dict.fromkeys(args.anatomy, True)),
         train_phantoms=not args.real_only,
         preprocess=preprocess,
+        pasted_copies=args.paste_lesions,
     )
     table = run_tumour_loo(args.data, args.out, recipe, args.liver_model, args.export)
     columns = [
