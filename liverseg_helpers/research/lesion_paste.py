@@ -333,3 +333,34 @@ def check_pasted_for_fold(out_dir: str | os.PathLike, test_id: str) -> None:
         raise DataError(
             f"{Path(out_dir) / PASTED_FILE}: the test patient {test_id} is a host or a donor"
         )
+
+
+def paste_for_fold(
+    out_dir: str | os.PathLike,
+    cohort: Path,
+    test_id: str,
+    with_tumour: Sequence[Path],
+    without: Sequence[Path],
+    copies: int,
+    n_lesions: int,
+    seed: int,
+) -> list[str]:
+    """A leave-one-out fold's pasted patients, written once and linked into its cohort.
+
+    The hosts are every patient but ``test_id`` (``"all"``: every patient, for the model to
+    ship), the donors every tumour patient but ``test_id``; patients are named
+    ``paste-<test_id>_<host>_<k>``.
+
+    Returns:
+        Their ids, to train on.
+    """
+    from liverseg_helpers.research.loo_cohort import make_cohort_dir
+
+    hosts = [p for p in [*with_tumour, *without] if p.name != test_id]
+    donors = [p for p in with_tumour if p.name != test_id]
+    paths = write_pasted_patients(
+        out_dir, hosts, donors, copies, n_lesions, seed, prefix=f"paste-{test_id}"
+    )
+    check_pasted_for_fold(out_dir, test_id)
+    make_cohort_dir(paths, [], cohort)
+    return [p.name for p in paths]

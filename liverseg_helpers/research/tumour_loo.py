@@ -173,34 +173,20 @@ def pasted_patients(
     out_dir: Path,
     cohort: Path,
     name: str,
-    hosts: Sequence[Path],
-    donors: Sequence[Path],
+    with_tumour: list[Path],
+    without: list[Path],
     recipe: Recipe,
 ) -> list[str]:
-    """Training patients with the donors' lesions pasted into the hosts' livers, linked into
-    the cohort (``lesion_paste``); none when the recipe pastes none.
-
-    Args:
-        name: The fold's test patient, or ``"all"`` for the model to ship.
-    """
+    """The fold's pasted patients (``lesion_paste.paste_for_fold``); none if the recipe has none."""
     if recipe.pasted_copies < 1:
         return []
     from liverseg_helpers.research import lesion_paste
-    from liverseg_helpers.research.crossval import make_cohort_dir
 
+    copies, lesions = recipe.pasted_copies, recipe.pasted_lesions
     folder = out_dir / "pasted" / name
-    paths = lesion_paste.write_pasted_patients(
-        folder,
-        hosts,
-        donors,
-        recipe.pasted_copies,
-        recipe.pasted_lesions,
-        recipe.seed,
-        prefix=f"paste-{name}",
+    return lesion_paste.paste_for_fold(
+        folder, cohort, name, with_tumour, without, copies, lesions, recipe.seed
     )
-    lesion_paste.check_pasted_for_fold(folder, name)
-    make_cohort_dir(paths, [], cohort)
-    return [p.name for p in paths]
 
 
 def train_config(cohort: Path, run_dir: Path, split: dict, recipe: Recipe, cache_dir: Path):
@@ -327,14 +313,7 @@ def run_tumour_loo(
         run_dir = out_dir / f"fold_{test_id}"
         done = run_dir / "metrics.json"
         train_real = [p for p in tumour_ids if p != test_id] + negative_ids
-        train_real += pasted_patients(
-            out_dir,
-            cohort,
-            test_id,
-            [p for p in [*with_tumour, *without] if p.name != test_id],
-            [p for p in with_tumour if p.name != test_id],
-            recipe,
-        )
+        train_real += pasted_patients(out_dir, cohort, test_id, with_tumour, without, recipe)
         split = fold_split(
             phantom_ids, train_real, test_id, recipe.val_phantoms, recipe.train_phantoms
         )
@@ -357,9 +336,7 @@ def run_tumour_loo(
     with atomic_file(out_dir / "per_patient_metrics.csv") as tmp:
         table.to_csv(tmp, index=False, float_format="%.4g")
     if final_export is not None:
-        pasted = pasted_patients(
-            out_dir, cohort, "all", [*with_tumour, *without], with_tumour, recipe
-        )
+        pasted = pasted_patients(out_dir, cohort, "all", with_tumour, without, recipe)
         split = fold_split(
             phantom_ids,
             tumour_ids + negative_ids + pasted,
