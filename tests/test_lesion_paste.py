@@ -62,10 +62,12 @@ def test_a_lesion_too_big_for_the_liver_is_refused():
     host = cube_case("host", liver_hu=60.0, lesion_hu=None)
     host.masks[LIVER][:] = False
     host.masks[LIVER][10:12, 20:24, 20:24] = True
+    patches = lesion_paste.lesion_patches(donor)
     with pytest.raises(DataError, match="no lesion fitted in the liver of host"):
-        lesion_paste.pasted_case(
-            host, lesion_paste.lesion_patches(donor), 3, np.random.default_rng(0), "new"
-        )
+        lesion_paste.pasted_case(host, patches, 3, np.random.default_rng(0), "new")
+    host.masks[LIVER][:] = False
+    with pytest.raises(DataError, match="host: no liver voxel"):
+        lesion_paste.pasted_case(host, patches, 3, np.random.default_rng(0), "new")
 
 
 def test_pasted_patients_are_written_readable_and_never_hold_the_test_patient(tmp_path):

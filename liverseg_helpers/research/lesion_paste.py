@@ -190,9 +190,15 @@ def paste_lesion(
 
 
 def liver_slab(case: Case, margin: int) -> Case:
-    """The case cut to its liver's slices plus ``margin`` slices each side (origin moved)."""
-    liver = case.masks[LIVER]
-    rows = np.flatnonzero(liver.reshape(len(liver), -1).any(axis=1))
+    """The case cut to its liver's slices plus ``margin`` slices each side (origin moved).
+
+    Raises:
+        DataError: The case has no liver mask, or an empty one.
+    """
+    liver = case.masks.get(LIVER)
+    rows = np.flatnonzero(liver.reshape(len(liver), -1).any(axis=1)) if liver is not None else []
+    if len(rows) == 0:
+        raise DataError(f"{case.source or case.case_id}: no liver voxel to paste lesions into")
     z0, z1 = max(0, int(rows[0]) - margin), min(len(liver), int(rows[-1]) + 1 + margin)
     axis = np.array(case.direction, dtype=float).reshape(3, 3)[:, 2]  # the slice index's axis
     origin = tuple(float(o) for o in np.add(case.origin_mm, axis * z0 * case.spacing_mm[0]))
