@@ -129,9 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["auto", "keras", "onnx"],
         default="auto",
         help="onnx: run the liver networks' ONNX twins in ONNX Runtime (the same masks, "
-        "2-3x sooner on a CPU without bfloat16, without importing TensorFlow; exported once "
-        "to $LIVERSEG_ONNX_CACHE or ~/.cache/liverseg/onnx); auto (default): onnx on a CPU "
-        "without bfloat16 hardware and no GPU, where it is installed, else keras",
+        "1.5-3x sooner on a CPU, without importing TensorFlow; exported once to "
+        "$LIVERSEG_ONNX_CACHE or ~/.cache/liverseg/onnx); auto (default): onnx on a CPU "
+        "where it is installed, keras on a GPU",
     )
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
 

@@ -2,8 +2,9 @@
 
 A ``.keras`` file can be exported to ONNX, a file format for networks that other programs run.
 ONNX Runtime is one: a small library that computes a network's convolutions on the CPU (about
-1.5x as fast as TensorFlow for the course's UNet on a 2-core CPU without bfloat16 hardware) and
-that starts in a fraction of a second, where importing TensorFlow takes several
+1.5x as fast as TensorFlow in float32 for the course's UNet on 2 cores; slower than TensorFlow
+in bfloat16 where the CPU has bfloat16 hardware) and that starts in a fraction of a second,
+where importing TensorFlow takes several, so the whole command is sooner on either CPU
 (``benchmarks/predict_command.py --mode "onnx=--runtime onnx"``, docs/results.md).
 
 ``liverseg predict --runtime onnx`` uses it. The first time, each model file is exported to its
@@ -31,7 +32,6 @@ import numpy as np
 from liverseg_helpers.atomic import atomic_file, write_json_atomic
 from liverseg_helpers.data.download import hash_file
 from liverseg_helpers.errors import DataError, ModelFileError
-from liverseg_helpers.inference.precision import cpu_has_bfloat16
 from liverseg_helpers.training.sidecar import read_sidecar, sidecar_path
 
 CACHE_ENV = "LIVERSEG_ONNX_CACHE"
@@ -47,10 +47,11 @@ def cache_dir() -> Path:
 def choose_runtime(runtime: str = "auto") -> str:
     """What runs the liver networks: ``"onnx"`` (their ONNX twins) or ``"keras"``.
 
-    ``"auto"`` picks ONNX Runtime where it is faster and gives the same masks: on a CPU without
-    bfloat16 hardware (on one with it, Keras computes in bfloat16), with no NVIDIA driver loaded
-    (a GPU is Keras's), with ONNX Runtime, tf2onnx and TensorFlow installed (the first run
-    exports the twins) and Keras on TensorFlow. The rule and its measurements:
+    ``"auto"`` picks ONNX Runtime where the whole command is faster with the same masks: on a
+    CPU (no NVIDIA driver loaded: a GPU is Keras's), with ONNX Runtime, tf2onnx and TensorFlow
+    installed (the first run exports the twins) and Keras on TensorFlow. That holds on CPUs
+    with bfloat16 hardware too, where Keras computes in bfloat16: its networks are faster there,
+    but not by the seconds that importing TensorFlow costs. The rules and their measurements:
     docs/real_ct_experiments.md, "The liver networks in ONNX Runtime".
 
     Raises:
@@ -63,7 +64,7 @@ def choose_runtime(runtime: str = "auto") -> str:
     installed = all(find_spec(name) for name in ("onnxruntime", "tf2onnx", "tensorflow"))
     on_tensorflow = os.environ.get("KERAS_BACKEND", "tensorflow") == "tensorflow"
     gpu = Path("/proc/driver/nvidia").exists()
-    fast_here = installed and on_tensorflow and not gpu and not cpu_has_bfloat16()
+    fast_here = installed and on_tensorflow and not gpu
     return "onnx" if fast_here else "keras"
 
 
