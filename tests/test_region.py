@@ -151,6 +151,7 @@ def test_predict_volume_with_a_step_runs_fewer_slices_and_draws_the_rest():
     from liverseg_helpers.preparation.preprocess import PreprocessSettings
     from liverseg_helpers.training import model
 
+    f32 = "float32"  # "auto" is bfloat16 on CPUs with it; this test is about slices, not precision
     keras.utils.set_random_seed(2)
     net = model.build_unet((32, 32, 1), base_filters=4, depth=2)
     seen = []
@@ -159,18 +160,20 @@ def test_predict_volume_with_a_step_runs_fewer_slices_and_draws_the_rest():
     volume = np.where((zz - 4) ** 2 + (yy - 24) ** 2 + (xx - 20) ** 2 < 60, 200, -50)
     settings = PreprocessSettings(image_size=32)
     spacing = (1.6, 1.0, 1.0)
-    whole = predict.predict_volume(net, volume, settings, spacing_mm=spacing)
+    whole = predict.predict_volume(net, volume, settings, spacing_mm=spacing, precision=f32)
     step = predict.predict_volume(
-        counting, volume, settings, batch_size=1, spacing_mm=spacing, step_mm=3.2
+        counting, volume, settings, batch_size=1, spacing_mm=spacing, step_mm=3.2, precision=f32
     )
     assert sum(seen) == 5  # slices 0, 2, 4, 6 and 8 (none blank)
     np.testing.assert_allclose(step[::2], whole[::2], atol=1e-5)
     np.testing.assert_allclose(step[1::2], (whole[:-1:2] + whole[2::2]) / 2, atol=1e-5)
     chosen = np.zeros(9, dtype=bool)
     chosen[3:7] = True
-    part = predict.predict_volume(net, volume, settings, spacing_mm=spacing, slices=chosen)
+    part = predict.predict_volume(
+        net, volume, settings, spacing_mm=spacing, slices=chosen, precision=f32
+    )
     part_step = predict.predict_volume(
-        net, volume, settings, spacing_mm=spacing, slices=chosen, step_mm=3.2
+        net, volume, settings, spacing_mm=spacing, slices=chosen, step_mm=3.2, precision=f32
     )
     np.testing.assert_allclose(part_step[[3, 5, 6]], part[[3, 5, 6]], atol=1e-5)
     assert not part_step[~chosen].any()
