@@ -21,7 +21,7 @@ Command::
 tumour window (``preprocess.shift_to_liver_reference``): the network sees HU relative to the
 patient's own liver, as ``tumours.hu_rule`` does.
 ``--paste-lesions 2`` adds, per fold, two new patients per training patient, each with four
-real lesions of the fold's other training patients pasted into its liver
+real lesions of the fold's training patients pasted into its liver
 (``research.lesion_paste``); the test patient is never a host or a donor.
 ``--anatomy`` turns on phantom anatomy options (``phantom_anatomy.AnatomyOptions``) for the
 phantom cohort; an output folder keeps the phantoms it was started with.
@@ -382,7 +382,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         type=int,
         default=0,
         metavar="COPIES",
-        help="add COPIES patients per training patient with the other training patients' "
+        help="add COPIES patients per training patient with the training patients' "
         "real lesions pasted into its liver (research.lesion_paste)",
     )
     args = parser.parse_args(argv)
