@@ -97,3 +97,17 @@ def test_pasted_patients_are_written_readable_and_never_hold_the_test_patient(tm
     for leaked in (donors[0].name, with_lesions[0].name):
         with pytest.raises(DataError, match="is a host or a donor"):
             lesion_paste.check_pasted_for_fold(out, leaked)
+
+
+def test_a_lesion_on_non_square_pixels_is_never_turned_a_quarter():
+    donor = cube_case("donor", liver_hu=120.0, lesion_hu=80.0)
+    donor.masks[TUMOUR][:] = False
+    donor.masks[TUMOUR][8:14, 16:20, 10:30] = True  # 4 rows by 20 columns
+    (patch,) = lesion_paste.lesion_patches(donor)
+    rng = np.random.default_rng(1)
+    square = {lesion_paste.fit_to_host(patch, (2.0, 1.0, 1.0), rng)[1].shape[1] for _ in range(20)}
+    assert max(square) > 15  # quarter turns happen on square pixels...
+    for _ in range(20):  # ...but not on 1 x 0.5 mm ones, whose columns are half as wide
+        _, mask = lesion_paste.fit_to_host(patch, (2.0, 1.0, 0.5), rng)
+        rows, cols = mask.any(axis=(0, 2)).sum(), mask.any(axis=(0, 1)).sum()
+        assert cols > 4 * rows

@@ -118,7 +118,8 @@ def lesion_patches(case: Case, min_ml: float = MIN_DONOR_LESION_ML) -> list[Lesi
 def fit_to_host(
     patch: LesionPatch, host_spacing_mm: Sequence[float], rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The patch on the host's voxel grid: a random size in ``SCALE_RANGE``, flips and a turn.
+    """The patch on the host's voxel grid: a random size in ``SCALE_RANGE``, flips and a turn
+    in-plane (a half turn only, where the host's pixels are not square).
 
     Returns:
         ``(relative_hu, mask)`` on the host's grid; the mask may be empty for a tiny lesion
@@ -128,7 +129,9 @@ def fit_to_host(
     zoom = [scale * p / h for p, h in zip(patch.spacing_mm, host_spacing_mm, strict=True)]
     relative = ndimage.zoom(patch.relative_hu, zoom, order=1)
     mask = ndimage.zoom(patch.mask.astype(np.float32), zoom, order=1) > 0.5
-    turns = int(rng.integers(4))
+    # a quarter turn would stretch the lesion where the host's rows and columns differ in size
+    square = abs(float(host_spacing_mm[1]) - float(host_spacing_mm[2])) < 1e-3
+    turns = int(rng.integers(4)) if square else 2 * int(rng.integers(2))
     relative, mask = (np.rot90(a, turns, axes=(1, 2)) for a in (relative, mask))
     for axis in (0, 1, 2):
         if rng.random() < 0.5:
