@@ -123,10 +123,13 @@ def load_network(path: Path, sidecar: dict | None = None) -> Any:
     return model_files.load_model(path, compile=False)
 
 
-def twin_path(model_path: str | os.PathLike, first_member: bool = False) -> Path:
-    """The cache path of a model file's ONNX twin, named by the file's SHA-256."""
+def twin_path(
+    model_path: str | os.PathLike, first_member: bool = False, sidecar: dict | None = None
+) -> Path:
+    """The cache path of a model file's ONNX twin, named by the file's SHA-256 (from its
+    ``sidecar`` when the caller has read it, ``read_sidecar`` having checked that hash)."""
     model_path = Path(model_path)
-    sidecar = read_sidecar(model_path) or {}
+    sidecar = (read_sidecar(model_path) if sidecar is None else sidecar) or {}
     digest = sidecar.get("model_sha256") or hash_file(model_path, "sha256", progress=False)
     part = f"-{FIRST_MEMBER}" if first_member else ""
     return cache_dir() / f"{model_path.stem}-{digest[:16]}{part}.onnx"
@@ -166,13 +169,15 @@ def onnx_twin(
     model_path: str | os.PathLike,
     first_member: bool = False,
     log: Callable[[str], object] | None = None,
+    sidecar: dict | None = None,
 ) -> Path:
     """The ONNX twin of a model file (``first_member``: of its first network), exported the
     first time it is asked for (saying so to ``log``); a twin without its sidecar is exported
-    again. An ``.onnx`` file given as the model is its own twin."""
+    again. An ``.onnx`` file given as the model is its own twin. ``sidecar``: the model's,
+    when the caller has read it (:func:`twin_path`)."""
     if Path(model_path).suffix == ".onnx":
         return Path(model_path)
-    path = twin_path(model_path, first_member)
+    path = twin_path(model_path, first_member, sidecar)
     if not (path.exists() and sidecar_path(path).exists()):
         if log is not None:
             log(f"exporting {Path(model_path).name} to ONNX once, for later runs: {path}")

@@ -37,6 +37,7 @@ from liverseg_helpers.io.case import Case
 from liverseg_helpers.io.cohort import load_case
 from liverseg_helpers.io.mask_output import output_kind, write_prediction
 from liverseg_helpers.preparation.preprocess import PreprocessSettings
+from liverseg_helpers.training.sidecar import read_sidecar
 from liverseg_helpers.tumours import tumour
 
 # The reference models shipped with the course (models/liver_unet.md): the axial network,
@@ -104,8 +105,9 @@ def first_axial_network(
     """
     for path in paths:
         if runtime == "onnx":
-            if predict.load_settings_for(path).view == "axial":
-                twin = onnx_model.onnx_twin(path, first_member=True, log=log)
+            sidecar = read_sidecar(path)  # read (and the model file hashed) once
+            if predict.load_settings_for(path, sidecar=sidecar).view == "axial":
+                twin = onnx_model.onnx_twin(path, first_member=True, log=log, sidecar=sidecar)
                 return predict.load_prediction_model(twin)
             continue
         model, settings = predict.load_prediction_model(path)
