@@ -87,10 +87,13 @@ def test_pasted_patients_are_written_readable_and_never_hold_the_test_patient(tm
         case = io.load_case(path)
         assert case.masks[TUMOUR].any() and not (case.masks[TUMOUR] & ~case.masks[LIVER]).any()
         assert record["cases"][path.name]["lesions"]
-    # the same call again keeps the finished patients as they are
+    # the same call again keeps the finished patients as they are, without reading a CT
     mtime = paths[0].stat().st_mtime_ns
-    lesion_paste.write_pasted_patients(out, donors[:2], with_lesions, 2, 3, seed=7)
-    assert paths[0].stat().st_mtime_ns == mtime
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(io, "load_case", lambda path: pytest.fail(f"{path} read again"))
+        again = lesion_paste.write_pasted_patients(out, donors[:2], with_lesions, 2, 3, seed=7)
+    assert again == paths and paths[0].stat().st_mtime_ns == mtime
+    assert json.loads((out / lesion_paste.PASTED_FILE).read_text()) == record
     with pytest.raises(DataError, match="use another folder"):
         lesion_paste.write_pasted_patients(out, donors[:2], with_lesions, 1, 3, seed=7)
     lesion_paste.check_pasted_for_fold(out, donors[2].name)

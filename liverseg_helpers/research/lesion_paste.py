@@ -275,8 +275,9 @@ def write_pasted_patients(
 ) -> list[Path]:
     """Write ``copies`` pasted patients per host, ``<prefix>_<host>_<k>``, and ``pasted.json``.
 
-    Finished folders are kept (each is written atomically). ``pasted.json`` lists the hosts,
-    the donors and each patient's lesions; it is written last.
+    Finished folders are kept (each is written atomically); those ``pasted.json`` records are
+    not drawn again, and no CT is read when none is left to write. ``pasted.json`` lists the
+    hosts, the donors and each patient's lesions; it is written last.
 
     Args:
         out_dir: Folder of the new patients.
@@ -307,21 +308,32 @@ def write_pasted_patients(
         seed=seed,
     )
     record_path = out_dir / PASTED_FILE
+    finished = {}
     if record_path.exists():
         record = read_json(record_path, "unreadable")
         if {k: record.get(k) for k in plan} != plan:
             raise DataError(f"{record_path}: written for {record}, not {plan}; use another folder")
-    patches = [patch for path in donors for patch in lesion_patches(io.load_case(path))]
-    if not patches:
-        raise DataError(f"donors {plan['donors']}: no lesion of {MIN_DONOR_LESION_ML} mL or more")
+        finished = record["cases"]
     out_dir.mkdir(parents=True, exist_ok=True)
+    patches: list[LesionPatch] | None = None  # read only if a patient is left to write
     written, cases = [], {}
     for host_path in hosts:
-        host = io.load_case(host_path)
+        host = None
         for k in range(1, copies + 1):
-            case_id = f"{prefix}_{host.case_id}_{k}"
-            rng = np.random.default_rng([seed, zlib.crc32(case_id.encode())])
+            case_id = f"{prefix}_{io.case_id_of(host_path)}_{k}"
             folder = out_dir / case_id
+            if folder.exists() and case_id in finished:  # written and recorded by a past call
+                cases[case_id] = finished[case_id]
+                written.append(folder)
+                continue
+            if patches is None:
+                patches = [p for path in donors for p in lesion_patches(io.load_case(path))]
+                if not patches:
+                    raise DataError(
+                        f"donors {plan['donors']}: no lesion of {MIN_DONOR_LESION_ML} mL or more"
+                    )
+            host = host or io.load_case(host_path)
+            rng = np.random.default_rng([seed, zlib.crc32(case_id.encode())])
             case, pasted = pasted_case(host, patches, n_lesions, rng, case_id)
             if not folder.exists():
                 write_ircadb_patient(case, folder)
