@@ -32,6 +32,7 @@ from scipy import ndimage
 from liverseg_helpers.atomic import read_json, write_json_atomic
 from liverseg_helpers.errors import DataError
 from liverseg_helpers.io.case import LIVER, TUMOUR, Case
+from liverseg_helpers.tumours.tumour import label_lesions
 
 PASTED_FILE = "pasted.json"
 MIN_DONOR_LESION_ML = 0.5  # smaller lesions are a few voxels on 5 mm slices: noise, not shape
@@ -79,9 +80,7 @@ def lesion_ids(case: Case) -> np.ndarray:
     if case.lesions is not None:
         return np.asarray(case.lesions)
     tumour = case.masks.get(TUMOUR)
-    if tumour is None:
-        return np.zeros(case.shape, np.uint32)
-    return cc3d.connected_components(tumour.astype(np.uint8), connectivity=26)
+    return label_lesions(np.zeros(case.shape, bool) if tumour is None else tumour)
 
 
 def lesion_patches(case: Case, min_ml: float = MIN_DONOR_LESION_ML) -> list[LesionPatch]:
