@@ -1,4 +1,5 @@
-"""ONNX twins of the liver networks (``inference/onnx_model.py``) and ``--runtime onnx``."""
+"""ONNX twins of the liver networks (``inference/onnx_model.py``, ``--runtime onnx``) and
+their int8 twins (``inference/onnx_int8.py``, ``--runtime onnx-int8``)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ pytest.importorskip("tf2onnx", reason="tf2onnx: pip install -e '.[onnx]'")
 from test_predict import SIZE, build_tiny_unet, write_toy_patient  # noqa: E402
 
 from liverseg_helpers.errors import DataError, ModelFileError  # noqa: E402
-from liverseg_helpers.inference import onnx_model, pipeline, predict  # noqa: E402
+from liverseg_helpers.inference import onnx_int8, onnx_model, pipeline, predict  # noqa: E402
 from liverseg_helpers.io.case import Case  # noqa: E402
 from liverseg_helpers.preparation.preprocess import PreprocessSettings  # noqa: E402
 from liverseg_helpers.training import model_files  # noqa: E402
@@ -87,6 +88,21 @@ def test_a_twin_predicts_what_its_model_predicts_and_is_exported_once(
     assert onnx_model.twin_path(other) != twin
 
 
+def segment_both_ways(patient, models, runtimes, fast, **options) -> dict:
+    """``pipeline.segment_ct``'s result for each runtime, the masks written beside the CT."""
+    return {
+        runtime: pipeline.segment_ct(
+            patient,
+            patient.parent / f"{runtime}{fast}.nii.gz",
+            models,
+            fast=fast,
+            runtime=runtime,
+            **options,
+        )
+        for runtime in runtimes
+    }
+
+
 def test_the_command_on_onnx_twins_gives_the_keras_masks(
     tmp_path, tall_case, axial_and_coronal, keras_in_float32
 ):
@@ -94,17 +110,8 @@ def test_the_command_on_onnx_twins_gives_the_keras_masks(
     patient = write_toy_patient(tall_case, tmp_path / "patient")
     models = [str(axial), str(coronal)]
     for fast in (False, True):
-        ways = {
-            runtime: pipeline.segment_ct(
-                patient,
-                tmp_path / f"{runtime}{fast}.nii.gz",
-                models,
-                fast=fast,
-                runtime=runtime,
-                postprocess=False,  # each voxel's label then follows its own probability
-            )
-            for runtime in ("keras", "onnx")
-        }
+        # without post-processing each voxel's label follows its own probability
+        ways = segment_both_ways(patient, models, ("keras", "onnx"), fast, postprocess=False)
         keras_probs = ways["keras"].liver.probs
         np.testing.assert_allclose(ways["onnx"].liver.probs, keras_probs, atol=1e-5)
         # Untrained networks answer about 0.5 everywhere, so a voxel within 1e-5 of the
@@ -183,3 +190,79 @@ def test_auto_picks_onnx_runtime_on_a_cpu_with_tensorflow_installed(monkeypatch)
     assert onnx_model.choose_runtime("keras") == "keras"
     with pytest.raises(DataError, match="runtime must be one of"):
         onnx_model.choose_runtime("torch")
+
+
+# Int8 twins (inference/onnx_int8.py) and --runtime onnx-int8
+
+
+@pytest.fixture
+def small_phantoms(monkeypatch):
+    """Calibration phantoms of 16 slices of 64 x 64 pixels, not 64 of 512 x 512: seconds."""
+    monkeypatch.setattr(onnx_int8, "PHANTOM_SLICES", 16)
+    monkeypatch.setattr(onnx_int8, "PHANTOM_PIXELS", 64)
+
+
+def op_types(path) -> set[str]:
+    """The kinds of operation an ONNX file's graph holds."""
+    import onnx
+
+    return {node.op_type for node in onnx.load(str(path)).graph.node}
+
+
+def test_an_int8_twin_is_quantized_once_from_what_the_network_sees_on_phantoms(
+    tmp_path, tall_case, axial_and_coronal, monkeypatch, small_phantoms
+):
+    _, coronal = axial_and_coronal
+    float_twin = onnx_model.onnx_twin(coronal)
+    batches = onnx_int8.calibration_batches(float_twin)
+    # the slices the coronal network is given: batches of its input, windowed to [0, 1]
+    assert batches and all(batch.shape[1:] == (SIZE, SIZE, 1) for batch in batches)
+    assert 0.0 <= min(b.min() for b in batches) and max(b.max() for b in batches) <= 1.0
+    assert max(b.max() for b in batches) > 0.5  # not only blank slices
+
+    said = []
+    twin = onnx_int8.int8_twin(coronal, log=said.append)
+    assert twin == tmp_path / "onnx" / f"{float_twin.stem}-int8.onnx"
+    assert len(said) == 1 and "quantizing" in said[0]  # its float twin was exported above
+    assert {"QuantizeLinear", "DequantizeLinear"} <= op_types(twin)
+    assert "QuantizeLinear" not in op_types(float_twin)
+    side = json.loads((tmp_path / "onnx" / f"{twin.name}.json").read_text())
+    assert side["preprocess"]["view"] == "coronal" and side["exported_from"] == "cor.keras"
+    assert "int8" in side["arithmetic"] and "901" in side["arithmetic"]
+
+    # It predicts about what its float twin predicts, and is read from the cache next time.
+    float_probs = predict.predict_case(float_twin, tall_case, precision="float32").probs
+    int8_probs = predict.predict_case(twin, tall_case, precision="float32").probs
+    assert not np.array_equal(int8_probs, float_probs)  # integer arithmetic, not a copy
+    np.testing.assert_allclose(int8_probs, float_probs, atol=0.05)
+    monkeypatch.setattr(onnx_int8, "quantize_twin", lambda *a: pytest.fail("quantized again"))
+    assert onnx_int8.int8_twin(coronal) == twin
+    # an .onnx file of the user's own gets an int8 twin in the cache, named by its hash
+    own = tmp_path / "mine.onnx"
+    own.write_bytes(float_twin.read_bytes())
+    assert onnx_int8.int8_path(own).parent == tmp_path / "onnx"
+    assert onnx_int8.int8_path(own).name.startswith("mine-")
+
+
+def test_the_command_on_int8_twins(tmp_path, tall_case, axial_and_coronal, small_phantoms):
+    axial, coronal = axial_and_coronal
+    patient = write_toy_patient(tall_case, tmp_path / "patient")
+    models = [str(axial), str(coronal)]
+    for fast in (False, True):
+        ways = segment_both_ways(patient, models, ("onnx", "onnx-int8"), fast)
+        np.testing.assert_allclose(
+            ways["onnx-int8"].liver.probs, ways["onnx"].liver.probs, atol=0.05
+        )
+    names = sorted(path.name for path in (tmp_path / "onnx").glob("*-int8.onnx"))
+    assert len(names) == 3 and sum("-member_1-" in name for name in names) == 1
+    assert onnx_model.choose_runtime("onnx-int8") == "onnx-int8"
+
+
+def test_a_file_that_cannot_be_quantized_is_named(tmp_path, axial_and_coronal, monkeypatch):
+    _, coronal = axial_and_coronal
+    float_twin = onnx_model.onnx_twin(coronal)
+    monkeypatch.setattr(onnx_int8, "calibration_batches", lambda path: [])
+    out = tmp_path / "onnx" / "broken-int8.onnx"
+    with pytest.raises(ModelFileError, match=f"{float_twin.name}: ONNX Runtime could not"):
+        onnx_int8.quantize_twin(float_twin, out)
+    assert not out.exists() and not list(out.parent.glob("broken*"))  # nothing half-written

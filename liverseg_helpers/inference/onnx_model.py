@@ -35,7 +35,8 @@ from liverseg_helpers.errors import DataError, ModelFileError
 from liverseg_helpers.training.sidecar import read_sidecar, sidecar_path
 
 CACHE_ENV = "LIVERSEG_ONNX_CACHE"
-RUNTIMES = ("auto", "keras", "onnx")
+ONNX_RUNTIMES = ("onnx", "onnx-int8")  # float32 twins; int8 twins (onnx_int8)
+RUNTIMES = ("auto", "keras", *ONNX_RUNTIMES)
 FIRST_MEMBER = "member_1"  # the first network of a file that averages several
 
 
@@ -45,7 +46,8 @@ def cache_dir() -> Path:
 
 
 def choose_runtime(runtime: str = "auto") -> str:
-    """What runs the liver networks: ``"onnx"`` (their ONNX twins) or ``"keras"``.
+    """What runs the liver networks: ``"onnx"`` (their ONNX twins), ``"onnx-int8"`` (their
+    int8 twins, ``onnx_int8``) or ``"keras"``.
 
     ``"auto"`` picks ONNX Runtime where the whole command is faster with the same masks: on a
     CPU (no NVIDIA driver loaded: a GPU is Keras's), with ONNX Runtime, tf2onnx and TensorFlow

@@ -31,7 +31,7 @@ import numpy as np
 
 from liverseg_helpers.atomic import check_output_path
 from liverseg_helpers.errors import DataError, ModelFileError
-from liverseg_helpers.inference import onnx_model, predict, region
+from liverseg_helpers.inference import onnx_int8, onnx_model, predict, region
 from liverseg_helpers.inference.precision import cpu_has_bfloat16, cpu_without_bfloat16
 from liverseg_helpers.io.case import Case
 from liverseg_helpers.io.cohort import load_case
@@ -85,6 +85,12 @@ def resolve_model_paths(models: list[str] | None) -> list[Path]:
     )
 
 
+def twin_maker(runtime: str) -> Callable[..., Path]:
+    """What makes a model file's twin for an ONNX runtime: ``onnx_model.onnx_twin`` (float32)
+    or ``onnx_int8.int8_twin``."""
+    return onnx_int8.int8_twin if runtime == "onnx-int8" else onnx_model.onnx_twin
+
+
 def first_axial_network(
     paths: list[Path], runtime: str = "keras", log: Callable[[str], object] | None = None
 ) -> tuple[Any, PreprocessSettings]:
@@ -96,18 +102,18 @@ def first_axial_network(
     with the shipped pair (axial first) the coronal file is never read. With the shipped files:
     a third of the axial file's arithmetic, and none of the coronal file's.
 
-    With ``runtime="onnx"``, that network's ONNX twin (``onnx_model.onnx_twin``, exported the
-    first time, saying so to ``log``); the files' views are read from their sidecars, so no
-    Keras model is loaded.
+    With ``runtime="onnx"`` (``"onnx-int8"``), that network's ONNX twin (int8 twin: see
+    :func:`twin_maker`), made the first time, saying so to ``log``; the files' views are read
+    from their sidecars, so no Keras model is loaded.
 
     Raises:
         ModelFileError: No axial model among them, or one that cannot be loaded.
     """
     for path in paths:
-        if runtime == "onnx":
+        if runtime in onnx_model.ONNX_RUNTIMES:
             sidecar = read_sidecar(path)  # read (and the model file hashed) once
             if predict.load_settings_for(path, sidecar=sidecar).view == "axial":
-                twin = onnx_model.onnx_twin(path, first_member=True, log=log, sidecar=sidecar)
+                twin = twin_maker(runtime)(path, first_member=True, log=log, sidecar=sidecar)
                 return predict.load_prediction_model(twin)
             continue
         model, settings = predict.load_prediction_model(path)
@@ -162,7 +168,8 @@ def segment_ct(
             between (``predict.predict_case``); 0: every slice.
         runtime: ``"keras"``; ``"onnx"``: the liver networks' ONNX twins in ONNX Runtime
             (``onnx_model``; float32, and TensorFlow is not imported for the liver stage);
-            ``"auto"`` (the command's default): ``onnx_model.choose_runtime``.
+            ``"onnx-int8"``: their int8 twins (``onnx_int8``); ``"auto"`` (the command's
+            default): ``onnx_model.choose_runtime``.
 
     Returns:
         :class:`PipelineResult`.
@@ -178,6 +185,7 @@ def segment_ct(
         raise DataError(f"{out}: --tumours writes a 0/1/2 label map; use a .nii.gz output")
     check_output_path(Path(out), overwrite)
     runtime = onnx_model.choose_runtime(runtime)
+    on_onnx = runtime in onnx_model.ONNX_RUNTIMES
     liver_paths = resolve_model_paths(models)
     tumour_path = tumour.resolve_tumour_model_path(tumour_model) if tumours else None
     label = "models (probabilities averaged)" if len(liver_paths) > 1 else "model"
@@ -188,17 +196,18 @@ def segment_ct(
     if fast:
         liver_models, liver_settings = first_axial_network(liver_paths, runtime, say)
         say(f"fast: the first axial network alone ({liver_models.name})")
-    elif runtime == "onnx":
-        liver_models = [onnx_model.onnx_twin(path, log=say) for path in liver_paths]
-    if runtime == "onnx":
-        say(f"runtime: ONNX Runtime, the networks' ONNX twins in {onnx_model.cache_dir()}")
+    elif on_onnx:
+        liver_models = [twin_maker(runtime)(path, log=say) for path in liver_paths]
+    if on_onnx:
+        kind = "int8 twins" if runtime == "onnx-int8" else "ONNX twins"
+        say(f"runtime: ONNX Runtime, the networks' {kind} in {onnx_model.cache_dir()}")
     if tumour_path is not None:
         say(f"tumour model: {tumour_path}")
     case = load_case(input_path, masks=read_masks)
     say(f"read {case.case_id}: {case.shape} voxels, spacing {case.spacing_mm} mm")
     # ONNX Runtime computes in float32 on the CPU; asking Keras about GPUs imports TensorFlow
-    slow_cpu = not cpu_has_bfloat16() if runtime == "onnx" else cpu_without_bfloat16()
-    precision = "float32" if runtime == "onnx" else "auto"
+    slow_cpu = not cpu_has_bfloat16() if on_onnx else cpu_without_bfloat16()
+    precision = "float32" if on_onnx else "auto"
     if not fast and len(liver_paths) > 1 and slow_cpu:
         say(
             f"this CPU has no bfloat16 hardware, so the {len(liver_paths)} model files' networks "
