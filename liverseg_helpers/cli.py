@@ -131,8 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="onnx: run the liver networks' ONNX twins in ONNX Runtime (the same masks, "
         "1.5-3x sooner on a CPU, without importing TensorFlow; exported once to "
         "$LIVERSEG_ONNX_CACHE or ~/.cache/liverseg/onnx); onnx-int8: their int8 twins "
-        "(8-bit arithmetic, calibrated once on phantoms; outlines move a little: "
-        "docs/results.md); auto (default): onnx on a CPU where it is installed, keras on a GPU",
+        "(8-bit arithmetic, calibrated once on phantoms; about 0.65x the time, outlines move "
+        "a little: docs/results.md); auto (default): on a CPU where it is installed, "
+        "onnx-int8 for the pair and onnx with --fast; keras on a GPU",
     )
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
 

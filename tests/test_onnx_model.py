@@ -182,8 +182,9 @@ def test_auto_picks_onnx_runtime_on_a_cpu_with_tensorflow_installed(monkeypatch)
         monkeypatch.setattr(onnx_model, "find_spec", lambda name: name not in missing)
         return onnx_model.choose_runtime("auto")
 
-    assert where() == "onnx"
-    assert where(bfloat16=True) == "onnx"  # Keras's bfloat16 does not pay for its import
+    assert where() == "onnx-int8"  # the pair: int8 twins
+    assert where(bfloat16=True) == "onnx-int8"  # Keras's bfloat16 does not pay for its import
+    assert onnx_model.choose_runtime("auto", fast=True) == "onnx"  # one network: float32
     assert where(gpu=True) == "keras"
     assert where(backend="jax") == "keras"
     assert where(missing=("tf2onnx",)) == "keras"  # could not export the twins

@@ -17,14 +17,15 @@ CT is needed on the user's machine. Weights keep 7 bits (``reduce_range``): a CP
 instructions (AVX2 only) adds pairs of 8-bit products in 16 bits, which full 8-bit weights can
 overflow; with 7 bits every CPU computes the same integer sums.
 
-``liverseg predict --runtime onnx-int8`` uses them: :func:`int8_twin` makes one the first time
-(about 10-30 s per model file) and caches it beside the float twins, named after them. How
-this was chosen and what it changes on real CT: docs/real_ct_experiments.md, "Int8 arithmetic
-in ONNX Runtime".
+``liverseg predict --runtime onnx-int8`` uses them (and ``auto`` for the pair, on a CPU):
+:func:`int8_twin` makes one the first time (30-60 s per shipped model file on 2 cores) and
+caches it beside the float twins, named after them. How this was chosen and what it changes on
+real CT: docs/real_ct_experiments.md, "Int8 arithmetic in ONNX Runtime".
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 from collections.abc import Callable
@@ -38,6 +39,7 @@ from liverseg_helpers.data.download import hash_file
 from liverseg_helpers.data.phantom import make_phantom_case
 from liverseg_helpers.errors import ModelFileError
 from liverseg_helpers.inference import onnx_model, predict
+from liverseg_helpers.io.case import Case
 from liverseg_helpers.training.sidecar import read_sidecar, sidecar_path
 
 CALIBRATION_SEEDS = (901, 902)  # phantom patients whose slices set each tensor's range
@@ -60,13 +62,20 @@ class RecordingNetwork:
         return self.network.predict_on_batch(images)
 
 
+@functools.lru_cache(maxsize=1)
+def calibration_phantoms(n_slices: int, size: int) -> tuple[Case, ...]:
+    """The calibration phantoms, made once per process (each model file's twin uses them)."""
+    return tuple(
+        make_phantom_case(seed, n_slices=n_slices, size=size) for seed in CALIBRATION_SEEDS
+    )
+
+
 def calibration_batches(float_twin: str | os.PathLike) -> list[np.ndarray]:
     """The batches a float twin is given when it segments the calibration phantoms (its own
     view and preprocessing, from its sidecar)."""
     network, settings = predict.load_prediction_model(float_twin)
     recorder = RecordingNetwork(network)
-    for seed in CALIBRATION_SEEDS:
-        case = make_phantom_case(seed, n_slices=PHANTOM_SLICES, size=PHANTOM_PIXELS)
+    for case in calibration_phantoms(PHANTOM_SLICES, PHANTOM_PIXELS):
         predict.predict_case(recorder, case, settings=settings, precision="float32")
     return recorder.batches
 
@@ -94,8 +103,18 @@ def quantize_twin(float_twin: str | os.PathLike, out: str | os.PathLike) -> Path
     input_name = onnx_model.OnnxNetwork(float_twin).input_name
 
     class Slices(CalibrationDataReader):
+        """The batches, one per round: the calibrator keeps every layer's output of the
+        batches it is given, and merges each round into its histograms (all at once, the
+        shipped axial file took 19 GB of memory; one batch per round, 2.3 GB)."""
+
         def __init__(self) -> None:
-            self.feeds = iter({input_name: batch} for batch in batches)
+            self.set_range(0, len(batches))
+
+        def __len__(self) -> int:
+            return len(batches)
+
+        def set_range(self, start_index: int, end_index: int) -> None:
+            self.feeds = iter({input_name: batch} for batch in batches[start_index:end_index])
 
         def get_next(self) -> dict | None:
             return next(self.feeds, None)
@@ -114,7 +133,7 @@ def quantize_twin(float_twin: str | os.PathLike, out: str | os.PathLike) -> Path
                 per_channel=True,
                 reduce_range=True,
                 calibrate_method=CalibrationMethod.Percentile,
-                extra_options={"CalibPercentile": CALIBRATION_PERCENTILE},
+                extra_options={"CalibPercentile": CALIBRATION_PERCENTILE, "CalibStridedMinMax": 1},
             )
             digest = hash_file(tmp, "sha256", progress=False)
     except Exception as err:  # noqa: BLE001 - the quantizer raises many kinds

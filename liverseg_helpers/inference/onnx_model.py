@@ -45,16 +45,19 @@ def cache_dir() -> Path:
     return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "liverseg" / "onnx")
 
 
-def choose_runtime(runtime: str = "auto") -> str:
+def choose_runtime(runtime: str = "auto", fast: bool = False) -> str:
     """What runs the liver networks: ``"onnx"`` (their ONNX twins), ``"onnx-int8"`` (their
     int8 twins, ``onnx_int8``) or ``"keras"``.
 
-    ``"auto"`` picks ONNX Runtime where the whole command is faster with the same masks: on a
-    CPU (no NVIDIA driver loaded: a GPU is Keras's), with ONNX Runtime, tf2onnx and TensorFlow
-    installed (the first run exports the twins) and Keras on TensorFlow. That holds on CPUs
-    with bfloat16 hardware too, where Keras computes in bfloat16: its networks are faster there,
-    but not by the seconds that importing TensorFlow costs. The rules and their measurements:
-    docs/real_ct_experiments.md, "The liver networks in ONNX Runtime".
+    ``"auto"`` picks ONNX Runtime where the whole command is faster: on a CPU (no NVIDIA driver
+    loaded: a GPU is Keras's), with ONNX Runtime, tf2onnx and TensorFlow installed (the first
+    run exports the twins) and Keras on TensorFlow. That holds on CPUs with bfloat16 hardware
+    too, where Keras computes in bfloat16: its networks are faster there, but not by the
+    seconds that importing TensorFlow costs. There the int8 twins run the default pair (their
+    masks within 0.001 Dice of the float32 twins', the command about 0.65 of the time), and the
+    float32 twins run ``fast`` (one network, where int8 saves too little of the command's time
+    to be worth its rounding). The rules and their measurements: docs/real_ct_experiments.md,
+    "The liver networks in ONNX Runtime" and "Int8 arithmetic in ONNX Runtime".
 
     Raises:
         DataError: An unknown runtime.
@@ -66,8 +69,9 @@ def choose_runtime(runtime: str = "auto") -> str:
     installed = all(find_spec(name) for name in ("onnxruntime", "tf2onnx", "tensorflow"))
     on_tensorflow = os.environ.get("KERAS_BACKEND", "tensorflow") == "tensorflow"
     gpu = Path("/proc/driver/nvidia").exists()
-    fast_here = installed and on_tensorflow and not gpu
-    return "onnx" if fast_here else "keras"
+    if not (installed and on_tensorflow and not gpu):
+        return "keras"
+    return "onnx" if fast else "onnx-int8"
 
 
 def onnxruntime_or_error() -> Any:

@@ -184,7 +184,7 @@ def segment_ct(
     if tumours and kind != "nifti":
         raise DataError(f"{out}: --tumours writes a 0/1/2 label map; use a .nii.gz output")
     check_output_path(Path(out), overwrite)
-    runtime = onnx_model.choose_runtime(runtime)
+    runtime = onnx_model.choose_runtime(runtime, fast)
     on_onnx = runtime in onnx_model.ONNX_RUNTIMES
     liver_paths = resolve_model_paths(models)
     tumour_path = tumour.resolve_tumour_model_path(tumour_model) if tumours else None
@@ -208,7 +208,7 @@ def segment_ct(
     # ONNX Runtime computes in float32 on the CPU; asking Keras about GPUs imports TensorFlow
     slow_cpu = not cpu_has_bfloat16() if on_onnx else cpu_without_bfloat16()
     precision = "float32" if on_onnx else "auto"
-    if not fast and len(liver_paths) > 1 and slow_cpu:
+    if not fast and len(liver_paths) > 1 and slow_cpu and runtime != "onnx-int8":
         say(
             f"this CPU has no bfloat16 hardware, so the {len(liver_paths)} model files' networks "
             "compute in float32 (slow); --fast runs one network instead"
