@@ -56,6 +56,20 @@ def axial_and_coronal(tmp_path):
     return axial, coronal
 
 
+def op_types(path) -> set[str]:
+    """The kinds of operation an ONNX file's graph holds."""
+    import onnx
+
+    return {node.op_type for node in onnx.load(str(path)).graph.node}
+
+
+def onnx_output_names(path) -> list[str]:
+    """The names of an ONNX file's outputs."""
+    import onnx
+
+    return [output.name for output in onnx.load(str(path)).graph.output]
+
+
 @pytest.fixture
 def keras_in_float32(monkeypatch):
     """Keras predicts in float32 as the twins do, also on a CPU with bfloat16 hardware (where
@@ -79,6 +93,15 @@ def test_a_twin_predicts_what_its_model_predicts_and_is_exported_once(
     np.testing.assert_allclose(onnx_result.probs, keras_probs, atol=1e-5)
     network, settings = predict.load_prediction_model(twin)
     assert isinstance(network, onnx_model.OnnxNetwork) and settings.view == "coronal"
+    # A file that averages networks is exported one network at a time, then joined in one
+    # graph that averages them (less memory than exporting it whole): the same probabilities.
+    joined = onnx_model.onnx_twin(axial)
+    assert op_types(joined) >= {"Add", "Mul"} and onnx_output_names(joined) == ["probs"]
+    np.testing.assert_allclose(
+        predict.predict_case(joined, tall_case, precision="float32").probs,
+        predict.predict_case(axial, tall_case).probs,
+        atol=1e-5,
+    )
     # Asked again, the cached twin is read, not exported again; a twin is its own twin.
     monkeypatch.setattr(onnx_model, "export_twin", lambda *a, **k: pytest.fail("exported again"))
     assert onnx_model.onnx_twin(coronal) == twin
@@ -201,13 +224,6 @@ def small_phantoms(monkeypatch):
     """Calibration phantoms of 16 slices of 64 x 64 pixels, not 64 of 512 x 512: seconds."""
     monkeypatch.setattr(onnx_int8, "PHANTOM_SLICES", 16)
     monkeypatch.setattr(onnx_int8, "PHANTOM_PIXELS", 64)
-
-
-def op_types(path) -> set[str]:
-    """The kinds of operation an ONNX file's graph holds."""
-    import onnx
-
-    return {node.op_type for node in onnx.load(str(path)).graph.node}
 
 
 def test_an_int8_twin_is_quantized_once_from_what_the_network_sees_on_phantoms(
