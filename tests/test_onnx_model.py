@@ -227,7 +227,7 @@ def small_phantoms(monkeypatch):
 
 
 def test_an_int8_twin_is_quantized_once_from_what_the_network_sees_on_phantoms(
-    tmp_path, tall_case, axial_and_coronal, monkeypatch, small_phantoms
+    tmp_path, tall_case, axial_and_coronal, monkeypatch, small_phantoms, capsys
 ):
     _, coronal = axial_and_coronal
     float_twin = onnx_model.onnx_twin(coronal)
@@ -241,6 +241,7 @@ def test_an_int8_twin_is_quantized_once_from_what_the_network_sees_on_phantoms(
     twin = onnx_int8.int8_twin(coronal, log=said.append)
     assert twin == tmp_path / "onnx" / f"{float_twin.stem}-int8.onnx"
     assert len(said) == 1 and "quantizing" in said[0]  # its float twin was exported above
+    assert "histogram" not in capsys.readouterr().out  # the calibrator's chatter is kept quiet
     assert {"QuantizeLinear", "DequantizeLinear"} <= op_types(twin)
     assert "QuantizeLinear" not in op_types(float_twin)
     side = json.loads((tmp_path / "onnx" / f"{twin.name}.json").read_text())

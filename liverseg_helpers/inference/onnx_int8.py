@@ -25,7 +25,9 @@ real CT: docs/real_ct_experiments.md, "Int8 arithmetic in ONNX Runtime".
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import io
 import os
 import tempfile
 from collections.abc import Callable
@@ -120,7 +122,11 @@ def quantize_twin(float_twin: str | os.PathLike, out: str | os.PathLike) -> Path
             return next(self.feeds, None)
 
     try:
-        with tempfile.TemporaryDirectory() as tmp_dir, atomic_file(out) as tmp:
+        with (
+            tempfile.TemporaryDirectory() as tmp_dir,
+            atomic_file(out) as tmp,
+            contextlib.redirect_stdout(io.StringIO()),  # the calibrator prints each round
+        ):
             prepared = Path(tmp_dir) / "prepared.onnx"
             quant_pre_process(str(float_twin), str(prepared), skip_symbolic_shape=True)
             quantize_static(
