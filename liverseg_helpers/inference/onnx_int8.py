@@ -13,9 +13,10 @@ network's probabilities a little and its outline by a fraction of a voxel.
 The calibration slices are those the network is given when it segments two phantom patients
 made by the package (:data:`CALIBRATION_SEEDS`, 512 x 512 pixels), through
 ``predict.predict_case`` itself, so they are preprocessed exactly as at prediction and no real
-CT is needed on the user's machine. Weights keep 7 bits (``reduce_range``): a CPU without VNNI
-instructions (AVX2 only) adds pairs of 8-bit products in 16 bits, which full 8-bit weights can
-overflow; with 7 bits every CPU computes the same integer sums.
+CT is needed on the user's machine. Weights keep 7 bits (``reduce_range``, which ONNX Runtime
+advises for CPUs without VNNI instructions): such a CPU (AVX2 only) adds pairs of 8-bit
+products in 16 bits, which full 8-bit weights can overflow (255 x 127 x 2 > 32767) and 7-bit
+ones cannot (255 x 63 x 2), so it should compute the same sums as a CPU with VNNI.
 
 ``liverseg predict --runtime onnx-int8`` uses them (and ``auto`` for the pair, on a CPU):
 :func:`int8_twin` makes one the first time (30-60 s per shipped model file on 2 cores) and
