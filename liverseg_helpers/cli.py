@@ -133,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
         "$LIVERSEG_ONNX_CACHE or ~/.cache/liverseg/onnx); onnx-int8: their int8 twins "
         "(8-bit arithmetic, calibrated once on phantoms; about 0.65x the time, outlines move "
         "a little: docs/results.md); auto (default): on a CPU where it is installed, "
-        "onnx-int8 for the pair and onnx with --fast; keras on a GPU",
+        "onnx-int8 for the pair where the CPU has VNNI, else onnx; keras on a GPU",
     )
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
 

@@ -193,21 +193,28 @@ def test_auto_picks_onnx_runtime_on_a_cpu_with_tensorflow_installed(monkeypatch)
 
     from liverseg_helpers.inference import precision
 
-    def where(bfloat16=False, gpu=False, backend="tensorflow", missing=()):
+    def where(bfloat16=False, gpu=False, backend="tensorflow", missing=(), vnni=True, fast=False):
         # wherever the decision might ask (it does not any more: the rule on bfloat16 CPUs)
         monkeypatch.setattr(precision, "cpu_has_bfloat16", lambda: bfloat16)
         monkeypatch.setattr(onnx_model, "cpu_has_bfloat16", lambda: bfloat16, raising=False)
+        monkeypatch.setattr(onnx_model, "cpu_has_vnni", lambda: vnni)
         real_exists = Path.exists
         monkeypatch.setattr(
             Path, "exists", lambda p: gpu if str(p) == "/proc/driver/nvidia" else real_exists(p)
         )
         monkeypatch.setenv("KERAS_BACKEND", backend)
         monkeypatch.setattr(onnx_model, "find_spec", lambda name: name not in missing)
-        return onnx_model.choose_runtime("auto")
+        return onnx_model.choose_runtime("auto", fast)
 
-    assert where() == "onnx-int8"  # the pair: int8 twins
+    assert where() == "onnx-int8"  # the pair, on a CPU with VNNI: int8 twins
     assert where(bfloat16=True) == "onnx-int8"  # Keras's bfloat16 does not pay for its import
-    assert onnx_model.choose_runtime("auto", fast=True) == "onnx"  # one network: float32
+    assert where(fast=True) == "onnx"  # one network: float32
+    assert where(vnni=False) == "onnx"  # AVX2 only: int8 not measured there
+    monkeypatch.setattr(precision, "cpu_flags", lambda: "flags\t: fpu sse4_2 avx2 fma")
+    assert not precision.cpu_has_vnni()
+    for flag in ("avx512_vnni", "avx_vnni", "amx_int8"):
+        monkeypatch.setattr(precision, "cpu_flags", lambda flag=flag: f"flags\t: avx2 {flag}")
+        assert precision.cpu_has_vnni()
     assert where(gpu=True) == "keras"
     assert where(backend="jax") == "keras"
     assert where(missing=("tf2onnx",)) == "keras"  # could not export the twins

@@ -18,7 +18,7 @@ advises for CPUs without VNNI instructions): such a CPU (AVX2 only) adds pairs o
 products in 16 bits, which full 8-bit weights can overflow (255 x 127 x 2 > 32767) and 7-bit
 ones cannot (255 x 63 x 2), so it should compute the same sums as a CPU with VNNI.
 
-``liverseg predict --runtime onnx-int8`` uses them (and ``auto`` for the pair, on a CPU):
+``liverseg predict --runtime onnx-int8`` uses them (``auto`` for the pair, on VNNI CPUs):
 :func:`int8_twin` makes one the first time (30-60 s per shipped model file on 2 cores) and
 caches it beside the float twins, named after them. How this was chosen and what it changes on
 real CT: docs/real_ct_experiments.md, "Int8 arithmetic in ONNX Runtime".

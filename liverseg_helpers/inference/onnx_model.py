@@ -34,6 +34,7 @@ import numpy as np
 from liverseg_helpers.atomic import atomic_file, write_json_atomic
 from liverseg_helpers.data.download import hash_file
 from liverseg_helpers.errors import DataError, ModelFileError
+from liverseg_helpers.inference.precision import cpu_has_vnni
 from liverseg_helpers.training.sidecar import read_sidecar, sidecar_path
 
 CACHE_ENV = "LIVERSEG_ONNX_CACHE"
@@ -55,11 +56,13 @@ def choose_runtime(runtime: str = "auto", fast: bool = False) -> str:
     loaded: a GPU is Keras's), with ONNX Runtime, tf2onnx and TensorFlow installed (the first
     run exports the twins) and Keras on TensorFlow. That holds on CPUs with bfloat16 hardware
     too, where Keras computes in bfloat16: its networks are faster there, but not by the
-    seconds that importing TensorFlow costs. There the int8 twins run the default pair (their
-    masks within 0.001 Dice of the float32 twins', the command about 0.65 of the time), and the
-    float32 twins run ``fast`` (one network, where int8 saves too little of the command's time
-    to be worth its rounding). The rules and their measurements: docs/real_ct_experiments.md,
-    "The liver networks in ONNX Runtime" and "Int8 arithmetic in ONNX Runtime".
+    seconds that importing TensorFlow costs. On a CPU with VNNI instructions (where it was
+    measured) the int8 twins run the default pair (their masks within 0.001 Dice of the float32
+    twins', the command about 0.65 of the time), and the float32 twins run ``fast`` (one
+    network, where int8 saves too little of the command's time to be worth its rounding); a
+    CPU without VNNI (AVX2 only), where int8 gains less and was not measured, keeps float32.
+    The rules and their measurements: docs/real_ct_experiments.md, "The liver networks in ONNX
+    Runtime" and "Int8 arithmetic in ONNX Runtime".
 
     Raises:
         DataError: An unknown runtime.
@@ -73,7 +76,7 @@ def choose_runtime(runtime: str = "auto", fast: bool = False) -> str:
     gpu = Path("/proc/driver/nvidia").exists()
     if not (installed and on_tensorflow and not gpu):
         return "keras"
-    return "onnx" if fast else "onnx-int8"
+    return "onnx-int8" if cpu_has_vnni() and not fast else "onnx"
 
 
 def onnxruntime_or_error() -> Any:
