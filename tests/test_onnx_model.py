@@ -238,7 +238,7 @@ def test_an_int8_twin_is_quantized_once_from_what_the_network_sees_on_phantoms(
 ):
     _, coronal = axial_and_coronal
     float_twin = onnx_model.onnx_twin(coronal)
-    batches = onnx_int8.calibration_batches(float_twin)
+    batches = onnx_int8.calibration_batches(*predict.load_prediction_model(float_twin))
     # the slices the coronal network is given: batches of its input, windowed to [0, 1]
     assert batches and all(batch.shape[1:] == (SIZE, SIZE, 1) for batch in batches)
     assert 0.0 <= min(b.min() for b in batches) and max(b.max() for b in batches) <= 1.0
@@ -286,7 +286,7 @@ def test_the_command_on_int8_twins(tmp_path, tall_case, axial_and_coronal, small
 def test_a_file_that_cannot_be_quantized_is_named(tmp_path, axial_and_coronal, monkeypatch):
     _, coronal = axial_and_coronal
     float_twin = onnx_model.onnx_twin(coronal)
-    monkeypatch.setattr(onnx_int8, "calibration_batches", lambda path: [])
+    monkeypatch.setattr(onnx_int8, "calibration_batches", lambda *args: [])
     out = tmp_path / "onnx" / "broken-int8.onnx"
     with pytest.raises(ModelFileError, match=f"{float_twin.name}: ONNX Runtime could not"):
         onnx_int8.quantize_twin(float_twin, out)

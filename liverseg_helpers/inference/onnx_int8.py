@@ -43,6 +43,7 @@ from liverseg_helpers.data.phantom import make_phantom_case
 from liverseg_helpers.errors import ModelFileError
 from liverseg_helpers.inference import onnx_model, predict
 from liverseg_helpers.io.case import Case
+from liverseg_helpers.preparation.preprocess import PreprocessSettings
 from liverseg_helpers.training.sidecar import read_sidecar, sidecar_path
 
 CALIBRATION_SEEDS = (901, 902)  # phantom patients whose slices set each tensor's range
@@ -73,10 +74,9 @@ def calibration_phantoms(n_slices: int, size: int) -> tuple[Case, ...]:
     )
 
 
-def calibration_batches(float_twin: str | os.PathLike) -> list[np.ndarray]:
-    """The batches a float twin is given when it segments the calibration phantoms (its own
-    view and preprocessing, from its sidecar)."""
-    network, settings = predict.load_prediction_model(float_twin)
+def calibration_batches(network: Any, settings: PreprocessSettings) -> list[np.ndarray]:
+    """The batches ``network`` is given when it segments the calibration phantoms with its
+    ``settings`` (view and preprocessing)."""
     recorder = RecordingNetwork(network)
     for case in calibration_phantoms(PHANTOM_SLICES, PHANTOM_PIXELS):
         predict.predict_case(recorder, case, settings=settings, precision="float32")
@@ -102,8 +102,10 @@ def quantize_twin(float_twin: str | os.PathLike, out: str | os.PathLike) -> Path
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     float_twin, out = Path(float_twin), Path(out)
-    batches = calibration_batches(float_twin)
-    input_name = onnx_model.OnnxNetwork(float_twin).input_name
+    sidecar = read_sidecar(float_twin)  # read (and the twin hashed) once
+    network = onnx_model.load_network(float_twin, sidecar)
+    batches = calibration_batches(network, predict.load_settings_for(float_twin, network, sidecar))
+    input_name = network.input_name
 
     class Slices(CalibrationDataReader):
         """The batches, one per round: the calibrator keeps every layer's output of the
@@ -145,7 +147,7 @@ def quantize_twin(float_twin: str | os.PathLike, out: str | os.PathLike) -> Path
             digest = hash_file(tmp, "sha256", progress=False)
     except Exception as err:  # noqa: BLE001 - the quantizer raises many kinds
         raise ModelFileError(f"{float_twin}: ONNX Runtime could not quantize it ({err})") from err
-    sidecar = {**(read_sidecar(float_twin) or {}), "model_sha256": digest}
+    sidecar = {**(sidecar or {}), "model_sha256": digest}
     sidecar["arithmetic"] = (
         f"int8 (ONNX Runtime static quantization, QDQ, weights per channel in 7 bits, inputs "
         f"calibrated at the {CALIBRATION_PERCENTILE}th percentile on phantom seeds "
