@@ -20,29 +20,50 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from skip_slices import SHIPPED, add_ct_arguments, compare_pair_and_fast  # noqa: E402
 
-from liverseg_helpers.inference import onnx_model, pipeline  # noqa: E402
+from liverseg_helpers.inference import pipeline  # noqa: E402
+
+
+def runtime_ways(runtime: str) -> tuple[dict, dict, object]:
+    """``predict_case`` keyword arguments of the shipped pair and of ``--fast``'s network on
+    one runtime (``"keras"``, ``"onnx"`` or ``"onnx-int8"``; twins made first if need be),
+    and ``--fast``'s settings."""
+    if runtime == "keras":
+        network, settings = pipeline.first_axial_network(SHIPPED)
+        return {}, {"models": network}, settings
+    twins = [pipeline.twin_maker(runtime)(path, log=print) for path in SHIPPED]
+    network, settings = pipeline.first_axial_network(SHIPPED, runtime=runtime, log=print)
+    return (
+        {"models": twins, "precision": "float32"},
+        {"models": network, "precision": "float32"},
+        settings,
+    )
+
+
+def compare_runtimes(argv: list[str] | None, doc: str, runtimes: dict[str, str]) -> int:
+    """Parse a benchmark's arguments, then compare two runtimes (``{label: runtime}``, the new
+    one first) for the pair and for ``--fast``, printing how long each took to get ready."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    add_ct_arguments(parser)
+    args = parser.parse_args(argv)
+    pair, fast = {}, {}
+    for label, runtime in runtimes.items():
+        start = time.perf_counter()
+        pair[label], fast[label], found = runtime_ways(runtime)
+        settings = found  # the same for both: the shipped axial file's
+        print(f"{label} ({runtime}) ready in {time.perf_counter() - start:.1f} s")
+    compare_pair_and_fast(args.ct, args.repeat, pair, fast, settings)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_ct_arguments(parser)
-    args = parser.parse_args(argv)
-    twins = [onnx_model.onnx_twin(path) for path in SHIPPED]
-    pair = {"onnx": {"models": twins, "precision": "float32"}, "keras": {}}
-    keras_net, settings = pipeline.first_axial_network(SHIPPED)
-    onnx_net, _ = pipeline.first_axial_network(SHIPPED, runtime="onnx")
-    fast = {
-        "onnx": {"models": onnx_net, "precision": "float32"},
-        "keras": {"models": keras_net},
-    }
-    compare_pair_and_fast(args.ct, args.repeat, pair, fast, settings)
-    return 0
+    return compare_runtimes(argv, __doc__, {"onnx": "onnx", "keras": "keras"})
 
 
 if __name__ == "__main__":
