@@ -177,7 +177,7 @@ def int8_twin(
     for, saying so to ``log``. ``sidecar``: the model's, when the caller has read it."""
     float_twin = onnx_model.onnx_twin(model_path, first_member, log, sidecar)
     path = int8_path(float_twin)
-    if not (path.exists() and sidecar_path(path).exists()):
+    if not onnx_model.twin_ready(path):
         if log is not None:
             log(f"quantizing {float_twin.name} to int8 once, for later runs: {path}")
         quantize_twin(float_twin, path)

@@ -240,6 +240,11 @@ def export_twin(model_path: str | os.PathLike, out: Path, first_member: bool = F
     return out
 
 
+def twin_ready(path: Path) -> bool:
+    """Whether a cached twin is whole: its file and its sidecar, which is written after it."""
+    return path.exists() and sidecar_path(path).exists()
+
+
 def onnx_twin(
     model_path: str | os.PathLike,
     first_member: bool = False,
@@ -253,7 +258,7 @@ def onnx_twin(
     if Path(model_path).suffix == ".onnx":
         return Path(model_path)
     path = twin_path(model_path, first_member, sidecar)
-    if not (path.exists() and sidecar_path(path).exists()):
+    if not twin_ready(path):
         if log is not None:
             log(f"exporting {Path(model_path).name} to ONNX once, for later runs: {path}")
         export_twin(model_path, path, first_member)
